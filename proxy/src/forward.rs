@@ -1,0 +1,182 @@
+//! Turning a client's request into a backend's request, and the backend's
+//! response into the client's: hop-by-hop headers stripped (RFC 9110 §7.6.1),
+//! `X-Forwarded-*` set (overwritten, since gantry is the edge), the version set
+//! to HTTP/1.1 (backends speak HTTP/1.1; an h2 request forwarded as h2 would
+//! fail) with `:authority` copied to `Host`.
+
+use std::net::{IpAddr, SocketAddr};
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, Scheme};
+use hyper::{Request, Response, Uri, Version};
+
+/// Headers that describe one connection, not the message; never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Why a request could not be forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ForwardError {
+    #[error("the request has no Host header")]
+    NoHost,
+    #[error("invalid backend address {0}")]
+    BadBackend(String),
+}
+
+/// The `Host` a request is for: the `Host` header, else the URI's authority (h2).
+pub fn request_host<B>(req: &Request<B>) -> Option<String> {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()))
+        .filter(|h| !h.is_empty())
+}
+
+/// Rewrites `req` in place to go to `backend`.
+///
+/// `client` is the peer's address and `scheme` what the client spoke to us
+/// (`http` or `https`), both for the `X-Forwarded-*` headers.
+pub fn prepare_request<B>(
+    req: &mut Request<B>,
+    backend: SocketAddr,
+    client: IpAddr,
+    scheme: &str,
+) -> Result<(), ForwardError> {
+    let host = request_host(req).ok_or(ForwardError::NoHost)?;
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
+    let authority = Authority::try_from(backend.to_string())
+        .map_err(|_| ForwardError::BadBackend(backend.to_string()))?;
+    let uri = Uri::builder()
+        .scheme(Scheme::HTTP)
+        .authority(authority)
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| ForwardError::BadBackend(backend.to_string()))?;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    // Upgrade is hop-by-hop too; WebSocket pass-through is not supported yet.
+    headers.remove(header::UPGRADE);
+    if let Ok(value) = HeaderValue::from_str(&host) {
+        headers.insert(header::HOST, value);
+    }
+
+    // gantry is the edge: what a client claims about earlier hops is not kept,
+    // so apps can trust the first X-Forwarded-For address.
+    headers.remove("forwarded");
+    set(headers, "x-forwarded-for", &client.to_string());
+    set(headers, "x-real-ip", &client.to_string());
+    set(headers, "x-forwarded-proto", scheme);
+    set(headers, "x-forwarded-host", &host);
+    let port = host
+        .rsplit_once(':')
+        .map(|(_, p)| p)
+        .filter(|p| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty());
+    let port = port.unwrap_or(if scheme == "https" { "443" } else { "80" });
+    set(headers, "x-forwarded-port", port);
+    Ok(())
+}
+
+/// Strips hop-by-hop headers from a backend's response before it goes back.
+pub fn prepare_response<B>(resp: &mut Response<B>) {
+    strip_hop_by_hop(resp.headers_mut());
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop for this message too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn set(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        headers.insert(name, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(host: &str) -> Request<()> {
+        Request::builder()
+            .uri("/path?q=1")
+            .header("host", host)
+            .header("connection", "keep-alive, x-secret")
+            .header("x-secret", "1")
+            .header("keep-alive", "timeout=5")
+            .header("x-forwarded-for", "10.0.0.1")
+            .body(())
+            .expect("request")
+    }
+
+    #[test]
+    fn rewrites_uri_and_sets_forwarded_headers() {
+        let mut req = request("app.localhost:8080");
+        let backend: SocketAddr = "172.18.0.2:5000".parse().expect("addr");
+        let client: IpAddr = "127.0.0.1".parse().expect("ip");
+        prepare_request(&mut req, backend, client, "http").expect("prepare");
+        assert_eq!(req.uri().to_string(), "http://172.18.0.2:5000/path?q=1");
+        let h = req.headers();
+        assert_eq!(h["host"], "app.localhost:8080");
+        assert_eq!(
+            h["x-forwarded-for"], "127.0.0.1",
+            "a client's own claim is dropped"
+        );
+        assert_eq!(h["x-real-ip"], "127.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "app.localhost:8080");
+        assert_eq!(h["x-forwarded-port"], "8080");
+        for gone in ["connection", "keep-alive", "x-secret"] {
+            assert!(!h.contains_key(gone), "{gone} was forwarded");
+        }
+    }
+
+    #[test]
+    fn h2_authority_becomes_host() {
+        let mut req = Request::builder()
+            .uri("https://app.example.com/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .expect("request");
+        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        prepare_request(&mut req, backend, "::1".parse().expect("ip"), "https").expect("prepare");
+        assert_eq!(req.version(), Version::HTTP_11);
+        assert_eq!(req.headers()["host"], "app.example.com");
+        assert_eq!(req.headers()["x-forwarded-port"], "443");
+    }
+
+    #[test]
+    fn missing_host_is_an_error() {
+        let mut req = Request::builder().uri("/").body(()).expect("request");
+        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        let err = prepare_request(&mut req, backend, "::1".parse().expect("ip"), "http");
+        assert!(matches!(err, Err(ForwardError::NoHost)));
+    }
+}

@@ -1,0 +1,19 @@
+//! gantry's reverse proxy: sends each request to the app that owns its `Host`.
+//!
+//! One job: host-based routing of HTTP traffic to app backends. It knows nothing of
+//! apps, releases, git or Docker: gantry tells it "host H is served by these
+//! addresses" through [`RouteTable`], and it answers from that table alone.
+//! Unknown hosts get a small 404 page; a backend that fails gets a 502 page.
+//!
+//! Layout: [`routes`] holds the swappable route table, [`forward`] rewrites and
+//! forwards one request, [`pages`] renders the proxy's own error pages, and
+//! [`serve`] accepts connections and ties them together.
+
+pub mod forward;
+pub mod pages;
+pub mod routes;
+mod serve;
+mod tracked;
+
+pub use routes::{Backend, InFlight, Route, RouteTable};
+pub use serve::{serve, Proxy};

@@ -1,0 +1,140 @@
+//! Accepting connections and answering each request from the route table.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::tracked::Tracked;
+use crate::{forward, pages, RouteTable};
+
+type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// How long a backend may take to send its response headers (the body may
+/// stream for longer: server-sent events, downloads).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The proxy's shared state: the route table and a pooled upstream client.
+pub struct Proxy {
+    routes: Arc<RouteTable>,
+    client: Client<HttpConnector, Incoming>,
+}
+
+impl Proxy {
+    pub fn new(routes: Arc<RouteTable>) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .pool_max_idle_per_host(256)
+            .set_host(false)
+            .build(connector);
+        Proxy { routes, client }
+    }
+
+    pub fn routes(&self) -> &Arc<RouteTable> {
+        &self.routes
+    }
+
+    /// Answers one request: route by host, forward, or say why not.
+    async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ProxyBody>, Infallible> {
+        let Some(host) = forward::request_host(&req) else {
+            return Ok(full(pages::bad_request("The request has no Host header.")));
+        };
+        let Some(route) = self.routes.lookup(&host) else {
+            return Ok(full(pages::not_found(&host)));
+        };
+        let Some(backend) = route.pick() else {
+            return Ok(full(pages::unavailable(&route.name)));
+        };
+        let in_flight = backend.begin();
+        if let Err(err) = forward::prepare_request(&mut req, backend.addr, peer.ip(), "http") {
+            tracing::debug!(%err, "cannot forward");
+            return Ok(full(pages::bad_request(&err.to_string())));
+        }
+        match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
+            Ok(Ok(mut resp)) => {
+                forward::prepare_response(&mut resp);
+                Ok(resp.map(|b| Tracked::new(b, in_flight).boxed()))
+            }
+            Ok(Err(err)) => {
+                tracing::warn!(app = %route.name, backend = %backend.addr, error = %err, "backend failed");
+                Ok(full(pages::bad_gateway(&route.name)))
+            }
+            Err(_) => {
+                tracing::warn!(app = %route.name, backend = %backend.addr, "backend sent no response headers in time");
+                Ok(full(pages::gateway_timeout(&route.name)))
+            }
+        }
+    }
+}
+
+fn full(resp: Response<http_body_util::Full<Bytes>>) -> Response<ProxyBody> {
+    resp.map(|b| b.map_err(|never| match never {}).boxed())
+}
+
+/// Serves HTTP/1.1 and h2c on `listener` until `shutdown` is cancelled, then
+/// lets in-flight requests finish (up to 30 s) before returning.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    // Out of file descriptors and the like: back off, don't spin.
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let proxy = proxy.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            async move { proxy.handle(req, peer).await }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("in-flight requests still running after 30 s; closing them");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Artifacts: the image each release runs, and how long it is kept.
+//!
+//! Every build makes one image, tagged `gantry/APP:vN`. Config changes and
+//! rollbacks reuse an earlier release's image. Retention keeps the images of the
+//! app's last N releases that went live (default 5, `artifacts:set APP keep N`),
+//! and always the current one, so a rollback within N never needs a rebuild.
+//! Older images are pruned after every deploy and daily, and the freed disk
+//! space is reported. The daily job also prunes dangling build layers older
+//! than a day.
+
+use std::collections::{HashMap, HashSet};
+
+use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
+use bollard::Docker;
+
+use crate::names::AppName;
+use crate::server::Gantry;
+use crate::store::{ReleaseStatus, StoreError};
+
+/// Releases whose images are kept, unless the app says otherwise.
+pub const DEFAULT_KEEP: i64 = 5;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("cannot talk to the Docker engine: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The tag of release `vN`'s image: `gantry/APP:vN`.
+pub fn image_tag(app: &AppName, version: i64) -> String {
+    format!("gantry/{app}:v{version}")
+}
+
+/// Labels that tie an image to its app. Only labels that are the same on every
+/// push: the classic builder adds labels as a last build step, and a label that
+/// changes per push (release, commit) would defeat the layer cache for it. The
+/// release and commit of an image are in the store, keyed by its tag.
+pub fn image_labels(app: &AppName) -> HashMap<String, String> {
+    HashMap::from([("gantry.app".to_owned(), app.to_string())])
+}
+
+/// One image of an app, as `artifacts APP` lists it.
+#[derive(Debug, Clone)]
+pub struct Artifact {
+    pub tag: String,
+    pub id: String,
+    pub size: i64,
+    /// Unix seconds.
+    pub created: i64,
+    /// The releases that run (or ran) this image, newest first.
+    pub used_by: Vec<i64>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PruneReport {
+    pub removed: Vec<String>,
+    /// Bytes of image layers deleted from disk.
+    pub freed: u64,
+}
+
+impl PruneReport {
+    /// `pruned 2 old image(s), freed 4.1 MB`, or nothing when nothing was pruned.
+    pub fn summary(&self) -> Option<String> {
+        (!self.removed.is_empty()).then(|| {
+            format!(
+                "pruned {} old image(s), freed {}",
+                self.removed.len(),
+                human_bytes(self.freed)
+            )
+        })
+    }
+}
+
+async fn app_images(
+    docker: &Docker,
+    app: &AppName,
+) -> Result<Vec<bollard::models::ImageSummary>, bollard::errors::Error> {
+    let filters = HashMap::from([("label", vec![format!("gantry.app={app}")])]);
+    docker
+        .list_images(Some(
+            ListImagesOptionsBuilder::default()
+                .filters(&filters)
+                .build(),
+        ))
+        .await
+}
+
+/// The app's images, newest first, with the releases that use each.
+pub async fn list(gantry: &Gantry, app: &AppName) -> Result<Vec<Artifact>, ArtifactError> {
+    let releases = gantry.store.list_releases(app).await?;
+    let mut artifacts: Vec<Artifact> = app_images(&gantry.docker, app)
+        .await?
+        .into_iter()
+        .flat_map(|image| {
+            let tags: Vec<String> = image
+                .repo_tags
+                .iter()
+                .filter(|t| t.starts_with(&format!("gantry/{app}:")))
+                .cloned()
+                .collect();
+            let releases = &releases;
+            tags.into_iter().map(move |tag| Artifact {
+                used_by: releases
+                    .iter()
+                    .filter(|r| r.image == tag && r.status == ReleaseStatus::Succeeded)
+                    .map(|r| r.version)
+                    .collect(),
+                tag,
+                id: image.id.clone(),
+                size: image.size,
+                created: image.created,
+            })
+        })
+        .collect();
+    artifacts.sort_by(|a, b| b.created.cmp(&a.created).then(b.tag.cmp(&a.tag)));
+    Ok(artifacts)
+}
+
+/// Removes the app's images that retention does not keep.
+pub async fn prune(gantry: &Gantry, app: &AppName) -> Result<PruneReport, ArtifactError> {
+    let Some(record) = gantry.store.get_app(app).await? else {
+        return Ok(PruneReport::default());
+    };
+    let keep_n = record.keep_releases.unwrap_or(DEFAULT_KEEP).max(1);
+    let releases = gantry.store.list_releases(app).await?;
+    let mut keep: HashSet<&str> = releases
+        .iter()
+        .filter(|r| r.status == ReleaseStatus::Succeeded && !r.image.is_empty())
+        .take(usize::try_from(keep_n).unwrap_or(usize::MAX))
+        .map(|r| r.image.as_str())
+        .collect();
+    // A deploy in progress (`building`) has not gone live yet: keep its image too.
+    keep.extend(
+        releases
+            .iter()
+            .filter(|r| {
+                r.status == ReleaseStatus::Building || Some(r.version) == record.current_release
+            })
+            .map(|r| r.image.as_str()),
+    );
+    let docker = &gantry.docker;
+    let doomed: Vec<(String, String)> = app_images(docker, app)
+        .await?
+        .into_iter()
+        .flat_map(|image| {
+            let id = image.id.clone();
+            image
+                .repo_tags
+                .into_iter()
+                .map(move |tag| (tag, id.clone()))
+        })
+        .filter(|(tag, _)| {
+            tag.starts_with(&format!("gantry/{app}:")) && !keep.contains(tag.as_str())
+        })
+        .collect();
+    remove_images(docker, doomed).await
+}
+
+/// Removes dangling images (untagged and unused: the layers a failed build
+/// left) older than a day, as `docker image prune --filter until=24h` does.
+/// Returns the bytes reclaimed. Run by the daily job.
+pub async fn prune_dangling(docker: &Docker) -> Result<u64, ArtifactError> {
+    let filters = HashMap::from([
+        ("dangling", vec!["true".to_string()]),
+        ("until", vec!["24h".to_string()]),
+    ]);
+    let options = bollard::query_parameters::PruneImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let response = docker.prune_images(Some(options)).await?;
+    Ok(response
+        .space_reclaimed
+        .and_then(|b| u64::try_from(b).ok())
+        .unwrap_or(0))
+}
+
+/// Removes every image of `app` (for `apps:destroy`).
+pub async fn remove_all(docker: &Docker, app: &AppName) -> Result<PruneReport, ArtifactError> {
+    let all: Vec<(String, String)> = app_images(docker, app)
+        .await?
+        .into_iter()
+        .flat_map(|image| {
+            let id = image.id.clone();
+            let tags = if image.repo_tags.is_empty() {
+                vec![id.clone()]
+            } else {
+                image.repo_tags
+            };
+            tags.into_iter().map(move |tag| (tag, id.clone()))
+        })
+        .collect();
+    remove_images(docker, all).await
+}
+
+/// Untags each `(tag, image id)`; Docker deletes an image and the layers only it
+/// used when its last tag goes. Freed bytes are the sizes, read from the image
+/// histories beforehand, of the layers Docker reports deleted.
+async fn remove_images(
+    docker: &Docker,
+    doomed: Vec<(String, String)>,
+) -> Result<PruneReport, ArtifactError> {
+    let mut layer_sizes: HashMap<String, i64> = HashMap::new();
+    for (_, id) in &doomed {
+        if let Ok(history) = docker.image_history(id).await {
+            for layer in history {
+                layer_sizes.insert(layer.id, layer.size);
+            }
+        }
+    }
+    let mut report = PruneReport::default();
+    for (tag, _) in doomed {
+        let options = RemoveImageOptionsBuilder::default().force(false).build();
+        match docker.remove_image(&tag, Some(options), None).await {
+            Ok(items) => {
+                report.freed += items
+                    .iter()
+                    .filter_map(|item| item.deleted.as_ref())
+                    .filter_map(|id| layer_sizes.get(id))
+                    .map(|size| u64::try_from(*size).unwrap_or(0))
+                    .sum::<u64>();
+                report.removed.push(tag);
+            }
+            // In use by a container (e.g. one still draining): kept until next time.
+            Err(err) => tracing::debug!(%tag, error = %err, "image not removed"),
+        }
+    }
+    Ok(report)
+}
+
+/// `4.1 MB`
+pub fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes_read_like_docker() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(4_100_000), "4.1 MB");
+        assert_eq!(human_bytes(2_500_000_000), "2.5 GB");
+    }
+
+    #[test]
+    fn an_empty_prune_says_nothing() {
+        assert_eq!(PruneReport::default().summary(), None);
+        let report = PruneReport {
+            removed: vec!["gantry/a:v1".into()],
+            freed: 1_500_000,
+        };
+        assert_eq!(
+            report.summary().as_deref(),
+            Some("pruned 1 old image(s), freed 1.5 MB")
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `apps:create`, `apps:list`, `apps:destroy`.
+
+use super::Caller;
+use crate::git::repos;
+use crate::names::AppName;
+use crate::server::Gantry;
+use crate::store::StoreError;
+
+pub async fn create(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
+    let app = AppName::parse(name)?;
+    caller.require_app(&app)?;
+    create_app(gantry, &app).await?;
+    Ok(format!(
+        "Created app {app}\nDeploy it:\n  git remote add gantry {}\n  git push gantry main\nIt will be served at {}\n",
+        gantry.config.git_remote(&app),
+        gantry.config.app_url(&app)
+    ))
+}
+
+/// Records the app and makes its repository; shared by `apps:create` and first pushes.
+pub async fn create_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
+    if gantry.config.app_host(app) == gantry.config.dashboard_host {
+        anyhow::bail!(
+            "the name {app} is taken: {} is gantry's dashboard",
+            gantry.config.dashboard_host
+        );
+    }
+    gantry.store.create_app(app).await?;
+    repos::ensure_repo(&gantry.config, app).await.map_err(|e| {
+        anyhow::anyhow!("app {app} recorded, but its repository could not be created: {e}")
+    })?;
+    Ok(())
+}
+
+pub async fn list(gantry: &Gantry, caller: &Caller) -> anyhow::Result<String> {
+    let apps: Vec<_> = gantry
+        .store
+        .list_apps()
+        .await?
+        .into_iter()
+        .filter(|a| caller.may_manage(&a.name))
+        .collect();
+    if apps.is_empty() {
+        return Ok("No apps yet. Push one, or: apps:create NAME\n".into());
+    }
+    let width = apps
+        .iter()
+        .map(|a| a.name.as_str().len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let mut out = format!("{:width$}  {:8}  URL\n", "NAME", "RELEASE");
+    for app in apps {
+        let release = app
+            .current_release
+            .map_or("-".to_string(), |v| format!("v{v}"));
+        out.push_str(&format!(
+            "{:width$}  {:8}  {}\n",
+            app.name.as_str(),
+            release,
+            gantry.config.app_url(&app.name)
+        ));
+    }
+    Ok(out)
+}
+
+pub async fn destroy(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+    force: bool,
+) -> anyhow::Result<String> {
+    let app = AppName::parse(name)?;
+    caller.require_app(&app)?;
+    if gantry.store.get_app(&app).await?.is_none() {
+        return Err(StoreError::NotFound(format!("app {app}")).into());
+    }
+    if !force {
+        anyhow::bail!(
+            "this removes {app}'s containers, images, git repository and release history; run again with --force to do it"
+        );
+    }
+    let _lock = gantry.locks.get(&app).lock_owned().await;
+    let (containers, images) = crate::deploy::remove_app(gantry, &app).await?;
+    let repo = repos::repo_path(&gantry.config, &app);
+    if repo.exists() {
+        tokio::fs::remove_dir_all(&repo)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", repo.display()))?;
+    }
+    gantry.store.delete_app(&app).await?;
+    Ok(format!(
+        "Destroyed {app}: {containers} container(s), {} image(s) ({} freed), its repository and records\n",
+        images.removed.len(),
+        crate::artifacts::human_bytes(images.freed)
+    ))
+}
+
+pub async fn set_deploy_branch(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+    branch: Option<&str>,
+) -> anyhow::Result<String> {
+    let app = AppName::parse(name)?;
+    caller.require_app(&app)?;
+    if let Some(branch) = branch {
+        let valid = !branch.is_empty()
+            && branch.len() <= 200
+            && !branch.starts_with(['-', '/', '.'])
+            && !branch.ends_with(['/', '.'])
+            && !branch.contains("..")
+            && !branch.contains("//")
+            && !branch.ends_with(".lock")
+            && branch
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'));
+        if !valid {
+            anyhow::bail!(
+                "invalid branch name {branch:?}: use letters, digits, '-', '_', '.' and '/'"
+            );
+        }
+    }
+    gantry.store.set_deploy_branch(&app, branch).await?;
+    Ok(match branch {
+        Some(branch) => format!("{app}: pushes to {branch} deploy; other branches are stored\n"),
+        None => format!("{app}: pushes to main or master deploy\n"),
+    })
+}

@@ -1,0 +1,718 @@
+//! The one command grammar. `gantry keys:add …` on the host and
+//! `ssh git@HOST keys:add …` parse into the same [`ManageCommand`] and run through
+//! the same [`execute`]; only the transport and the [`Caller`] differ.
+//!
+//! On the host, a management command goes to the running server through the
+//! control socket when there is one (so it acts on live routes and locks), and
+//! runs in-process otherwise.
+
+mod apps;
+mod artifacts;
+mod config;
+mod keys;
+mod ps;
+mod releases;
+
+pub use apps::create_app;
+pub use keys::{canonical as canonical_key, parse_public_key, record as key_record};
+pub use releases::rollback;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, Overrides};
+use crate::deploy::oneoff::Streams;
+use crate::names::AppName;
+use crate::server::Gantry;
+use crate::store::{KeyRecord, Role};
+
+/// gantry: git push to your own server, and your app is live.
+#[derive(Debug, Parser)]
+#[command(name = "gantry", version, about, propagate_version = true)]
+pub struct Cli {
+    /// Where gantry keeps its state [default: ~/.local/share/gantry, or /var/lib/gantry as root]
+    #[arg(long, global = true, env = "GANTRY_HOME", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run gantry: the SSH git endpoint, builds, deploys and the HTTP proxy
+    Serve(ServeArgs),
+    #[command(flatten)]
+    Manage(ManageCommand),
+    /// Run by git during a push; not for people
+    #[command(hide = true)]
+    Hook {
+        #[arg(value_parser = ["pre-receive"])]
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Apps are served at APP.DOMAIN [default: localhost]
+    #[arg(long, env = "GANTRY_DOMAIN")]
+    pub domain: Option<String>,
+    /// Address of the SSH git endpoint [default: 0.0.0.0:2222]
+    #[arg(long, env = "GANTRY_SSH_LISTEN", value_name = "ADDR")]
+    pub ssh_listen: Option<SocketAddr>,
+    /// Address of the HTTP proxy [default: 0.0.0.0:8080]
+    #[arg(long, env = "GANTRY_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// sqlite://PATH or postgres://… [default: sqlite://$GANTRY_HOME/gantry.db]
+    #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+/// Commands that manage gantry; the same over SSH and on the host.
+#[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
+pub enum ManageCommand {
+    /// Register an SSH key: an admin (--admin) or a deployer of some apps (--apps a,b)
+    #[command(name = "keys:add")]
+    KeysAdd {
+        name: String,
+        /// A public key file (`-` reads it from standard input, as over SSH)
+        pubkey_file: String,
+        /// The key may do anything
+        #[arg(long, conflicts_with = "apps")]
+        admin: bool,
+        /// The key may push to and manage only these apps
+        #[arg(long, value_delimiter = ',', value_name = "APP,...")]
+        apps: Vec<String>,
+    },
+    /// List registered keys
+    #[command(name = "keys:list")]
+    KeysList,
+    /// Remove a key
+    #[command(name = "keys:remove")]
+    KeysRemove { name: String },
+    /// Create an app (pushing to an unknown app as admin creates it too)
+    #[command(name = "apps:create")]
+    AppsCreate { name: String },
+    /// List apps
+    #[command(name = "apps:list")]
+    AppsList,
+    /// List an app's releases, newest first
+    Releases { app: String },
+    /// Show one release: what made it, its image, config var names and build log
+    #[command(name = "releases:info")]
+    ReleasesInfo {
+        app: String,
+        /// vN or N
+        #[arg(value_name = "VERSION")]
+        release: String,
+    },
+    /// Put an older release's image and config live again, as a new release
+    #[command(name = "releases:rollback")]
+    ReleasesRollback {
+        app: String,
+        /// vN or N [default: the release before the current one]
+        #[arg(value_name = "VERSION")]
+        release: Option<String>,
+    },
+    /// Show an app's config vars
+    Config { app: String },
+    /// Print one config var's value
+    #[command(name = "config:get")]
+    ConfigGet { app: String, key: String },
+    /// Set config vars; makes a release and restarts the app with no downtime
+    #[command(name = "config:set")]
+    ConfigSet {
+        app: String,
+        #[arg(required = true, value_name = "KEY=VALUE")]
+        assignments: Vec<String>,
+        /// Record the release without restarting the running containers
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Remove config vars; makes a release and restarts the app with no downtime
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        app: String,
+        #[arg(required = true, value_name = "KEY")]
+        keys: Vec<String>,
+        /// Record the release without restarting the running containers
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// List an app's images: release, id, size, age, and the releases that use each
+    Artifacts { app: String },
+    /// Set an artifact option; today `keep` (how many releases' images to keep)
+    #[command(name = "artifacts:set")]
+    ArtifactsSet {
+        app: String,
+        #[arg(value_parser = ["keep"])]
+        key: String,
+        /// A number of releases (at least 1); omit it for the default (5)
+        value: Option<String>,
+    },
+    /// Run a one-off command in a container of the live release, with its config
+    Run {
+        app: String,
+        /// The command and its arguments (after `--`); use `sh -c '…'` for shell syntax
+        #[arg(
+            required = true,
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CMD"
+        )]
+        command: Vec<String>,
+    },
+    /// Show an app's output; -f follows it across restarts and deploys
+    Logs {
+        app: String,
+        /// Keep printing new output
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only this process type
+        #[arg(long = "ps", value_name = "TYPE")]
+        process: Option<String>,
+        /// How many past lines to show
+        #[arg(short = 'n', long = "num", default_value_t = 100, value_name = "N")]
+        lines: usize,
+    },
+    /// List an app's processes: type, replica, container, state, uptime, restarts
+    Ps { app: String },
+    /// Set how many containers of each process type run (web replicas are load-balanced)
+    #[command(name = "ps:scale")]
+    PsScale {
+        app: String,
+        #[arg(required = true, value_name = "TYPE=COUNT")]
+        counts: Vec<String>,
+    },
+    /// Restart an app's processes with no downtime (fresh containers of the live release)
+    #[command(name = "ps:restart")]
+    PsRestart {
+        app: String,
+        #[arg(value_name = "TYPE")]
+        process: Option<String>,
+    },
+    /// Stop an app's processes; the proxy answers 503 until ps:start or a deploy
+    #[command(name = "ps:stop")]
+    PsStop { app: String },
+    /// Start a stopped app
+    #[command(name = "ps:start")]
+    PsStart { app: String },
+    /// Print a one-time link that logs this key in to the dashboard
+    #[command(name = "web:login")]
+    WebLogin,
+    /// Set an app's git option; today `deploy-branch` (empty: main or master)
+    #[command(name = "git:set")]
+    GitSet {
+        app: String,
+        #[arg(value_parser = ["deploy-branch"])]
+        key: String,
+        /// The new value; omit it to go back to the default
+        value: Option<String>,
+    },
+    /// Destroy an app: its containers, images, repository and records
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        name: String,
+        /// Really destroy it
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+impl ManageCommand {
+    /// Whether the command reads its input from standard input.
+    pub fn reads_stdin(&self) -> bool {
+        matches!(self, ManageCommand::KeysAdd { pubkey_file, .. } if pubkey_file == "-")
+    }
+
+    /// Commands whose output streams while they run (see [`execute_streaming`]).
+    pub fn is_streaming(&self) -> bool {
+        matches!(self, ManageCommand::Run { .. } | ManageCommand::Logs { .. })
+    }
+}
+
+/// The grammar over SSH: management commands only.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ssh git@HOST",
+    no_binary_name = true,
+    disable_version_flag = true,
+    about = "gantry over SSH: git push/clone, and these commands"
+)]
+struct RemoteCli {
+    #[command(subcommand)]
+    command: ManageCommand,
+}
+
+/// Parses an SSH command line; `Err` holds the usage error (or help) to print.
+pub fn parse_remote(words: &[String]) -> Result<ManageCommand, Outcome> {
+    RemoteCli::try_parse_from(words)
+        .map(|cli| cli.command)
+        .map_err(|err| {
+            let text = err.render().to_string();
+            if err.use_stderr() {
+                Outcome::failure(text, 2)
+            } else {
+                Outcome::success(text)
+            }
+        })
+}
+
+/// Who runs a command; decides what it may do.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// The server's own user on the host: an admin.
+    Local,
+    Key(KeyRecord),
+}
+
+impl Caller {
+    pub fn is_admin(&self) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Key(key) => key.role == Role::Admin,
+        }
+    }
+
+    pub fn may_manage(&self, app: &AppName) -> bool {
+        match self {
+            Caller::Local => true,
+            Caller::Key(key) => key.may_manage(app),
+        }
+    }
+
+    /// Who is recorded as having made a change.
+    pub fn name(&self) -> String {
+        match self {
+            Caller::Local => "local".into(),
+            Caller::Key(key) => key.name.to_string(),
+        }
+    }
+
+    fn require_admin(&self, what: &str) -> anyhow::Result<()> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            anyhow::bail!("permission denied: only admin keys may {what}")
+        }
+    }
+
+    fn require_app(&self, app: &AppName) -> anyhow::Result<()> {
+        if self.may_manage(app) {
+            Ok(())
+        } else {
+            anyhow::bail!("permission denied: this key may not manage app {app}")
+        }
+    }
+}
+
+/// A finished command: what to print and the exit code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub stdout: String,
+    pub stderr: String,
+    pub code: i32,
+}
+
+impl Outcome {
+    pub fn success(stdout: String) -> Outcome {
+        Outcome {
+            stdout,
+            stderr: String::new(),
+            code: 0,
+        }
+    }
+
+    pub fn failure(stderr: String, code: i32) -> Outcome {
+        Outcome {
+            stdout: String::new(),
+            stderr,
+            code,
+        }
+    }
+}
+
+/// The app `name` names, if `caller` may manage it and it exists.
+async fn app_record(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+) -> anyhow::Result<crate::store::AppRecord> {
+    let app = AppName::parse(name)?;
+    caller.require_app(&app)?;
+    Ok(gantry
+        .store
+        .get_app(&app)
+        .await?
+        .ok_or_else(|| crate::store::StoreError::NotFound(format!("app {app}")))?)
+}
+
+/// Runs a management command for `caller`.
+pub async fn execute(
+    gantry: &Gantry,
+    caller: &Caller,
+    command: ManageCommand,
+    stdin: Option<String>,
+) -> Outcome {
+    let result = match command {
+        ManageCommand::KeysAdd {
+            name,
+            pubkey_file,
+            admin,
+            apps,
+        } => keys::add(gantry, caller, &name, &pubkey_file, stdin, admin, &apps).await,
+        ManageCommand::KeysList => keys::list(gantry, caller).await,
+        ManageCommand::KeysRemove { name } => keys::remove(gantry, caller, &name).await,
+        ManageCommand::AppsCreate { name } => apps::create(gantry, caller, &name).await,
+        ManageCommand::AppsList => apps::list(gantry, caller).await,
+        ManageCommand::Releases { app } => releases::list(gantry, caller, &app).await,
+        ManageCommand::ReleasesInfo { app, release } => {
+            releases::info(gantry, caller, &app, &release).await
+        }
+        ManageCommand::ReleasesRollback { app, release } => {
+            releases::rollback(gantry, caller, &app, release.as_deref()).await
+        }
+        ManageCommand::Config { app } => config::show(gantry, caller, &app).await,
+        ManageCommand::ConfigGet { app, key } => config::get(gantry, caller, &app, &key).await,
+        ManageCommand::ConfigSet {
+            app,
+            assignments,
+            no_restart,
+        } => config::set(gantry, caller, &app, &assignments, no_restart).await,
+        ManageCommand::ConfigUnset {
+            app,
+            keys,
+            no_restart,
+        } => config::unset(gantry, caller, &app, &keys, no_restart).await,
+        ManageCommand::Run { .. } | ManageCommand::Logs { .. } => Err(anyhow::anyhow!(
+            "run and logs stream their output: use them over SSH or on the host"
+        )),
+        ManageCommand::Ps { app } => ps::list(gantry, caller, &app).await,
+        ManageCommand::PsScale { app, counts } => ps::scale(gantry, caller, &app, &counts).await,
+        ManageCommand::PsRestart { app, process } => {
+            ps::restart(gantry, caller, &app, process.as_deref()).await
+        }
+        ManageCommand::PsStop { app } => ps::stop(gantry, caller, &app).await,
+        ManageCommand::PsStart { app } => ps::restart(gantry, caller, &app, None).await,
+        ManageCommand::WebLogin => crate::web::auth::login_link(gantry, caller).await.map(|link| {
+            format!("Open this link within 10 minutes to log in to the dashboard (it works once):\n  {link}\n")
+        }),
+        ManageCommand::Artifacts { app } => artifacts::list(gantry, caller, &app).await,
+        ManageCommand::ArtifactsSet { app, key: _, value } => {
+            artifacts::set_keep(gantry, caller, &app, value.as_deref()).await
+        }
+        ManageCommand::GitSet { app, key: _, value } => {
+            apps::set_deploy_branch(gantry, caller, &app, value.as_deref()).await
+        }
+        ManageCommand::AppsDestroy { name, force } => {
+            apps::destroy(gantry, caller, &name, force).await
+        }
+    };
+    match result {
+        Ok(stdout) => Outcome::success(stdout),
+        Err(err) => Outcome::failure(format!("gantry: {err:#}\n"), 1),
+    }
+}
+
+/// Runs a command whose output streams (`run`, `logs`) with `streams`; any other
+/// command runs as usual and its output is written at the end. Returns the exit code.
+pub async fn execute_streaming(
+    gantry: &Gantry,
+    caller: &Caller,
+    command: ManageCommand,
+    mut streams: Streams,
+) -> i32 {
+    use tokio::io::AsyncWriteExt;
+    let result: anyhow::Result<i32> = async {
+        match command {
+            ManageCommand::Run { app, command } => {
+                let app = AppName::parse(&app)?;
+                caller.require_app(&app)?;
+                crate::deploy::oneoff::run(gantry, &app, command, &mut streams).await
+            }
+            ManageCommand::Logs {
+                app,
+                follow,
+                process,
+                lines,
+            } => {
+                let app = AppName::parse(&app)?;
+                caller.require_app(&app)?;
+                if gantry.store.get_app(&app).await?.is_none() {
+                    anyhow::bail!("app {app} does not exist");
+                }
+                let request = crate::deploy::logs::LogsRequest {
+                    follow,
+                    process,
+                    lines,
+                };
+                crate::deploy::logs::stream(gantry, &app, &request, &mut streams.stdout).await?;
+                Ok(0)
+            }
+            other => {
+                let outcome = execute(gantry, caller, other, None).await;
+                streams.stdout.write_all(outcome.stdout.as_bytes()).await?;
+                streams.stderr.write_all(outcome.stderr.as_bytes()).await?;
+                Ok(outcome.code)
+            }
+        }
+    }
+    .await;
+    let code = match result {
+        Ok(code) => code,
+        Err(err) => {
+            let _ = streams
+                .stderr
+                .write_all(format!("gantry: {err:#}\n").as_bytes())
+                .await;
+            1
+        }
+    };
+    let _ = streams.stdout.flush().await;
+    let _ = streams.stderr.flush().await;
+    code
+}
+
+/// A store time (unix milliseconds) as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn format_time(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-22T03:55:41.1Z`).
+pub fn parse_rfc3339(text: &str) -> Option<i64> {
+    let b = text.get(..19)?;
+    let num = |range: std::ops::Range<usize>| b.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    // Days from civil (Howard Hinnant's algorithm), inverse of `format_time`.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// `3d4h`, `5m12s`: how long since `since` (unix seconds).
+pub fn format_age(since: i64, now: i64) -> String {
+    let secs = (now - since).max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// The binary's entry: runs what `cli` says and returns the exit code.
+pub async fn run(cli: Cli) -> i32 {
+    let result = match cli.command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                home: cli.home,
+                domain: args.domain,
+                ssh_listen: args.ssh_listen,
+                http_listen: args.http_listen,
+                database_url: args.database_url,
+            };
+            match Config::resolve(overrides) {
+                Ok(config) => crate::server::run(config).await.map(|()| 0),
+                Err(err) => Err(err.into()),
+            }
+        }
+        Command::Manage(command) => run_local(cli.home, command).await,
+        Command::Hook { .. } => crate::git::hook::pre_receive().await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("gantry: {err:#}");
+            1
+        }
+    }
+}
+
+/// A management command typed on the host: through the running server if any.
+async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    // run and logs only read state: they run here, attached to this terminal.
+    if command.is_streaming() {
+        let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match command {
+            ManageCommand::Run { .. } => Some(Box::new(tokio::io::stdin())),
+            _ => None,
+        };
+        let streams = Streams {
+            stdin,
+            stdout: Box::new(tokio::io::stdout()),
+            stderr: Box::new(tokio::io::stderr()),
+            tty: false,
+        };
+        let gantry = Gantry::open(config).await?;
+        return Ok(execute_streaming(&gantry, &Caller::Local, command, streams).await);
+    }
+    // A key file is read here, by the user who named it, and sent as text.
+    let mut stdin = None;
+    if let ManageCommand::KeysAdd { pubkey_file, .. } = &mut command {
+        let text = if pubkey_file == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            std::fs::read_to_string(&*pubkey_file)
+                .map_err(|e| anyhow::anyhow!("cannot read {pubkey_file}: {e}"))?
+        };
+        *pubkey_file = "-".into();
+        stdin = Some(text);
+    }
+    if let Some(stream) = crate::control::client::connect(&config.socket_path()).await {
+        let request = crate::control::Request::Cli { command, stdin };
+        return crate::control::client::call(stream, &request).await;
+    }
+    let gantry = Gantry::open(config).await?;
+    let outcome = execute(&gantry, &Caller::Local, command, stdin).await;
+    print!("{}", outcome.stdout);
+    eprint!("{}", outcome.stderr);
+    gantry.store.close().await;
+    Ok(outcome.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(line: &str) -> Vec<String> {
+        shlex::split(line).expect("split")
+    }
+
+    #[test]
+    fn remote_grammar_parses_management_commands() {
+        let cmd = parse_remote(&words("keys:add bob - --apps web1,web2")).expect("parse");
+        match cmd {
+            ManageCommand::KeysAdd {
+                name, apps, admin, ..
+            } => {
+                assert_eq!(name, "bob");
+                assert_eq!(apps, ["web1", "web2"]);
+                assert!(!admin);
+            }
+            other => panic!("parsed as {other:?}"),
+        }
+        assert!(matches!(
+            parse_remote(&words("apps:list")),
+            Ok(ManageCommand::AppsList)
+        ));
+        assert!(matches!(
+            parse_remote(&words("apps:destroy web1 --force")),
+            Ok(ManageCommand::AppsDestroy { force: true, .. })
+        ));
+    }
+
+    #[test]
+    fn remote_grammar_refuses_serve_and_unknown_commands() {
+        for line in [
+            "serve",
+            "hook pre-receive",
+            "rm -rf /",
+            "keys:add bob - --admin --apps x",
+        ] {
+            let outcome = parse_remote(&words(line)).expect_err(line);
+            assert_eq!(outcome.code, 2, "{line}");
+            assert!(!outcome.stderr.is_empty(), "{line}");
+        }
+        let help = parse_remote(&words("help")).expect_err("help");
+        assert_eq!(help.code, 0);
+        assert!(help.stdout.contains("apps:create"), "{}", help.stdout);
+    }
+
+    #[test]
+    fn both_grammars_are_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+        RemoteCli::command().debug_assert();
+    }
+
+    #[test]
+    fn times_are_utc_dates() {
+        assert_eq!(format_time(0), "1970-01-01 00:00:00");
+        assert_eq!(format_time(1_795_316_400_000), "2026-11-22 03:00:00");
+        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
+    }
+
+    #[test]
+    fn rfc3339_round_trips_with_format_time() {
+        let secs = parse_rfc3339("2026-11-22T03:00:00.123456789Z").expect("parse");
+        assert_eq!(format_time(secs * 1000), "2026-11-22 03:00:00");
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
+        assert_eq!(
+            parse_rfc3339("0001-01-01T00:00:00Z"),
+            None,
+            "Docker's zero time"
+        );
+        assert_eq!(parse_rfc3339("garbage"), None);
+        assert_eq!(format_age(100, 100 + 3 * 86_400 + 4 * 3600), "3d4h");
+        assert_eq!(format_age(0, 312), "5m12s");
+    }
+
+    #[test]
+    fn config_and_release_commands_parse_and_refuse_bad_forms() {
+        assert!(matches!(
+            parse_remote(&words("config:set web A=1 B=2 --no-restart")),
+            Ok(ManageCommand::ConfigSet { no_restart: true, ref assignments, .. }) if assignments.len() == 2
+        ));
+        assert!(
+            parse_remote(&words("config:set web")).is_err(),
+            "config:set needs KEY=VALUE"
+        );
+        assert!(parse_remote(&words("config:unset web")).is_err());
+        assert!(matches!(
+            parse_remote(&words("releases:rollback web")),
+            Ok(ManageCommand::ReleasesRollback { release: None, .. })
+        ));
+    }
+
+    #[test]
+    fn local_grammar_has_global_home_and_serve_flags() {
+        let cli = Cli::try_parse_from([
+            "gantry",
+            "serve",
+            "--home",
+            "/tmp/x",
+            "--domain",
+            "example.com",
+        ])
+        .expect("parse");
+        assert_eq!(cli.home, Some(PathBuf::from("/tmp/x")));
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.domain.as_deref(), Some("example.com"));
+        let cli =
+            Cli::try_parse_from(["gantry", "--home", "/h", "apps:create", "web"]).expect("parse");
+        assert!(matches!(
+            cli.command,
+            Command::Manage(ManageCommand::AppsCreate { .. })
+        ));
+    }
+}

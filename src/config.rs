@@ -1,0 +1,281 @@
+//! Where gantry's settings come from: command-line flags, then `GANTRY_*`
+//! environment variables (clap merges those two), then `$GANTRY_HOME/gantry.toml`,
+//! then defaults. Everything else receives a finished [`Config`] and never looks
+//! at the environment itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is not valid gantry configuration: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{name}: {message}")]
+    Env { name: String, message: String },
+    #[error(
+        "cannot tell where gantry's home is: $HOME is not set; pass --home DIR or set GANTRY_HOME"
+    )]
+    NoHome,
+}
+
+/// Settings given on the command line or in the environment; `None` = not given.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub home: Option<PathBuf>,
+    pub domain: Option<String>,
+    pub ssh_listen: Option<SocketAddr>,
+    pub http_listen: Option<SocketAddr>,
+    pub database_url: Option<String>,
+}
+
+impl Overrides {
+    /// Settings from `GANTRY_*` variables, for commands that take no flags for them
+    /// (management commands must open the same database `serve` uses).
+    pub fn from_env(home: Option<PathBuf>) -> Result<Overrides, ConfigError> {
+        fn var(name: &str) -> Option<String> {
+            std::env::var(name).ok().filter(|v| !v.is_empty())
+        }
+        fn addr(name: &str) -> Result<Option<SocketAddr>, ConfigError> {
+            var(name)
+                .map(|v| {
+                    v.parse().map_err(|_| ConfigError::Env {
+                        name: name.to_owned(),
+                        message: format!("{v:?} is not an address like 0.0.0.0:2222"),
+                    })
+                })
+                .transpose()
+        }
+        Ok(Overrides {
+            home,
+            domain: var("GANTRY_DOMAIN"),
+            ssh_listen: addr("GANTRY_SSH_LISTEN")?,
+            http_listen: addr("GANTRY_HTTP_LISTEN")?,
+            database_url: var("GANTRY_DATABASE_URL"),
+        })
+    }
+}
+
+/// The keys `gantry.toml` may hold. Unknown keys are an error, so a typo is not
+/// silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    domain: Option<String>,
+    ssh_listen: Option<SocketAddr>,
+    http_listen: Option<SocketAddr>,
+    database_url: Option<String>,
+    /// Seconds a new container has to answer HTTP before its deploy fails.
+    health_timeout: Option<u64>,
+    /// Seconds an old container gets between SIGTERM and SIGKILL.
+    stop_grace: Option<u64>,
+    /// Seconds requests in flight on a replaced release get to finish before
+    /// its containers are stopped.
+    drain_timeout: Option<u64>,
+    /// Docker network the app containers join.
+    docker_network: Option<String>,
+    /// Host name of the dashboard (default `gantry.DOMAIN`).
+    dashboard_host: Option<String>,
+}
+
+/// gantry's resolved settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub home: PathBuf,
+    pub domain: String,
+    pub ssh_listen: SocketAddr,
+    pub http_listen: SocketAddr,
+    pub database_url: String,
+    pub health_timeout: Duration,
+    pub stop_grace: Duration,
+    pub drain_timeout: Duration,
+    pub docker_network: String,
+    pub dashboard_host: String,
+}
+
+impl Config {
+    /// Resolves settings: `overrides` win over `gantry.toml`, which wins over defaults.
+    pub fn resolve(overrides: Overrides) -> Result<Config, ConfigError> {
+        let home = match overrides.home {
+            Some(home) => home,
+            None => default_home()?,
+        };
+        let file = read_file(&home.join("gantry.toml"))?;
+        let domain = overrides
+            .domain
+            .or(file.domain)
+            .unwrap_or_else(|| "localhost".into())
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        let database_url = overrides
+            .database_url
+            .or(file.database_url)
+            .unwrap_or_else(|| format!("sqlite://{}", home.join("gantry.db").display()));
+        Ok(Config {
+            dashboard_host: file
+                .dashboard_host
+                .unwrap_or_else(|| format!("gantry.{domain}"))
+                .to_ascii_lowercase(),
+            domain,
+            ssh_listen: overrides
+                .ssh_listen
+                .or(file.ssh_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 2222))),
+            http_listen: overrides
+                .http_listen
+                .or(file.http_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            database_url,
+            health_timeout: Duration::from_secs(file.health_timeout.unwrap_or(60)),
+            stop_grace: Duration::from_secs(file.stop_grace.unwrap_or(10)),
+            drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(30)),
+            docker_network: file.docker_network.unwrap_or_else(|| "gantry".into()),
+            home,
+        })
+    }
+
+    /// The public host name of an app.
+    pub fn app_host(&self, app: &crate::names::AppName) -> String {
+        format!("{app}.{}", self.domain)
+    }
+
+    /// The URL users open for an app (includes the port unless it is 80).
+    pub fn app_url(&self, app: &crate::names::AppName) -> String {
+        match self.http_listen.port() {
+            80 => format!("http://{}", self.app_host(app)),
+            port => format!("http://{}:{port}", self.app_host(app)),
+        }
+    }
+
+    /// The dashboard's URL (includes the port unless it is 80).
+    pub fn dashboard_url(&self) -> String {
+        match self.http_listen.port() {
+            80 => format!("http://{}", self.dashboard_host),
+            port => format!("http://{}:{port}", self.dashboard_host),
+        }
+    }
+
+    /// The git remote URL for an app, as users should add it.
+    pub fn git_remote(&self, app: &crate::names::AppName) -> String {
+        let host = if self.ssh_listen.ip().is_unspecified() || self.ssh_listen.ip().is_loopback() {
+            if self.domain == "localhost" {
+                "localhost".to_string()
+            } else {
+                self.domain.clone()
+            }
+        } else {
+            self.ssh_listen.ip().to_string()
+        };
+        format!("ssh://git@{host}:{}/{app}", self.ssh_listen.port())
+    }
+
+    pub fn repos_dir(&self) -> PathBuf {
+        self.home.join("repos")
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.home.join("run")
+    }
+
+    /// The control socket that hooks and the local CLI use to reach `serve`.
+    pub fn socket_path(&self) -> PathBuf {
+        self.run_dir().join("gantry.sock")
+    }
+}
+
+/// `/var/lib/gantry` for root, `~/.local/share/gantry` for everyone else.
+fn default_home() -> Result<PathBuf, ConfigError> {
+    use std::os::unix::fs::MetadataExt;
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    if is_root {
+        return Ok(PathBuf::from("/var/lib/gantry"));
+    }
+    let home = std::env::var_os("HOME").ok_or(ConfigError::NoHome)?;
+    Ok(PathBuf::from(home).join(".local/share/gantry"))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(FileConfig::default()),
+        Err(source) => {
+            return Err(ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        }
+    };
+    toml::from_str(&text).map_err(|err| ConfigError::Parse {
+        path: path.to_owned(),
+        message: err.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home_with(toml: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("gantry.toml"), toml).expect("write");
+        dir
+    }
+
+    #[test]
+    fn defaults_when_nothing_is_given() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect("config");
+        assert_eq!(config.domain, "localhost");
+        assert_eq!(config.ssh_listen.to_string(), "0.0.0.0:2222");
+        assert_eq!(config.http_listen.to_string(), "0.0.0.0:8080");
+        assert_eq!(
+            config.database_url,
+            format!("sqlite://{}/gantry.db", dir.path().display())
+        );
+        assert_eq!(config.health_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn file_fills_in_and_flags_win() {
+        let dir = home_with(
+            "domain = \"apps.example.com\"\nhttp_listen = \"127.0.0.1:9000\"\nhealth_timeout = 5\n",
+        );
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            http_listen: Some("127.0.0.1:9001".parse().expect("addr")),
+            ..Default::default()
+        })
+        .expect("config");
+        assert_eq!(config.domain, "apps.example.com");
+        assert_eq!(config.http_listen.port(), 9001);
+        assert_eq!(config.health_timeout, Duration::from_secs(5));
+        let app = crate::names::AppName::parse("web").expect("name");
+        assert_eq!(config.app_url(&app), "http://web.apps.example.com:9001");
+    }
+
+    #[test]
+    fn unknown_key_is_a_clear_error() {
+        let dir = home_with("domian = \"x\"\n");
+        let err = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect_err("typo accepted");
+        let message = err.to_string();
+        assert!(
+            message.contains("gantry.toml") && message.contains("domian"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,87 @@
+//! The server side of the control socket.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::{Frame, Request};
+use crate::cli::{self, Caller};
+use crate::push;
+use crate::server::Gantry;
+
+/// Accepts control connections until `shutdown`.
+pub async fn serve(listener: UnixListener, gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "control socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let gantry = gantry.clone();
+        tokio::spawn(async move {
+            if let Err(err) = handle(stream, gantry).await {
+                tracing::debug!(error = %err, "control connection failed");
+            }
+        });
+    }
+}
+
+async fn handle(stream: UnixStream, gantry: Arc<Gantry>) -> anyhow::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read);
+    let mut line = String::new();
+    reader.read_line(&mut line).await?;
+    let request: Request = serde_json::from_str(&line)?;
+
+    // The client sends nothing more; its end of the stream closing means it is
+    // gone (a pusher who hung up takes its hook with it).
+    let gone = CancellationToken::new();
+    {
+        let gone = gone.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = reader.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+            gone.cancel();
+        });
+    }
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Frame>();
+    let writer = tokio::spawn(async move {
+        while let Some(frame) = rx.recv().await {
+            if frame.write_to(&mut write).await.is_err() {
+                // The client went away; dropping `rx` tells the work so.
+                break;
+            }
+        }
+    });
+    let code = match request {
+        Request::Hook(hook) => push::handle_hook(&gantry, hook, tx.clone(), gone).await,
+        Request::Cli { command, stdin } => {
+            let outcome = cli::execute(&gantry, &Caller::Local, command, stdin).await;
+            if !outcome.stdout.is_empty() {
+                let _ = tx.send(Frame::Stdout(outcome.stdout.into_bytes()));
+            }
+            if !outcome.stderr.is_empty() {
+                let _ = tx.send(Frame::Stderr(outcome.stderr.into_bytes()));
+            }
+            outcome.code
+        }
+    };
+    let _ = tx.send(Frame::Exit(code));
+    drop(tx);
+    let _ = writer.await;
+    Ok(())
+}

@@ -1,0 +1,232 @@
+//! One-off processes (`run APP -- CMD`): a container of the live release's
+//! image with its config, attached to the caller's stdin, stdout and stderr,
+//! whose exit code becomes the command's. One-off containers carry their own
+//! label (`gantry.oneoff`), so deploys and scaling never touch them.
+
+use std::collections::HashMap;
+
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, RemoveContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use super::release_env;
+use crate::names::AppName;
+use crate::server::Gantry;
+
+pub const LABEL_ONEOFF: &str = "gantry.oneoff";
+
+/// Where a one-off process reads and writes.
+pub struct Streams {
+    pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    pub stdout: Box<dyn AsyncWrite + Send + Unpin>,
+    pub stderr: Box<dyn AsyncWrite + Send + Unpin>,
+    /// A terminal: the container gets a TTY, and stderr arrives on stdout.
+    pub tty: bool,
+}
+
+/// Runs `command` in a one-off container of `app`'s live release; returns its exit code.
+pub async fn run(
+    gantry: &Gantry,
+    app: &AppName,
+    command: Vec<String>,
+    streams: &mut Streams,
+) -> anyhow::Result<i32> {
+    let release = gantry
+        .store
+        .current_release(app)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{app} has no live release yet: push to deploy it"))?;
+    let env = release_env(gantry, &release)?;
+    let docker = &gantry.docker;
+    let tty = streams.tty;
+    let stdin = streams.stdin.take();
+    let body = ContainerCreateBody {
+        image: Some(release.image.clone()),
+        env: Some(env),
+        cmd: Some(command),
+        labels: Some(HashMap::from([
+            (LABEL_ONEOFF.to_owned(), app.to_string()),
+            (
+                super::container::LABEL_RELEASE.to_owned(),
+                release.version.to_string(),
+            ),
+        ])),
+        tty: Some(tty),
+        open_stdin: Some(stdin.is_some()),
+        stdin_once: Some(true),
+        attach_stdin: Some(stdin.is_some()),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some(gantry.config.docker_network.clone()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let name = {
+        use rand::RngExt;
+        format!(
+            "gantry-{app}-run-{:06x}",
+            rand::rng().random::<u32>() & 0xff_ffff
+        )
+    };
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await?;
+    let id = created.id;
+    let result = attach_and_wait(
+        gantry,
+        &id,
+        stdin,
+        tty,
+        &mut streams.stdout,
+        &mut streams.stderr,
+    )
+    .await;
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&id, Some(remove)).await;
+    let _ = streams.stdout.flush().await;
+    let _ = streams.stderr.flush().await;
+    result
+}
+
+async fn attach_and_wait(
+    gantry: &Gantry,
+    id: &str,
+    stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
+    tty: bool,
+    stdout: &mut (dyn AsyncWrite + Send + Unpin),
+    stderr: &mut (dyn AsyncWrite + Send + Unpin),
+) -> anyhow::Result<i32> {
+    let docker = &gantry.docker;
+    let options = AttachContainerOptionsBuilder::default()
+        .stdin(stdin.is_some())
+        .stdout(true)
+        .stderr(true)
+        .stream(true)
+        .build();
+    let attached = docker.attach_container(id, Some(options)).await?;
+    docker.start_container(id, None).await?;
+
+    let mut input = attached.input;
+    let feed = stdin.map(|mut stdin| {
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut stdin, &mut input).await;
+            // Without a terminal, half-close: with stdin_once the process sees end
+            // of input. On a terminal, end of input is ^D (sent as data), and
+            // closing would hang the terminal up under the process.
+            if !tty {
+                let _ = input.shutdown().await;
+            }
+        })
+    });
+    let mut output = attached.output;
+    while let Some(chunk) = output.next().await {
+        let written = match chunk {
+            Ok(LogOutput::StdErr { message }) => stderr.write_all(&message).await,
+            Ok(LogOutput::StdOut { message } | LogOutput::Console { message }) => {
+                stdout.write_all(&message).await
+            }
+            Ok(LogOutput::StdIn { .. }) => Ok(()),
+            Err(err) => {
+                tracing::debug!(error = %err, "one-off output ended");
+                break;
+            }
+        };
+        if written.is_err() {
+            // The caller went away: stop the process rather than leave it running.
+            let _ = docker
+                .kill_container(id, None::<bollard::query_parameters::KillContainerOptions>)
+                .await;
+            break;
+        }
+        let _ = stdout.flush().await;
+    }
+    if let Some(feed) = feed {
+        feed.abort();
+    }
+    let mut wait = docker.wait_container(id, None);
+    let code = match wait.next().await {
+        Some(Ok(response)) => response.status_code,
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+        Some(Err(err)) => return Err(err.into()),
+        None => 1,
+    };
+    Ok(i32::try_from(code).unwrap_or(1))
+}
+
+/// Runs `command` through the shell, to completion, in a container of
+/// `release`'s image with its config (the release phase, deploy scripts). Each
+/// output line goes to `on_line`; returns the exit code.
+pub async fn run_task(
+    gantry: &Gantry,
+    release: &crate::store::Release,
+    command: &str,
+    mut on_line: impl FnMut(&str) + Send,
+) -> anyhow::Result<i64> {
+    let docker = &gantry.docker;
+    let body = ContainerCreateBody {
+        image: Some(release.image.clone()),
+        env: Some(release_env(gantry, release)?),
+        cmd: Some(vec!["/bin/sh".into(), "-c".into(), command.into()]),
+        labels: Some(HashMap::from([
+            (LABEL_ONEOFF.to_owned(), release.app.to_string()),
+            (
+                super::container::LABEL_RELEASE.to_owned(),
+                release.version.to_string(),
+            ),
+        ])),
+        host_config: Some(HostConfig {
+            network_mode: Some(gantry.config.docker_network.clone()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await?;
+    let id = created.id;
+    let outcome = async {
+        docker.start_container(&id, None).await?;
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        let mut logs = docker.logs(&id, Some(options));
+        let mut pending = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            pending.push_str(&chunk.to_string());
+            while let Some(end) = pending.find('\n') {
+                let line: String = pending.drain(..=end).collect();
+                on_line(line.trim_end());
+            }
+        }
+        if !pending.trim().is_empty() {
+            on_line(pending.trim_end());
+        }
+        let mut wait = docker.wait_container(&id, None);
+        Ok::<i64, anyhow::Error>(match wait.next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) => return Err(err.into()),
+            None => 1,
+        })
+    }
+    .await;
+    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
+    let _ = docker.remove_container(&id, Some(remove)).await;
+    outcome
+}

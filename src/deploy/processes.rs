@@ -1,0 +1,140 @@
+//! Processes of the live release: listing them (`ps`), scaling (`ps:scale`),
+//! stopping, starting and restarting. Scaling adds or removes replicas beside
+//! the running ones; restarting rolls the live release out again, so neither
+//! drops a request.
+
+use super::{container, formation, replicas, roll_out, route, Formation, Progress};
+use crate::build::manifest::Manifest;
+use crate::names::AppName;
+use crate::server::Gantry;
+use crate::store::StoreError;
+
+/// One container, as `ps` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub process: String,
+    pub replica: u32,
+    pub name: String,
+    pub release: Option<i64>,
+    pub state: String,
+    pub restarts: i64,
+    pub started_at: String,
+}
+
+pub async fn list(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
+    let mut out = Vec::new();
+    for c in container::list_for_app(&gantry.docker, app).await? {
+        let details = container::details(&gantry.docker, &c.id).await?;
+        let state = match (details.state.as_str(), details.restarts) {
+            ("restarting", _) => "crashed, restarting".to_string(),
+            ("running", n) if n > 0 => format!("running (crashed {n}x, restarted)"),
+            (state, _) => state.to_string(),
+        };
+        out.push(ProcessInfo {
+            process: c.process,
+            replica: c.replica,
+            name: c.name,
+            release: c.release,
+            state,
+            restarts: details.restarts,
+            started_at: details.started_at,
+        });
+    }
+    out.sort_by(|a, b| (&a.process, a.replica).cmp(&(&b.process, b.replica)));
+    Ok(out)
+}
+
+/// Applies `changes` (`web=3`) to the formation and to what runs. The caller
+/// holds the app's lock.
+pub async fn scale(
+    gantry: &Gantry,
+    app: &AppName,
+    changes: &[(String, u32)],
+) -> anyhow::Result<String> {
+    let record = gantry
+        .store
+        .get_app(app)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("app {app}")))?;
+    let mut formation = Formation::from_stored(&record.formation);
+    for (process, count) in changes {
+        formation.set(process.clone(), *count);
+    }
+    gantry
+        .store
+        .set_formation(app, &formation.to_stored())
+        .await?;
+    let scaled = format!("{app}: scaled to {}", formation.describe());
+    if record.stopped {
+        return Ok(format!("{scaled}; the app is stopped, ps:start runs it\n"));
+    }
+    let Some(release) = gantry.store.current_release(app).await? else {
+        return Ok(format!("{scaled}; takes effect at the first deploy\n"));
+    };
+    let manifest = Manifest::from_stored(&release.manifest);
+    let containers = container::list_for_app(&gantry.docker, app).await?;
+    let mut web_addrs = Vec::new();
+    let mut extra = Vec::new();
+    let mut started = 0;
+    for process in manifest.process_types() {
+        let want = formation.count(&process, manifest.default_count(&process));
+        let running: Vec<container::AppContainer> = containers
+            .iter()
+            .filter(|c| c.release == Some(release.version) && c.process == process && c.running)
+            .cloned()
+            .collect();
+        let before = running.len();
+        let (addrs, more_extra) =
+            replicas::converge(gantry, &release, &process, want, running).await?;
+        started += usize::try_from(want).unwrap_or(0).saturating_sub(before);
+        if process == "web" {
+            web_addrs = addrs;
+        }
+        extra.extend(more_extra);
+    }
+    let replaced = route(gantry, app, web_addrs);
+    replicas::drain(gantry, app, replaced).await;
+    replicas::stop_all(gantry, &extra).await;
+    Ok(format!(
+        "{app}: {} (started {started}, stopped {} container(s))\n",
+        replicas::describe_formation(&release, &formation),
+        extra.len()
+    ))
+}
+
+/// Stops every process; the proxy answers 503 until `start` or a deploy.
+pub async fn stop(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
+    gantry.store.set_stopped(app, true).await?;
+    let replaced = route(gantry, app, Vec::new());
+    replicas::drain(gantry, app, replaced).await;
+    let ids: Vec<String> = container::list_for_app(&gantry.docker, app)
+        .await?
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    replicas::stop_all(gantry, &ids).await;
+    Ok(format!("{app}: stopped {} container(s)\n", ids.len()))
+}
+
+/// Rolls the live release out again: fresh containers, no downtime. Used by
+/// `ps:start` (after `ps:stop`) and `ps:restart`.
+pub async fn restart(
+    gantry: &Gantry,
+    app: &AppName,
+    progress: &mut (dyn Progress + Send),
+) -> anyhow::Result<()> {
+    let release = gantry
+        .store
+        .current_release(app)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{app} has no live release yet: push to deploy it"))?;
+    let (formation, _) = formation(gantry, app).await?;
+    progress.line(&format!(
+        "{app}: v{} with {}",
+        release.version,
+        formation.describe()
+    ));
+    roll_out(gantry, &release, progress, false)
+        .await
+        .map_err(anyhow::Error::msg)
+}

@@ -1,0 +1,452 @@
+//! A push's stages, from the pre-receive hook's request to a live route:
+//! receive (read the pushed commit), build (image from the tree), release
+//! (record `vN`), deploy (start, health-check, switch, stop the old).
+//!
+//! Everything happens before git accepts the ref, so a failure at any stage
+//! rejects the push and the branch never points at an undeployed commit. Output
+//! streams to the pusher as it happens and is kept as the release's build log.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+use crate::build::manifest::Manifest;
+use crate::control::{Frame, HookRequest, RefUpdate};
+use crate::git::source::Source;
+use crate::git::PushSession;
+use crate::names::AppName;
+use crate::server::Gantry;
+use crate::store::{Release, ReleaseKind, ReleaseStatus};
+use crate::{artifacts, build, deploy};
+
+/// The port an app listens on when its image does not `EXPOSE` exactly one.
+pub const DEFAULT_PORT: u16 = 5000;
+
+/// One lock per app, so two pushes to the same app never interleave while
+/// pushes to different apps run side by side.
+#[derive(Debug, Default)]
+pub struct AppLocks {
+    locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AppLocks {
+    pub fn get(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(app.clone())
+            .or_default()
+            .clone()
+    }
+}
+
+/// How much of a push's output is kept as its build log (all of it streams).
+const MAX_KEPT_LOG: usize = 1 << 20;
+
+/// What the pusher sees, kept as the build log as well.
+pub struct PushLog {
+    tx: UnboundedSender<Frame>,
+    text: String,
+    gone: CancellationToken,
+}
+
+impl PushLog {
+    /// `gone` is cancelled when the pusher disconnects.
+    pub fn new(tx: UnboundedSender<Frame>, gone: CancellationToken) -> Self {
+        PushLog {
+            tx,
+            text: String::new(),
+            gone,
+        }
+    }
+
+    fn write(&mut self, text: &str) {
+        if self.text.len() < MAX_KEPT_LOG {
+            self.text.push_str(text);
+            if self.text.len() >= MAX_KEPT_LOG {
+                self.text
+                    .push_str("\n[build log truncated: only the first 1 MiB is kept]\n");
+            }
+        }
+        let _ = self.tx.send(Frame::Stderr(text.as_bytes().to_vec()));
+    }
+
+    /// A stage header: `-----> Build`.
+    pub fn stage(&mut self, title: &str) {
+        self.write(&format!("-----> {title}\n"));
+    }
+
+    /// Indented detail under the current stage.
+    pub fn line(&mut self, text: &str) {
+        for line in text.lines() {
+            self.write(&format!("       {line}\n"));
+        }
+    }
+
+    /// A failure, set apart so it stands out among `remote:` lines.
+    pub fn error(&mut self, text: &str) {
+        for line in text.lines() {
+            self.write(&format!(" !     {line}\n"));
+        }
+    }
+
+    pub fn elapsed(&mut self, what: &str, since: Instant) {
+        self.line(&format!("{what} in {:.1}s", since.elapsed().as_secs_f64()));
+    }
+
+    /// False once the pusher has gone away (its hook died with the connection).
+    pub fn is_connected(&self) -> bool {
+        !self.gone.is_cancelled() && !self.tx.is_closed()
+    }
+
+    /// Resolves when the pusher goes away.
+    pub fn disconnected(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
+        self.gone.clone().cancelled_owned()
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+}
+
+impl deploy::Progress for PushLog {
+    fn line(&mut self, text: &str) {
+        PushLog::line(self, text);
+    }
+    fn error(&mut self, text: &str) {
+        PushLog::error(self, text);
+    }
+    fn proceed(&self) -> bool {
+        self.is_connected()
+    }
+}
+
+/// Handles a pre-receive hook: deploys the deploy branch, stores the others.
+/// Returns the exit code for the hook (non-zero rejects the whole push).
+pub async fn handle_hook(
+    gantry: &Gantry,
+    request: HookRequest,
+    tx: UnboundedSender<Frame>,
+    gone: CancellationToken,
+) -> i32 {
+    let mut log = PushLog::new(tx, gone);
+    let Some(session) = gantry.pushes.get(&request.token) else {
+        log.error(
+            "this push is not known to gantry serve (was it restarted mid-push?); push again",
+        );
+        return 1;
+    };
+    let app = match gantry.store.get_app(&session.app).await {
+        Ok(Some(app)) => app,
+        Ok(None) => {
+            log.error(&format!(
+                "app {} does not exist (was it destroyed mid-push?)",
+                session.app
+            ));
+            return 1;
+        }
+        Err(err) => {
+            log.error(&format!("cannot read app {}: {err}", session.app));
+            return 1;
+        }
+    };
+    let deploying: Vec<&str> = request
+        .updates
+        .iter()
+        .filter(|u| app.deploys(&u.refname))
+        .map(|u| u.refname.as_str())
+        .collect();
+    if deploying.len() > 1 {
+        log.error(&format!(
+            "this push updates {} branches that deploy {} ({}); push one of them at a time",
+            deploying.len(),
+            app.name,
+            deploying.join(", ")
+        ));
+        return 1;
+    }
+    let mut code = 0;
+    for update in &request.updates {
+        if !app.deploys(&update.refname) {
+            let name = update.refname.trim_start_matches("refs/heads/");
+            let deploy_branch = app.deploy_branch.as_deref().unwrap_or("main or master");
+            log.stage(&format!(
+                "{name}: stored, not deployed (only {deploy_branch} deploys)"
+            ));
+            continue;
+        }
+        if update.is_delete() {
+            log.error(&format!(
+                "refusing to delete {}: it is the branch that deploys {}",
+                update.refname, app.name
+            ));
+            code = 1;
+            continue;
+        }
+        if deploy_push(gantry, &session, update, &request, &mut log)
+            .await
+            .is_err()
+        {
+            code = 1;
+        }
+    }
+    code
+}
+
+/// Marker: the push failed and the pusher has been told why.
+pub struct Failed;
+
+async fn deploy_push(
+    gantry: &Gantry,
+    session: &PushSession,
+    update: &RefUpdate,
+    request: &HookRequest,
+    log: &mut PushLog,
+) -> Result<(), Failed> {
+    let app = &session.app;
+    let started = Instant::now();
+    let lock = gantry.locks.get(app);
+    let guard = match lock.clone().try_lock_owned() {
+        Ok(guard) => guard,
+        Err(_) => {
+            log.stage(&format!("Waiting: another deploy of {app} is running"));
+            let guard = lock.lock_owned().await;
+            log.line(&format!("waited {:.1}s", started.elapsed().as_secs_f64()));
+            guard
+        }
+    };
+    let result = deploy_locked(gantry, session, update, request, log, started).await;
+    gantry.pushes.hold_until_done(&request.token, guard);
+    result
+}
+
+/// The stages of a push, run while holding the app's lock.
+async fn deploy_locked(
+    gantry: &Gantry,
+    session: &PushSession,
+    update: &RefUpdate,
+    request: &HookRequest,
+    log: &mut PushLog,
+    started: Instant,
+) -> Result<(), Failed> {
+    let app = &session.app;
+
+    // While this push waited, another may have moved the branch; git would then
+    // refuse the ref update after our hook, leaving a deploy the branch never saw.
+    let repo = crate::git::repos::repo_path(&gantry.config, app);
+    let expected = (!update.old.chars().all(|c| c == '0')).then(|| update.old.clone());
+    match crate::git::repos::ref_target(&repo, &update.refname) {
+        Ok(current) if current == expected => {}
+        Ok(_) => {
+            log.error(&format!(
+                "{} moved while this push waited (another push landed first); pull and push again",
+                update.refname
+            ));
+            return Err(Failed);
+        }
+        Err(err) => {
+            log.error(&format!("cannot read {} of {app}: {err}", update.refname));
+            return Err(Failed);
+        }
+    }
+
+    // ---- receive ----
+    let t = Instant::now();
+    let scratch = gantry
+        .config
+        .run_dir()
+        .join(format!("push-{}", request.token));
+    let object_dirs = request.object_dirs.clone();
+    let sha = update.new.clone();
+    let received = tokio::task::spawn_blocking(move || {
+        let source = Source::open(&scratch, &object_dirs)?;
+        let info = source.commit_info(&sha)?;
+        let has_dockerfile = source.has_file(&sha, "Dockerfile")?;
+        let tar = if has_dockerfile {
+            Some(source.tar(&sha)?)
+        } else {
+            None
+        };
+        let text = |path| -> Result<Option<String>, crate::git::source::SourceError> {
+            Ok(source
+                .read_file(&sha, path)?
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
+        };
+        let files = (text("Procfile")?, text("app.json")?);
+        Ok::<_, crate::git::source::SourceError>((info, tar, files))
+    })
+    .await;
+    let (commit, context, (procfile, app_json)) = match received {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(err)) => {
+            log.error(&err.to_string());
+            return Err(Failed);
+        }
+        Err(err) => {
+            log.error(&format!("reading the push failed: {err}"));
+            return Err(Failed);
+        }
+    };
+    log.stage(&format!(
+        "Receive: {app} {} {} \"{}\"",
+        update.refname.trim_start_matches("refs/heads/"),
+        &commit.sha[..commit.sha.len().min(7)],
+        commit.subject
+    ));
+    log.line(&format!("by {} (key {})", commit.author, session.key));
+    let Some(context) = context else {
+        log.error("no Dockerfile at the root of the pushed tree (looked for: Dockerfile)");
+        log.error(
+            "add a Dockerfile; buildpack builds (for apps without one) are not supported yet",
+        );
+        return Err(Failed);
+    };
+    log.elapsed(&format!("received {} KiB", context.len() / 1024), t);
+    let manifest = match Manifest::from_files(procfile.as_deref(), app_json.as_deref()) {
+        Ok(manifest) => manifest,
+        Err(problems) => {
+            for problem in problems {
+                log.error(&problem);
+            }
+            log.error("fix the file(s) above and push again");
+            return Err(Failed);
+        }
+    };
+
+    // The release runs with the app's config vars and formation as they are now.
+    let (config, formation) = match gantry.store.get_app(app).await {
+        Ok(Some(record)) => (record.config, record.formation),
+        Ok(None) => {
+            log.error(&format!("app {app} was destroyed during the push"));
+            return Err(Failed);
+        }
+        Err(err) => {
+            log.error(&format!("cannot read app {app}: {err}"));
+            return Err(Failed);
+        }
+    };
+    let mut release = Release {
+        app: app.clone(),
+        version: 0,
+        status: ReleaseStatus::Building,
+        image: String::new(),
+        commit_sha: commit.sha.clone(),
+        commit_message: commit.subject.clone(),
+        commit_author: commit.author.clone(),
+        port: 0,
+        created_by: session.key.to_string(),
+        created_at: 0,
+        build_ms: 0,
+        build_log: String::new(),
+        error: String::new(),
+        config,
+        kind: ReleaseKind::Deploy,
+        description: format!("Deploy {}", &commit.sha[..commit.sha.len().min(7)]),
+        image_id: String::new(),
+        image_size: 0,
+        formation,
+        manifest: manifest.to_stored(),
+    };
+    release.version = match gantry.store.begin_release(&release).await {
+        Ok(version) => version,
+        Err(err) => {
+            log.error(&format!("cannot record the release: {err}"));
+            return Err(Failed);
+        }
+    };
+    let outcome = build_and_deploy(gantry, &mut release, context, log).await;
+    release.build_log = log.text().to_owned();
+    match &outcome {
+        Ok(()) => {
+            release.status = ReleaseStatus::Succeeded;
+            // Record the success first: retention counts releases that went live.
+            if let Err(err) = gantry.store.finish_release(&release).await {
+                tracing::error!(%app, version = release.version, error = %err, "cannot record release outcome");
+            }
+            match crate::artifacts::prune(gantry, app).await {
+                Ok(report) => {
+                    if let Some(summary) = report.summary() {
+                        log.line(&summary);
+                    }
+                }
+                Err(err) => log.line(&format!("could not prune old images: {err}")),
+            }
+            log.stage(&format!(
+                "Done: {app} v{} is live at {} ({:.1}s)",
+                release.version,
+                gantry.config.app_url(app),
+                started.elapsed().as_secs_f64()
+            ));
+            release.build_log = log.text().to_owned();
+        }
+        Err(reason) => {
+            release.status = ReleaseStatus::Failed;
+            release.error = reason.clone();
+            log.error(&format!("push rejected: {reason}"));
+            log.error("the previous release (if any) is still serving");
+        }
+    }
+    if let Err(err) = gantry.store.finish_release(&release).await {
+        tracing::error!(%app, version = release.version, error = %err, "cannot record release outcome");
+    }
+    outcome.map_err(|_| Failed)
+}
+
+/// Build, release and deploy stages; `Err` carries a one-line reason.
+async fn build_and_deploy(
+    gantry: &Gantry,
+    release: &mut Release,
+    context: Vec<u8>,
+    log: &mut PushLog,
+) -> Result<(), String> {
+    let app = release.app.clone();
+
+    // ---- build ----
+    let t = Instant::now();
+    log.stage("Build: Dockerfile");
+    let tag = artifacts::image_tag(&app, release.version);
+    let labels = artifacts::image_labels(&app);
+    let disconnected = log.disconnected();
+    let build = build::build_dockerfile(&gantry.docker, context, &tag, &labels, |line| {
+        log.line(line)
+    });
+    let built = tokio::select! {
+        built = build => built,
+        _ = disconnected => return Err("the pusher disconnected during the build; nothing changed".into()),
+    };
+    let built = built.map_err(|err| {
+        log.error(&err.to_string());
+        "the build failed".to_string()
+    })?;
+    release.build_ms = t.elapsed().as_millis() as i64;
+    release.image = tag.clone();
+    release.image_id = built.id.clone();
+    release.image_size = built.size;
+    release.port = built.exposed_port.unwrap_or(DEFAULT_PORT);
+    log.elapsed(&format!("built {tag}"), t);
+
+    // ---- release ----
+    log.stage(&format!("Release: v{}", release.version));
+    log.line(&format!(
+        "image {tag}, web process on PORT={}{}",
+        release.port,
+        if built.exposed_port.is_some() {
+            " (from EXPOSE)"
+        } else {
+            ""
+        }
+    ));
+    for line in Manifest::from_stored(&release.manifest).describe() {
+        log.line(&line);
+    }
+    if let Err(err) = gantry.store.finish_release(release).await {
+        return Err(format!("cannot record the release: {err}"));
+    }
+
+    // ---- deploy ----
+    log.stage(&format!("Deploy: v{}", release.version));
+    deploy::roll_out(gantry, release, log, true).await
+}

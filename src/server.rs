@@ -1,0 +1,355 @@
+//! `gantry serve`: opens the state, checks Docker, binds the SSH, HTTP and control
+//! listeners, restores running apps' routes, and runs until SIGINT or SIGTERM.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use bollard::Docker;
+use gantry_proxy::{Proxy, RouteTable};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::git::{self, PushSessions};
+use crate::names::KeyName;
+use crate::push::AppLocks;
+use crate::secrets::Secrets;
+use crate::store::{Role, Store};
+
+/// What every part of a running gantry shares.
+pub struct Gantry {
+    pub config: Config,
+    pub store: Store,
+    pub secrets: Secrets,
+    pub docker: Docker,
+    pub routes: Arc<RouteTable>,
+    pub locks: AppLocks,
+    pub pushes: PushSessions,
+}
+
+impl Gantry {
+    /// Opens the database and a Docker client (which connects lazily).
+    pub async fn open(config: Config) -> anyhow::Result<Gantry> {
+        std::fs::create_dir_all(&config.home)
+            .with_context(|| format!("cannot create gantry's home {}", config.home.display()))?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!("cannot open the database {}", redact(&config.database_url))
+            })?;
+        let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
+        let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
+        Ok(Gantry {
+            config,
+            store,
+            secrets,
+            docker,
+            routes: Arc::new(RouteTable::new()),
+            locks: AppLocks::default(),
+            pushes: PushSessions::default(),
+        })
+    }
+}
+
+/// Runs the server until a shutdown signal.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    if crate::control::client::connect(&config.socket_path())
+        .await
+        .is_some()
+    {
+        anyhow::bail!(
+            "another gantry serve is already running with home {} (its socket {} answers)",
+            config.home.display(),
+            config.socket_path().display()
+        );
+    }
+    let gantry = Gantry::open(config).await?;
+    check_docker(&gantry.docker).await?;
+    crate::deploy::container::ensure_network(&gantry.docker, &gantry.config.docker_network)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot create the Docker network {}",
+                gantry.config.docker_network
+            )
+        })?;
+
+    let config = &gantry.config;
+    for dir in [config.repos_dir(), config.run_dir()] {
+        std::fs::create_dir_all(&dir)
+            .with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    restrict(&config.run_dir(), 0o700)?;
+    sweep_scratch(&config.run_dir());
+    git::repos::install_hooks(config).context("cannot write the git hooks")?;
+    let host_key = git::ssh::load_or_create_host_key(&config.home.join("ssh_host_ed25519_key"))?;
+    let first_key = register_first_key(&gantry.store).await?;
+
+    let ssh_listener = TcpListener::bind(config.ssh_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for SSH on {} (pass --ssh-listen ADDR)",
+                config.ssh_listen
+            )
+        })?;
+    let http_listener = TcpListener::bind(config.http_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTP on {} (pass --http-listen ADDR)",
+                config.http_listen
+            )
+        })?;
+    // The dashboard listens on loopback; the proxy routes gantry.DOMAIN to it.
+    let web_listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("cannot listen for the dashboard on 127.0.0.1")?;
+    let web_addr = web_listener.local_addr()?;
+    let socket_path = config.socket_path();
+    let _ = std::fs::remove_file(&socket_path);
+    let control_listener = UnixListener::bind(&socket_path)
+        .with_context(|| format!("cannot create the control socket {}", socket_path.display()))?;
+    restrict(&socket_path, 0o600)?;
+
+    print_banner(&gantry, &ssh_listener, &http_listener, first_key.as_deref());
+
+    let gantry = Arc::new(gantry);
+    let shutdown = CancellationToken::new();
+    let proxy = Arc::new(Proxy::new(gantry.routes.clone()));
+    let mut tasks = tokio::task::JoinSet::new();
+    gantry.routes.set(
+        &gantry.config.dashboard_host,
+        gantry_proxy::Route::new(
+            "gantry dashboard",
+            vec![gantry_proxy::Backend::new(web_addr)],
+        ),
+    );
+    tasks.spawn(crate::web::serve(
+        web_listener,
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
+    tasks.spawn(gantry_proxy::serve(
+        http_listener,
+        proxy,
+        shutdown.child_token(),
+    ));
+    tasks.spawn(git::ssh::serve(
+        ssh_listener,
+        gantry.clone(),
+        host_key,
+        shutdown.child_token(),
+    ));
+    {
+        let (gantry, token) = (gantry.clone(), shutdown.child_token());
+        tasks.spawn(async move {
+            crate::control::server::serve(control_listener, gantry, token).await;
+            Ok(())
+        });
+    }
+    {
+        let gantry = gantry.clone();
+        tokio::spawn(async move { crate::deploy::restore(&gantry).await });
+    }
+    tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
+    tokio::spawn(crate::deploy::restore::reconcile_forever(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
+    tokio::spawn(crate::deploy::watch::follow_restarts(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
+
+    let outcome = tokio::select! {
+        _ = shutdown_signal() => Ok(()),
+        Some(done) = tasks.join_next() => match done {
+            Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped unexpectedly")),
+            Ok(Err(err)) => Err(anyhow::Error::from(err).context("a listener failed")),
+            Err(err) => Err(anyhow::Error::from(err).context("a listener panicked")),
+        },
+    };
+    tracing::info!("shutting down; app containers keep running");
+    shutdown.cancel();
+    while tasks.join_next().await.is_some() {}
+    let _ = std::fs::remove_file(&socket_path);
+    gantry.store.close().await;
+    outcome
+}
+
+/// Prunes every app's old images once a day (deploys prune their own app too).
+async fn prune_daily(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(24 * 3600)) => {}
+        }
+        match crate::artifacts::prune_dangling(&gantry.docker).await {
+            Ok(0) => {}
+            Ok(freed) => tracing::info!(
+                "pruned dangling build layers, freed {}",
+                crate::artifacts::human_bytes(freed)
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot prune dangling images"),
+        }
+        let Ok(apps) = gantry.store.list_apps().await else {
+            continue;
+        };
+        for app in apps {
+            let _lock = gantry.locks.get(&app.name).lock_owned().await;
+            match crate::artifacts::prune(&gantry, &app.name).await {
+                Ok(report) => {
+                    if let Some(summary) = report.summary() {
+                        tracing::info!(app = %app.name, "{summary}");
+                    }
+                }
+                Err(err) => tracing::warn!(app = %app.name, error = %err, "daily prune failed"),
+            }
+        }
+    }
+}
+
+async fn check_docker(docker: &Docker) -> anyhow::Result<()> {
+    docker.ping().await.map_err(|e| docker_unreachable(&e))?;
+    Ok(())
+}
+
+/// What to tell a user whose Docker engine cannot be reached.
+fn docker_unreachable(err: &bollard::errors::Error) -> anyhow::Error {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    anyhow::anyhow!(
+        "cannot reach the Docker engine at {host}: {err}\n\
+             gantry builds and runs apps with Docker, so it needs a running engine:\n  \
+             - start it: `sudo systemctl start docker` (or run `dockerd` yourself),\n  \
+             - or point DOCKER_HOST at one that runs,\n  \
+             - and check that this user may use it (`docker info` should work).\n\
+         Then run gantry serve again."
+    )
+}
+
+/// On the very first start, registers the user's own SSH key as admin.
+async fn register_first_key(store: &Store) -> anyhow::Result<Option<String>> {
+    if store.key_count().await? > 0 {
+        return Ok(None);
+    }
+    let Some(home) = std::env::var_os("HOME") else {
+        return Ok(None);
+    };
+    let ssh_dir = Path::new(&home).join(".ssh");
+    for name in ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"] {
+        let path = ssh_dir.join(name);
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        let Ok(key) = crate::cli::parse_public_key(&text) else {
+            continue;
+        };
+        let record =
+            crate::cli::key_record(KeyName::parse("admin")?, &key, Role::Admin, Vec::new())?;
+        store.add_key(&record).await?;
+        return Ok(Some(path.display().to_string()));
+    }
+    Ok(None)
+}
+
+fn print_banner(gantry: &Gantry, ssh: &TcpListener, http: &TcpListener, first_key: Option<&str>) {
+    let config = &gantry.config;
+    let ssh_addr = ssh.local_addr().map_or(config.ssh_listen, |a| a);
+    let http_addr = http.local_addr().map_or(config.http_listen, |a| a);
+    let example = crate::names::AppName::parse("myapp").ok();
+    let (remote, url) = example
+        .map(|app| {
+            (
+                config.git_remote(&app).replace("myapp", "APP"),
+                config.app_url(&app).replace("myapp", "APP"),
+            )
+        })
+        .unwrap_or_default();
+    println!("gantry {} is running", env!("CARGO_PKG_VERSION"));
+    println!("  home:      {}", config.home.display());
+    println!("  database:  {}", redact(&config.database_url));
+    println!("  git (ssh): {ssh_addr}");
+    println!("  apps:      http://{http_addr}, as {url}");
+    if let Some(path) = first_key {
+        println!("  registered your key {path} as admin \"admin\" (gantry keys:list)");
+    }
+    println!("Deploy an app (a repository with a Dockerfile):");
+    println!("  git remote add gantry {remote}");
+    println!("  git push gantry main");
+    println!(
+        "Dashboard: {} (log in: gantry web:login)",
+        config.dashboard_url()
+    );
+    println!(
+        "Manage: gantry apps:list, or ssh -p {} git@HOST help",
+        ssh_addr.port()
+    );
+}
+
+/// Hides a password in a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// Removes scratch repositories that a crashed server left behind.
+fn sweep_scratch(run_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(run_dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.file_name().to_string_lossy().starts_with("push-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot set permissions on {}", path.display()))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(
+            redact("postgres://gantry:s3cret@db/gantry"),
+            "postgres://gantry:***@db/gantry"
+        );
+        assert_eq!(
+            redact("sqlite:///var/lib/gantry/gantry.db"),
+            "sqlite:///var/lib/gantry/gantry.db"
+        );
+        assert_eq!(redact("postgres://gantry@db/x"), "postgres://gantry@db/x");
+    }
+}

@@ -1,0 +1,227 @@
+//! Store tests. They run on SQLite, and also on Postgres when
+//! `GANTRY_TEST_POSTGRES_URL` names a database (CI starts one).
+
+use super::*;
+
+/// Every database these tests should run against, each new and empty.
+async fn stores() -> Vec<(String, Store, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let mut out = vec![(
+        "sqlite".to_string(),
+        Store::connect(&url).await.expect("sqlite"),
+        Some(dir),
+    )];
+    if let Some(url) = fresh_postgres_database().await {
+        out.push((
+            "postgres".to_string(),
+            Store::connect(&url).await.expect("postgres"),
+            None,
+        ));
+    }
+    out
+}
+
+/// A new database on the server named by `GANTRY_TEST_POSTGRES_URL`, so tests
+/// running at the same time never see each other's rows.
+pub async fn fresh_postgres_database() -> Option<String> {
+    let base = std::env::var("GANTRY_TEST_POSTGRES_URL").ok()?;
+    sqlx::any::install_default_drivers();
+    let admin = sqlx::AnyPool::connect(&base)
+        .await
+        .expect("connect to GANTRY_TEST_POSTGRES_URL");
+    let name = format!("gantry_test_{}_{}", std::process::id(), rand_suffix());
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .expect("create database");
+    admin.close().await;
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{prefix}/{name}"))
+}
+
+fn rand_suffix() -> u32 {
+    use rand::RngExt;
+    rand::rng().random::<u32>()
+}
+
+fn app(name: &str) -> AppName {
+    AppName::parse(name).expect("app name")
+}
+
+fn key(name: &str, public_key: &str, role: Role, apps: &[&str]) -> KeyRecord {
+    KeyRecord {
+        name: KeyName::parse(name).expect("key name"),
+        public_key: public_key.into(),
+        fingerprint: format!("SHA256:{name}"),
+        role,
+        apps: apps.iter().map(|a| app(a)).collect(),
+    }
+}
+
+fn release(app_name: &str, sha: &str) -> Release {
+    Release {
+        app: app(app_name),
+        version: 0,
+        status: ReleaseStatus::Building,
+        image: String::new(),
+        commit_sha: sha.into(),
+        commit_message: "msg".into(),
+        commit_author: "A <a@example.com>".into(),
+        port: 5000,
+        created_by: "alice".into(),
+        created_at: 0,
+        build_ms: 0,
+        build_log: String::new(),
+        error: String::new(),
+        config: "v1:sealed".into(),
+        kind: ReleaseKind::Deploy,
+        description: format!("Deploy {sha}"),
+        image_id: String::new(),
+        image_size: 0,
+        formation: String::new(),
+        manifest: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn keys_round_trip_and_refuse_duplicates() {
+    for (db, store, _dir) in stores().await {
+        let alice = key("alice", "ssh-ed25519 AAAA1", Role::Admin, &[]);
+        let bob = key(
+            "bob",
+            "ssh-ed25519 AAAA2",
+            Role::Deployer,
+            &["web1", "web2"],
+        );
+        store.add_key(&alice).await.expect("add");
+        store.add_key(&bob).await.expect("add");
+        assert_eq!(store.key_count().await.expect("count"), 2, "{db}");
+        let dup_name = key("alice", "ssh-ed25519 AAAA3", Role::Admin, &[]);
+        assert!(
+            matches!(
+                store.add_key(&dup_name).await,
+                Err(StoreError::Duplicate(_))
+            ),
+            "{db}"
+        );
+        let dup_key = key("carol", "ssh-ed25519 AAAA1", Role::Admin, &[]);
+        assert!(
+            matches!(store.add_key(&dup_key).await, Err(StoreError::Duplicate(_))),
+            "{db}"
+        );
+
+        let found = store
+            .find_key("ssh-ed25519 AAAA2")
+            .await
+            .expect("find")
+            .expect("bob");
+        assert_eq!(found, bob, "{db}");
+        assert!(found.may_manage(&app("web2")) && !found.may_manage(&app("other")));
+        assert!(store
+            .find_key("ssh-ed25519 nope")
+            .await
+            .expect("find")
+            .is_none());
+
+        let names: Vec<String> = store
+            .list_keys()
+            .await
+            .expect("list")
+            .iter()
+            .map(|k| k.name.to_string())
+            .collect();
+        assert_eq!(names, ["alice", "bob"], "{db}");
+        store.remove_key(&bob.name).await.expect("remove");
+        assert!(
+            matches!(
+                store.remove_key(&bob.name).await,
+                Err(StoreError::NotFound(_))
+            ),
+            "{db}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn apps_and_releases() {
+    for (db, store, _dir) in stores().await {
+        let web = app("web");
+        store.create_app(&web).await.expect("create");
+        assert!(
+            matches!(store.create_app(&web).await, Err(StoreError::Duplicate(_))),
+            "{db}"
+        );
+        let record = store.get_app(&web).await.expect("get").expect("web");
+        assert!(record.deploys("refs/heads/main") && record.deploys("refs/heads/master"));
+        assert!(!record.deploys("refs/heads/feature") && !record.deploys("refs/tags/main"));
+        assert!(
+            store
+                .current_release(&web)
+                .await
+                .expect("current")
+                .is_none(),
+            "{db}"
+        );
+
+        let v1 = store
+            .begin_release(&release("web", "aaa"))
+            .await
+            .expect("v1");
+        let v2 = store
+            .begin_release(&release("web", "bbb"))
+            .await
+            .expect("v2");
+        assert_eq!((v1, v2), (1, 2), "{db}");
+
+        let mut done = store.release(&web, v1).await.expect("get").expect("v1");
+        done.status = ReleaseStatus::Succeeded;
+        done.image = "gantry/web:v1".into();
+        done.port = 8000;
+        done.build_log = "built".into();
+        done.image_id = "sha256:abc".into();
+        done.image_size = 4_100_000;
+        store.finish_release(&done).await.expect("finish");
+        store.set_current_release(&web, v1).await.expect("current");
+        let current = store
+            .current_release(&web)
+            .await
+            .expect("current")
+            .expect("v1");
+        assert_eq!(
+            (current.version, current.port, current.image.as_str()),
+            (1, 8000, "gantry/web:v1"),
+            "{db}"
+        );
+
+        // v2 was left building, as after a crash mid-deploy.
+        assert_eq!(
+            store.fail_interrupted_releases().await.expect("fail"),
+            1,
+            "{db}"
+        );
+        let v2 = store.release(&web, 2).await.expect("get").expect("v2");
+        assert_eq!(v2.status, ReleaseStatus::Failed, "{db}");
+        assert!(v2.error.contains("interrupted"), "{db}");
+
+        let versions: Vec<i64> = store
+            .list_releases(&web)
+            .await
+            .expect("list")
+            .iter()
+            .map(|r| r.version)
+            .collect();
+        assert_eq!(versions, [2, 1], "{db}");
+
+        store.delete_app(&web).await.expect("delete");
+        assert!(store.get_app(&web).await.expect("get").is_none(), "{db}");
+        assert!(
+            store.list_releases(&web).await.expect("list").is_empty(),
+            "{db}"
+        );
+        assert!(
+            matches!(store.delete_app(&web).await, Err(StoreError::NotFound(_))),
+            "{db}"
+        );
+    }
+}

@@ -1,0 +1,391 @@
+//! The dashboard: deploy history pages at `gantry.DOMAIN`, server-rendered.
+//!
+//! It is served on a loopback port of its own and routed by the proxy like any
+//! app, so the proxy knows nothing of it. It only reads, except for one action:
+//! Rollback (a POST with the session's CSRF token), which goes through the same
+//! code as `releases:rollback`. Login is by one-time link (`web:login`).
+
+pub mod auth;
+pub mod pages;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use maud::Markup;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::cli::Caller;
+use crate::deploy::{processes, ConfigVars};
+use crate::names::{parse_version, AppName};
+use crate::server::Gantry;
+
+/// Serves the dashboard on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    gantry: Arc<Gantry>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let builder = auto::Builder::new(TokioExecutor::new());
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "dashboard accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let gantry = gantry.clone();
+        let service = service_fn(move |req| {
+            let gantry = gantry.clone();
+            async move { Ok::<_, Infallible>(handle(&gantry, req).await) }
+        });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                tracing::debug!(error = %err, "dashboard connection ended with an error");
+            }
+        });
+    }
+}
+
+fn respond(status: StatusCode, markup: Markup) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(markup.into_string())));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+        ),
+    );
+    response
+}
+
+fn redirect(to: &str, cookie: Option<&str>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    if let Ok(location) = HeaderValue::from_str(to) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    if let Some(cookie) = cookie.and_then(|c| HeaderValue::from_str(c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+fn problem(
+    status: StatusCode,
+    title: &str,
+    text: &str,
+    csrf: Option<&str>,
+) -> Response<Full<Bytes>> {
+    respond(
+        status,
+        pages::layout(title, csrf, pages::message(title, text)),
+    )
+}
+
+async fn handle(gantry: &Gantry, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    match route(gantry, req).await {
+        Ok(response) => response,
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "dashboard request failed");
+            problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                &format!("{err:#}"),
+                None,
+            )
+        }
+    }
+}
+
+async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Response<Full<Bytes>>> {
+    let path = req.uri().path().to_owned();
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let method = req.method().clone();
+
+    if let (&Method::GET, ["login", secret]) = (&method, segments.as_slice()) {
+        return Ok(match auth::redeem(gantry, secret).await? {
+            Some(session) => redirect("/", Some(&auth::cookie(&session))),
+            None => problem(
+                StatusCode::FORBIDDEN,
+                "Login link expired or used",
+                "Each link works once, for 10 minutes. Run `gantry web:login` (or `ssh -p PORT git@HOST web:login`) for a new one.",
+                None,
+            ),
+        });
+    }
+    let cookies = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let Some(session) = auth::session(gantry, cookies.as_deref()).await? else {
+        return Ok(problem(
+            StatusCode::UNAUTHORIZED,
+            "Log in",
+            "Run `gantry web:login` on the host (or `ssh -p PORT git@HOST web:login`) and open the link it prints.",
+            None,
+        ));
+    };
+    let csrf = session.csrf.as_str();
+    let caller = &session.caller;
+
+    match (&method, segments.as_slice()) {
+        (&Method::GET, []) => overview(gantry, caller, csrf).await,
+        (&Method::GET, ["apps", name]) => app_page(gantry, caller, csrf, name).await,
+        (&Method::GET, ["apps", name, "releases"]) => {
+            releases_page(gantry, caller, csrf, name).await
+        }
+        (&Method::GET, ["apps", name, "releases", version]) => {
+            release_page(gantry, caller, csrf, name, version).await
+        }
+        (&Method::POST, ["apps", name, "releases", version, "rollback"]) => {
+            let (name, version) = (name.to_string(), version.to_string());
+            if !form_csrf_matches(req, csrf).await {
+                return Ok(problem(
+                    StatusCode::FORBIDDEN,
+                    "Refused",
+                    "The form's CSRF token is missing or wrong; reload the page.",
+                    Some(csrf),
+                ));
+            }
+            match crate::cli::rollback(gantry, caller, &name, Some(&version)).await {
+                Ok(_) => Ok(redirect(&format!("/apps/{name}/releases"), None)),
+                Err(err) => Ok(problem(
+                    StatusCode::CONFLICT,
+                    "Rollback failed",
+                    &format!("{err:#}"),
+                    Some(csrf),
+                )),
+            }
+        }
+        (&Method::POST, ["logout"]) => {
+            if !form_csrf_matches(req, csrf).await {
+                return Ok(problem(
+                    StatusCode::FORBIDDEN,
+                    "Refused",
+                    "The form's CSRF token is missing or wrong.",
+                    None,
+                ));
+            }
+            session.end(gantry).await?;
+            Ok(redirect(
+                "/",
+                Some(&format!(
+                    "{}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0",
+                    auth::COOKIE
+                )),
+            ))
+        }
+        _ => Ok(not_found(csrf)),
+    }
+}
+
+fn not_found(csrf: &str) -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is no such page, or no such app you may see.",
+        Some(csrf),
+    )
+}
+
+/// Whether an urlencoded form body carries `csrf=TOKEN`.
+async fn form_csrf_matches(req: Request<Incoming>, csrf: &str) -> bool {
+    let Ok(body) = Limited::new(req.into_body(), 16 * 1024).collect().await else {
+        return false;
+    };
+    let body = body.to_bytes();
+    let text = String::from_utf8_lossy(&body);
+    !csrf.is_empty()
+        && text
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .any(|(name, value)| name == "csrf" && value == csrf)
+}
+
+/// The app's live version, its releases (newest first) and their statuses.
+async fn history(
+    gantry: &Gantry,
+    app: &AppName,
+) -> anyhow::Result<(Option<i64>, Vec<crate::store::Release>, Vec<String>)> {
+    let current = gantry
+        .store
+        .get_app(app)
+        .await?
+        .and_then(|r| r.current_release);
+    let releases = gantry.store.list_releases(app).await?;
+    let statuses = pages::statuses(&releases, current);
+    Ok((current, releases, statuses))
+}
+
+/// The app a caller may see, or `None` (shown as 404 either way).
+async fn visible_app(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+) -> anyhow::Result<Option<AppName>> {
+    let Ok(app) = AppName::parse(name) else {
+        return Ok(None);
+    };
+    if !caller.may_manage(&app) || gantry.store.get_app(&app).await?.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(app))
+}
+
+async fn overview(
+    gantry: &Gantry,
+    caller: &Caller,
+    csrf: &str,
+) -> anyhow::Result<Response<Full<Bytes>>> {
+    let mut rows = Vec::new();
+    for app in gantry.store.list_apps().await? {
+        if !caller.may_manage(&app.name) {
+            continue;
+        }
+        let releases = gantry.store.list_releases(&app.name).await?;
+        let last_deploy = releases
+            .iter()
+            .find(|r| r.status == crate::store::ReleaseStatus::Succeeded)
+            .map(|r| r.created_at);
+        let running = processes::list(gantry, &app.name).await.unwrap_or_default();
+        let up = running
+            .iter()
+            .filter(|p| p.state.starts_with("running"))
+            .count();
+        let state = match (app.current_release, app.stopped) {
+            (None, _) => "not deployed".to_string(),
+            (_, true) => "stopped".to_string(),
+            _ => format!(
+                "running {up}/{}",
+                crate::deploy::Formation::from_stored(&app.formation).web()
+            ),
+        };
+        rows.push(pages::AppRow {
+            url: gantry.config.app_url(&app.name),
+            name: app.name.to_string(),
+            release: app.current_release,
+            state,
+            last_deploy,
+        });
+    }
+    Ok(respond(
+        StatusCode::OK,
+        pages::layout("Apps", Some(csrf), pages::overview(&rows)),
+    ))
+}
+
+async fn app_page(
+    gantry: &Gantry,
+    caller: &Caller,
+    csrf: &str,
+    name: &str,
+) -> anyhow::Result<Response<Full<Bytes>>> {
+    let Some(app) = visible_app(gantry, caller, name).await? else {
+        return Ok(not_found(csrf));
+    };
+    let (current_version, releases, statuses) = history(gantry, &app).await?;
+    let current = releases.iter().find(|r| Some(r.version) == current_version);
+    let processes = processes::list(gantry, &app).await.unwrap_or_default();
+    let recent = releases.len().min(5);
+    let page = pages::AppPage {
+        name: app.as_str(),
+        url: &gantry.config.app_url(&app),
+        current,
+        processes: &processes,
+        recent: &releases[..recent],
+        statuses: &statuses[..recent],
+    };
+    Ok(respond(
+        StatusCode::OK,
+        pages::layout(app.as_str(), Some(csrf), pages::app(&page)),
+    ))
+}
+
+async fn releases_page(
+    gantry: &Gantry,
+    caller: &Caller,
+    csrf: &str,
+    name: &str,
+) -> anyhow::Result<Response<Full<Bytes>>> {
+    let Some(app) = visible_app(gantry, caller, name).await? else {
+        return Ok(not_found(csrf));
+    };
+    let (_, releases, statuses) = history(gantry, &app).await?;
+    let body = pages::releases(app.as_str(), &releases, &statuses);
+    Ok(respond(
+        StatusCode::OK,
+        pages::layout(&format!("{app} releases"), Some(csrf), body),
+    ))
+}
+
+async fn release_page(
+    gantry: &Gantry,
+    caller: &Caller,
+    csrf: &str,
+    name: &str,
+    version: &str,
+) -> anyhow::Result<Response<Full<Bytes>>> {
+    let Some(app) = visible_app(gantry, caller, name).await? else {
+        return Ok(not_found(csrf));
+    };
+    let Ok(version) = parse_version(version) else {
+        return Ok(not_found(csrf));
+    };
+    let (current, releases, statuses) = history(gantry, &app).await?;
+    let Some(index) = releases.iter().position(|r| r.version == version) else {
+        return Ok(not_found(csrf));
+    };
+    let release = &releases[index];
+    // Config names that changed from the release before (never values).
+    let vars = ConfigVars::open(&release.config, &gantry.secrets)?;
+    let changed = match releases.get(index + 1) {
+        Some(previous) => vars.changed_names(&ConfigVars::open(&previous.config, &gantry.secrets)?),
+        None => vars.iter().map(|(k, _)| k.to_owned()).collect(),
+    };
+    let log_html = ansi_to_html::convert(&release.build_log)
+        .unwrap_or_else(|_| maud::html! { (release.build_log) }.into_string());
+    let page = pages::ReleasePage {
+        app: app.as_str(),
+        release,
+        status: &statuses[index],
+        changed: &changed,
+        log_html,
+        can_roll_back: release.status == crate::store::ReleaseStatus::Succeeded
+            && current != Some(version),
+        csrf,
+    };
+    Ok(respond(
+        StatusCode::OK,
+        pages::layout(
+            &format!("{app} v{version}"),
+            Some(csrf),
+            pages::release(&page),
+        ),
+    ))
+}

@@ -1,0 +1,309 @@
+//! The dashboard's HTML, rendered on the server with maud (escaped by default).
+//! Plain pages: no JavaScript, a little CSS, readable on a phone.
+
+use maud::{html, Markup, PreEscaped, DOCTYPE};
+
+use crate::cli::format_time;
+use crate::deploy::processes::ProcessInfo;
+use crate::store::{Release, ReleaseKind, ReleaseStatus};
+
+const CSS: &str = "
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
+header{background:#1d2330;color:#fff;padding:.7em 1em;display:flex;gap:1em;align-items:center}
+header a{color:#fff;text-decoration:none;font-weight:600}
+header form{margin-left:auto}
+main{max-width:60em;margin:0 auto;padding:1em}
+table{border-collapse:collapse;width:100%;background:#fff;font-size:.95em}
+th,td{text-align:left;padding:.45em .6em;border-bottom:1px solid #e3e6eb;vertical-align:top}
+th{background:#eef0f4}
+.wrap{overflow-x:auto}
+.status{font-weight:600}
+.succeeded,.running,.current{color:#16794a}.failed,.crashed{color:#b3261e}.rolledback,.building{color:#8a6100}
+pre.log{background:#11151c;color:#e6e6e6;padding:1em;overflow-x:auto;font-size:.85em;line-height:1.35}
+code{font-size:.9em}
+button{font:inherit;padding:.35em .9em;border-radius:4px;border:1px solid #1d2330;background:#fff;cursor:pointer}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em;background:#fff;padding:1em}
+dt{font-weight:600}
+";
+
+/// The frame every page shares.
+pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · gantry" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    a href="/" { "gantry" }
+                    @if let Some(csrf) = csrf {
+                        form method="post" action="/logout" {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    }
+}
+
+/// One row of the apps overview.
+pub struct AppRow {
+    pub name: String,
+    pub url: String,
+    pub release: Option<i64>,
+    pub state: String,
+    pub last_deploy: Option<i64>,
+}
+
+pub fn overview(rows: &[AppRow]) -> Markup {
+    html! {
+        h1 { "Apps" }
+        @if rows.is_empty() {
+            p { "No apps yet. Push one with " code { "git push" } "." }
+        } @else {
+            div.wrap { table {
+                tr { th { "App" } th { "URL" } th { "Release" } th { "State" } th { "Last deploy" } }
+                @for row in rows {
+                    tr {
+                        td { a href={ "/apps/" (row.name) } { (row.name) } }
+                        td { a href=(row.url) { (row.url) } }
+                        td { @if let Some(v) = row.release { "v" (v) } @else { "-" } }
+                        td { span class={ "status " (state_class(&row.state)) } { (row.state) } }
+                        td { @if let Some(t) = row.last_deploy { (format_time(t)) " UTC" } @else { "-" } }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+fn state_class(state: &str) -> &'static str {
+    if state.starts_with("running") {
+        "running"
+    } else if state.contains("crash") || state.starts_with("exited") {
+        "crashed"
+    } else {
+        ""
+    }
+}
+
+pub struct AppPage<'a> {
+    pub name: &'a str,
+    pub url: &'a str,
+    pub current: Option<&'a Release>,
+    pub processes: &'a [ProcessInfo],
+    pub recent: &'a [Release],
+    pub statuses: &'a [String],
+}
+
+pub fn app(page: &AppPage<'_>) -> Markup {
+    html! {
+        h1 { (page.name) }
+        dl {
+            dt { "URL" } dd { a href=(page.url) { (page.url) } }
+            dt { "Domains" } dd { (page.url.trim_start_matches("http://").split(':').next().unwrap_or_default()) }
+            dt { "Current release" } dd {
+                @if let Some(r) = page.current {
+                    a href={ "/apps/" (page.name) "/releases/v" (r.version) } { "v" (r.version) }
+                    " · " (r.description)
+                } @else { "not deployed yet" }
+            }
+        }
+        h2 { "Processes" }
+        @if page.processes.is_empty() {
+            p { "No processes run." }
+        } @else {
+            div.wrap { table {
+                tr { th { "Process" } th { "Release" } th { "State" } th { "Restarts" } th { "Container" } }
+                @for p in page.processes {
+                    tr {
+                        td { (p.process) "." (p.replica) }
+                        td { @if let Some(v) = p.release { "v" (v) } }
+                        td { span class={ "status " (state_class(&p.state)) } { (p.state) } }
+                        td { (p.restarts) }
+                        td { code { (p.name) } }
+                    }
+                }
+            } }
+        }
+        h2 { "Recent activity" }
+        (release_table(page.name, page.recent, page.statuses))
+        p { a href={ "/apps/" (page.name) "/releases" } { "All releases" } }
+    }
+}
+
+pub fn releases(app: &str, releases: &[Release], statuses: &[String]) -> Markup {
+    html! {
+        h1 { a href={ "/apps/" (app) } { (app) } " · releases" }
+        (release_table(app, releases, statuses))
+    }
+}
+
+fn release_table(app: &str, releases: &[Release], statuses: &[String]) -> Markup {
+    html! {
+        div.wrap { table {
+            tr { th { "Version" } th { "Change" } th { "By" } th { "When" } th { "Build" } th { "Status" } }
+            @for (r, status) in releases.iter().zip(statuses) {
+                tr {
+                    td { a href={ "/apps/" (app) "/releases/v" (r.version) } { "v" (r.version) } }
+                    td {
+                        @if r.kind == ReleaseKind::Deploy {
+                            code { (short(&r.commit_sha)) } " " (r.commit_message)
+                            br; small { (r.commit_author) }
+                        } @else {
+                            (r.description)
+                        }
+                    }
+                    td { (r.created_by) }
+                    td { (format_time(r.created_at)) }
+                    td { @if r.build_ms > 0 { (format!("{:.1}s", r.build_ms as f64 / 1000.0)) } @else { "-" } }
+                    td {
+                        span class={ "status " (status.replace(' ', "")) } { (status) }
+                        " · " a href={ "/apps/" (app) "/releases/v" (r.version) "#log" } { "log" }
+                    }
+                }
+            }
+        } }
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(7)]
+}
+
+pub struct ReleasePage<'a> {
+    pub app: &'a str,
+    pub release: &'a Release,
+    pub status: &'a str,
+    pub changed: &'a [String],
+    pub log_html: String,
+    pub can_roll_back: bool,
+    pub csrf: &'a str,
+}
+
+pub fn release(page: &ReleasePage<'_>) -> Markup {
+    let r = page.release;
+    html! {
+        h1 { a href={ "/apps/" (page.app) } { (page.app) } " · v" (r.version) }
+        dl {
+            dt { "Status" } dd { span class={ "status " (page.status.replace(' ', "")) } { (page.status) } }
+            dt { "Change" } dd { (r.description) }
+            dt { "Commit" } dd { code { (r.commit_sha) } " " (r.commit_message) " · " (r.commit_author) }
+            dt { "By" } dd { (r.created_by) " at " (format_time(r.created_at)) " UTC" }
+            dt { "Image" } dd {
+                code { (r.image) }
+                @if !r.image_id.is_empty() {
+                    " · " code { (r.image_id) } " · "
+                    (crate::artifacts::human_bytes(u64::try_from(r.image_size).unwrap_or(0)))
+                }
+            }
+            dt { "Config changed" } dd {
+                @if page.changed.is_empty() { "-" } @else { (page.changed.join(", ")) }
+            }
+            @if !r.error.is_empty() { dt { "Error" } dd { (r.error) } }
+        }
+        @if page.can_roll_back {
+            form method="post" action={ "/apps/" (page.app) "/releases/v" (r.version) "/rollback" } {
+                input type="hidden" name="csrf" value=(page.csrf);
+                button type="submit" id="rollback" { "Roll back to v" (r.version) }
+            }
+        }
+        h2 id="log" { "Build log" }
+        pre.log { (PreEscaped(&page.log_html)) }
+    }
+}
+
+/// A page that says what went wrong, with the status code the caller sends.
+pub fn message(title: &str, text: &str) -> Markup {
+    html! {
+        h1 { (title) }
+        p { (text) }
+    }
+}
+
+/// History statuses: `succeeded`, `failed`, `building`, `current`, or
+/// `rolled back` for a release that a later rollback replaced.
+pub fn statuses(releases: &[Release], current: Option<i64>) -> Vec<String> {
+    // `releases` is newest first; a release is "rolled back" when the next
+    // release that went live after it is a rollback.
+    let mut out = vec![String::new(); releases.len()];
+    let mut next_live: Option<&Release> = None;
+    for (i, r) in releases.iter().enumerate() {
+        out[i] = if Some(r.version) == current {
+            "current".into()
+        } else if r.status == ReleaseStatus::Succeeded
+            && next_live.is_some_and(|n| n.kind == ReleaseKind::Rollback)
+        {
+            "rolled back".into()
+        } else {
+            r.status.as_str().into()
+        };
+        if r.status == ReleaseStatus::Succeeded {
+            next_live = Some(r);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::names::AppName;
+
+    fn release(version: i64, kind: ReleaseKind, status: ReleaseStatus) -> Release {
+        Release {
+            app: AppName::parse("web").expect("name"),
+            version,
+            status,
+            image: String::new(),
+            commit_sha: "0123456789abcdef".into(),
+            commit_message: "<b>msg</b>".into(),
+            commit_author: "A".into(),
+            port: 5000,
+            created_by: "alice".into(),
+            created_at: 0,
+            build_ms: 1500,
+            build_log: String::new(),
+            error: String::new(),
+            config: String::new(),
+            kind,
+            description: "Deploy 0123456".into(),
+            image_id: String::new(),
+            image_size: 0,
+            formation: String::new(),
+            manifest: String::new(),
+        }
+    }
+
+    #[test]
+    fn history_statuses_mark_rolled_back_releases() {
+        use ReleaseKind::*;
+        use ReleaseStatus::*;
+        // newest first: v4 rollback (current), v3 failed, v2 deploy, v1 deploy
+        let list = vec![
+            release(4, Rollback, Succeeded),
+            release(3, Deploy, Failed),
+            release(2, Deploy, Succeeded),
+            release(1, Deploy, Succeeded),
+        ];
+        assert_eq!(
+            statuses(&list, Some(4)),
+            ["current", "failed", "rolled back", "succeeded"]
+        );
+    }
+
+    #[test]
+    fn pages_escape_user_text() {
+        let list = vec![release(1, ReleaseKind::Deploy, ReleaseStatus::Succeeded)];
+        let html = releases("web", &list, &statuses(&list, Some(1))).into_string();
+        assert!(html.contains("&lt;b&gt;msg&lt;/b&gt;"), "{html}");
+        assert!(html.contains("href=\"/apps/web/releases/v1\""), "{html}");
+    }
+}

@@ -1,0 +1,291 @@
+//! The dashboard in a real headless Chromium, driven over WebDriver
+//! (chromedriver's JSON protocol, spoken with curl): log in with a one-time
+//! link, read the deploy history of a real push, click Rollback, and see the
+//! older body served through the proxy.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::support::{make_key, path_str, stderr, stdout, Repo, Server};
+
+/// A chromedriver process with one headless Chromium session.
+struct Browser {
+    driver: Child,
+    base: String,
+}
+
+impl Browser {
+    fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (apt-get install chromium-driver)");
+        let mut browser = Browser {
+            driver,
+            base: format!("http://127.0.0.1:{port}"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while browser
+            .call("GET", "/status", None)
+            .get("value")
+            .and_then(|v| v.get("ready"))
+            != Some(&json!(true))
+        {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"]
+            }
+        }}});
+        let session = browser.call("POST", "/session", Some(capabilities));
+        let id = session["value"]["sessionId"]
+            .as_str()
+            .expect("session id")
+            .to_owned();
+        browser.base = format!("{}/session/{id}", browser.base);
+        browser
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let mut cmd = Command::new("curl");
+        cmd.args(["-s", "-X", method, &format!("{}{path}", self.base)]);
+        if let Some(body) = body {
+            cmd.args([
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body.to_string(),
+            ]);
+        }
+        let out = cmd.output().expect("curl");
+        serde_json::from_slice(&out.stdout).unwrap_or(Value::Null)
+    }
+
+    fn open(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({ "url": url })));
+    }
+
+    fn source(&self) -> String {
+        self.call("GET", "/source", None)["value"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let found = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        let element = found["value"]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_owned();
+        self.call(
+            "POST",
+            &format!("/element/{element}/click"),
+            Some(json!({})),
+        );
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        self.call("DELETE", "", None);
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+fn login_link(server: &Server, key: &crate::support::Key) -> String {
+    let out = server.ssh(key, "web:login");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a link")
+        .to_owned()
+}
+
+#[test]
+fn log_in_read_history_and_roll_back_in_chromium() {
+    let server = Server::start();
+    let app = crate::support::unique("dash");
+    let repo = Repo::from_example(&server, "hello-docker");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    repo.write("public/index.html", "second body\n");
+    repo.commit(&server, "the second version");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    assert_eq!(server.get(&app).1, "second body\n");
+
+    let browser = Browser::start();
+    let dashboard = format!("http://gantry.localhost:{}", server.http_port);
+    // Not logged in: the dashboard says how to log in.
+    browser.open(&dashboard);
+    assert!(
+        browser.source().contains("web:login"),
+        "{}",
+        browser.source()
+    );
+
+    browser.open(&login_link(&server, &server.admin));
+    let overview = browser.source();
+    assert!(
+        overview.contains(&app) && overview.contains("running 1/1"),
+        "{overview}"
+    );
+
+    browser.open(&format!("{dashboard}/apps/{app}/releases"));
+    let history = browser.source();
+    for needle in [
+        "v2",
+        "v1",
+        "current",
+        "the second version",
+        "Test Author",
+        "tester",
+    ] {
+        assert!(
+            history.contains(needle),
+            "history lacks {needle:?}:\n{history}"
+        );
+    }
+
+    browser.open(&format!("{dashboard}/apps/{app}/releases/v1"));
+    assert!(
+        browser.source().contains("Build log") && browser.source().contains("-----&gt; Build"),
+        "{}",
+        browser.source()
+    );
+    browser.click("#rollback");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !browser.source().contains("Rollback to v1") {
+        assert!(
+            Instant::now() < deadline,
+            "no rollback in history:\n{}",
+            browser.source()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(server.get(&app).1, "Hello from gantry\n");
+    assert!(
+        browser.source().contains("rolled back"),
+        "v2 not shown as rolled back:\n{}",
+        browser.source()
+    );
+
+    // A deployer's login sees only its own apps.
+    let deployer = make_key(server.home.path(), "deployer");
+    let out = server.cli(&[
+        "keys:add",
+        "dev",
+        path_str(&deployer.public),
+        "--apps",
+        "otherapp",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    browser.open(&login_link(&server, &deployer));
+    let overview = browser.source();
+    assert!(
+        overview.contains("Apps") && !overview.contains(&app),
+        "{overview}"
+    );
+    browser.open(&format!("{dashboard}/apps/{app}/releases"));
+    assert!(
+        browser.source().contains("Not found"),
+        "{}",
+        browser.source()
+    );
+}
+
+#[test]
+fn the_rollback_form_needs_its_csrf_token_and_links_work_once() {
+    let server = Server::start();
+    let app = crate::support::unique("csrf");
+    let repo = Repo::from_example(&server, "hello-docker");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    let link = login_link(&server, &server.admin);
+    let resolve = format!("gantry.localhost:{}:127.0.0.1", server.http_port);
+    let headers = tempfile::NamedTempFile::new().expect("temp");
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-D",
+            path_str(headers.path()),
+            "--resolve",
+            &resolve,
+            &link,
+        ])
+        .output()
+        .expect("curl");
+    assert!(out.status.success());
+    let head = std::fs::read_to_string(headers.path()).expect("headers");
+    let cookie = head
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: "))
+        .and_then(|c| c.split(';').next())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        head.contains("HttpOnly") && head.contains("SameSite=Strict"),
+        "{head}"
+    );
+    // The link is spent.
+    let again = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &resolve,
+            &link,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(stdout(&again), "403");
+    // A POST without the token is refused; the app is untouched.
+    let url = format!(
+        "http://gantry.localhost:{}/apps/{app}/releases/v1/rollback",
+        server.http_port
+    );
+    let forged = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--resolve",
+            &resolve,
+            "-H",
+            &format!("Cookie: {cookie}"),
+            "-d",
+            "csrf=wrong",
+            &url,
+        ])
+        .output()
+        .expect("curl");
+    assert_eq!(stdout(&forged), "403");
+    let releases = stdout(&server.cli(&["releases", &app]));
+    assert_eq!(releases.lines().count(), 2, "{releases}");
+}

@@ -1,0 +1,13 @@
+//! gantry's integration tests: one binary, a module per flow (see `support` for
+//! the harness). They need git, OpenSSH's ssh client and a Docker engine; `.ci/run`
+//! installs them on a fresh machine.
+
+mod access;
+mod browser;
+mod manifest;
+mod processes;
+mod push;
+mod releases;
+mod runlogs;
+mod serve;
+mod support;

@@ -1,0 +1,423 @@
+//! The test harness: a real `gantry serve` on free ports in a temp home, driven
+//! with the real `git` and OpenSSH `ssh` clients against the real Docker engine.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_gantry");
+
+/// The repository root (for `examples/`).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Builds the examples' base image once per test run.
+pub fn ensure_base_image() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = Command::new("sh")
+            .arg(root().join("examples/base-image.sh"))
+            .output()
+            .expect("run base-image.sh");
+        assert!(
+            out.status.success(),
+            "base-image.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// A unique name for this test's apps and Docker objects.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: Mutex<u32> = Mutex::new(0);
+    let mut n = COUNTER.lock().unwrap_or_else(|e| e.into_inner());
+    *n += 1;
+    format!("{prefix}-{}-{}", std::process::id() % 100_000, *n)
+}
+
+/// An SSH key pair made with ssh-keygen.
+pub struct Key {
+    pub private: PathBuf,
+    pub public: PathBuf,
+}
+
+pub fn make_key(dir: &Path, name: &str) -> Key {
+    let private = dir.join(name);
+    let status = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&private)
+        .status()
+        .expect("ssh-keygen");
+    assert!(status.success());
+    Key {
+        public: private.with_extension("pub"),
+        private,
+    }
+}
+
+pub struct Server {
+    pub home: tempfile::TempDir,
+    pub ssh_port: u16,
+    pub http_port: u16,
+    pub admin: Key,
+    pub network: String,
+    pub database_url: Option<String>,
+    child: Option<Child>,
+    pub banner: String,
+}
+
+impl Server {
+    /// Starts gantry with an admin key registered and a short health timeout.
+    pub fn start() -> Server {
+        Self::start_with(None)
+    }
+
+    pub fn start_with(database_url: Option<String>) -> Server {
+        ensure_base_image();
+        let home = tempfile::tempdir().expect("tempdir");
+        let network = unique("gantry-test");
+        std::fs::write(
+            home.path().join("gantry.toml"),
+            format!("health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\n"),
+        )
+        .expect("write gantry.toml");
+        let admin = make_key(home.path(), "admin-key");
+        let mut server = Server {
+            ssh_port: free_port(),
+            http_port: free_port(),
+            admin,
+            network,
+            database_url,
+            child: None,
+            banner: String::new(),
+            home,
+        };
+        let out = server.cli(&[
+            "keys:add",
+            "tester",
+            path_str(&server.admin.public),
+            "--admin",
+        ]);
+        assert!(out.status.success(), "keys:add: {}", stderr(&out));
+        server.launch();
+        server
+    }
+
+    fn home_path(&self) -> &Path {
+        self.home.path()
+    }
+
+    /// A `gantry` command on this server's home.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--home").arg(self.home_path());
+        // Keep the developer's own ~/.ssh out of first-start key registration.
+        cmd.env("HOME", self.home_path());
+        cmd.env_remove("GANTRY_HOME");
+        if let Some(url) = &self.database_url {
+            cmd.env("GANTRY_DATABASE_URL", url);
+        }
+        cmd
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.command().args(args).output().expect("run gantry")
+    }
+
+    /// Starts `serve` and waits until it prints its banner.
+    pub fn launch(&mut self) {
+        let mut child = self
+            .command()
+            .arg("serve")
+            .arg("--ssh-listen")
+            .arg(format!("127.0.0.1:{}", self.ssh_port))
+            .arg("--http-listen")
+            .arg(format!("127.0.0.1:{}", self.http_port))
+            .env("GANTRY_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.home_path().join("serve.log"))
+                    .expect("log file"),
+            ))
+            .spawn()
+            .expect("spawn gantry serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let mut banner = String::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    banner.push_str(&line);
+                    banner.push('\n');
+                    if line.starts_with("Manage:") {
+                        break;
+                    }
+                }
+                _ => panic!("gantry serve exited early:\n{banner}\n{}", self.log()),
+            }
+        }
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        self.banner = banner;
+        self.child = Some(child);
+    }
+
+    /// Stops `serve` with SIGTERM and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Kills `serve` with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.home_path().join("serve.log")).unwrap_or_default()
+    }
+
+    pub fn ssh_base(&self, key: &Key) -> String {
+        format!(
+            "ssh -p {} -i {} -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes",
+            self.ssh_port,
+            key.private.display()
+        )
+    }
+
+    /// `ssh git@localhost 'COMMAND'` with `key`: COMMAND reaches the server as
+    /// written (one argument, so its own quotes survive).
+    pub fn ssh(&self, key: &Key, command: &str) -> Output {
+        let quoted = format!("'{}'", command.replace('\'', r"'\''"));
+        let line = format!("{} git@127.0.0.1 {quoted}", self.ssh_base(key));
+        Command::new("sh")
+            .arg("-c")
+            .arg(line)
+            .stdin(Stdio::null())
+            .output()
+            .expect("ssh")
+    }
+
+    pub fn remote(&self, app: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{app}", self.ssh_port)
+    }
+
+    /// `git ARGS` in `dir`, talking SSH with `key`.
+    pub fn git(&self, key: &Key, dir: &Path, args: &[&str]) -> Output {
+        Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", self.ssh_base(key))
+            .env("GIT_AUTHOR_NAME", "Test Author")
+            .env("GIT_AUTHOR_EMAIL", "author@example.com")
+            .env("GIT_COMMITTER_NAME", "Test Author")
+            .env("GIT_COMMITTER_EMAIL", "author@example.com")
+            .output()
+            .expect("git")
+    }
+
+    /// GET / with `Host: APP.localhost`, via the proxy: (status, body).
+    pub fn get(&self, app: &str) -> (u16, String) {
+        http_get(self.http_port, &format!("{app}.localhost"), "/")
+    }
+
+    /// Polls until the app's body contains `needle`, or panics after `timeout`.
+    pub fn wait_for_body(&self, app: &str, needle: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(app);
+            if status == 200 && body.contains(needle) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{app} never served {needle:?}; last: {status} {body}\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+        // Remove what the test made in Docker: containers and images of its apps.
+        // Through `command()`, so a Postgres-backed server's apps are found too.
+        if let Ok(out) = self.command().args(["apps:list"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+                if let Some(app) = line.split_whitespace().next() {
+                    let _ = self
+                        .command()
+                        .args(["apps:destroy", app, "--force"])
+                        .output();
+                }
+            }
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &self.network])
+            .output();
+    }
+}
+
+/// A git repository made from `examples/NAME` (or empty), committed on `main`.
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+impl Repo {
+    pub fn from_example(server: &Server, example: &str) -> Repo {
+        let dir = tempfile::tempdir().expect("tempdir");
+        copy_dir(&root().join("examples").join(example), dir.path());
+        let repo = Repo { dir };
+        repo.run(server, &["init", "-q", "-b", "main"]);
+        repo.commit(server, "first");
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, file: &str, text: &str) {
+        let path = self.path().join(file);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("mkdir");
+        }
+        std::fs::write(path, text).expect("write");
+    }
+
+    pub fn commit(&self, server: &Server, message: &str) {
+        self.run(server, &["add", "-A"]);
+        self.run(server, &["commit", "-q", "--allow-empty", "-m", message]);
+    }
+
+    fn run(&self, server: &Server, args: &[&str]) {
+        let out = server.git(&server.admin, self.path(), args);
+        assert!(out.status.success(), "git {args:?}: {}", stderr(&out));
+    }
+
+    /// `git push REMOTE main` with `key`.
+    pub fn push(&self, server: &Server, key: &Key, app: &str) -> Output {
+        self.push_ref(server, key, app, "main")
+    }
+
+    pub fn push_ref(&self, server: &Server, key: &Key, app: &str, refspec: &str) -> Output {
+        server.git(key, self.path(), &["push", &server.remote(app), refspec])
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    // HTTP/1.0: the answer is close-delimited, never chunked, so the body reads as is.
+    let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
+    if stream.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The ids of the running containers of `app`.
+pub fn containers_of(app: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-q", "--filter", &format!("label=gantry.app={app}")])
+        .output()
+        .expect("docker ps");
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn path_str(path: &Path) -> &str {
+    path.to_str().expect("utf-8 path")
+}
+
+/// A new, empty database on the server that `GANTRY_TEST_POSTGRES_URL` names
+/// (scripts/test starts one), or `None` when that variable is unset.
+pub fn fresh_postgres_database() -> Option<String> {
+    let base = std::env::var("GANTRY_TEST_POSTGRES_URL").ok()?;
+    let name = unique("gantry_e2e").replace('-', "_");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        sqlx::any::install_default_drivers();
+        let admin = sqlx::AnyPool::connect(&base)
+            .await
+            .expect("connect to GANTRY_TEST_POSTGRES_URL");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        admin.close().await;
+    });
+    let (prefix, _) = base.rsplit_once('/').expect("database URL has a path");
+    Some(format!("{prefix}/{name}"))
+}
