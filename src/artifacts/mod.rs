@@ -28,6 +28,14 @@ pub enum ArtifactError {
     Store(#[from] StoreError),
 }
 
+/// Builds hold this for reading and image removals for writing.
+///
+/// Removing an image also deletes its untagged parents that no other image
+/// uses. A concurrent build may have just picked one of those parents from the
+/// layer cache and not yet committed a child on it; the engine then fails that
+/// build with "failed to get digest". Within one gantry the gate rules that out.
+pub(crate) static IMAGE_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// The tag of release `vN`'s image: `gantry/APP:vN`.
 pub fn image_tag(app: &AppName, version: i64) -> String {
     format!("gantry/{app}:v{version}")
@@ -211,6 +219,7 @@ async fn remove_images(
         }
     }
     let mut report = PruneReport::default();
+    let _gate = IMAGE_GATE.write().await;
     for (tag, _) in doomed {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match docker.remove_image(&tag, Some(options), None).await {

@@ -32,6 +32,16 @@ pub struct BuiltImage {
     pub exposed_port: Option<u16>,
 }
 
+impl BuildError {
+    /// The engine lost a cached layer mid-build: something outside this gantry
+    /// (another gantry on the same engine, a `docker image prune`) removed it.
+    /// Building again picks a layer that exists.
+    fn is_cache_race(&self) -> bool {
+        matches!(self, BuildError::Failed(message)
+            if message.contains("failed to get digest") || message.contains("No such image"))
+    }
+}
+
 /// Builds `context` (a tar of the tree) with its root `Dockerfile`, tags the image
 /// `tag`, and passes each line of build output to `on_line` as it arrives.
 pub async fn build_dockerfile(
@@ -41,6 +51,25 @@ pub async fn build_dockerfile(
     labels: &HashMap<String, String>,
     mut on_line: impl FnMut(&str),
 ) -> Result<BuiltImage, BuildError> {
+    let _gate = crate::artifacts::IMAGE_GATE.read().await;
+    let context = bytes::Bytes::from(context);
+    match build_once(docker, context.clone(), tag, labels, &mut on_line).await {
+        Err(err) if err.is_cache_race() => {
+            tracing::warn!(%tag, error = %err, "a cached layer vanished mid-build; building again");
+            on_line("a cached layer was removed during the build; building again");
+            build_once(docker, context, tag, labels, &mut on_line).await
+        }
+        result => result,
+    }
+}
+
+async fn build_once(
+    docker: &Docker,
+    context: bytes::Bytes,
+    tag: &str,
+    labels: &HashMap<String, String>,
+    on_line: &mut impl FnMut(&str),
+) -> Result<BuiltImage, BuildError> {
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
@@ -48,7 +77,7 @@ pub async fn build_dockerfile(
         .forcerm(true)
         .labels(labels)
         .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context)));
     let mut pending = String::new();
     while let Some(item) = stream.next().await {
         let info = match item {
@@ -92,4 +121,21 @@ pub async fn build_dockerfile(
             _ => None,
         },
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BuildError;
+
+    #[test]
+    fn only_a_vanished_layer_counts_as_a_cache_race() {
+        let race = BuildError::Failed(
+            "failed to get digest sha256:120e: open /var/lib/docker/image/x: no such file or directory"
+                .into(),
+        );
+        assert!(race.is_cache_race());
+        let real =
+            BuildError::Failed("The command '/bin/sh -c false' returned a non-zero code: 1".into());
+        assert!(!real.is_cache_race());
+    }
 }
