@@ -83,6 +83,11 @@ struct FileConfig {
     docker_network: Option<String>,
     /// Host name of the dashboard (default `gantry.DOMAIN`).
     dashboard_host: Option<String>,
+    /// An image to build and run buildpack apps on instead of the default
+    /// stack gantry makes (`gantry stack:build`); never pulled.
+    stack_image: Option<String>,
+    /// The Debian mirror `stack:build` installs from.
+    stack_mirror: Option<String>,
 }
 
 /// gantry's resolved settings.
@@ -98,6 +103,9 @@ pub struct Config {
     pub drain_timeout: Duration,
     pub docker_network: String,
     pub dashboard_host: String,
+    /// `None`: the default stack, built here on first need.
+    pub stack_image: Option<String>,
+    pub stack_mirror: String,
 }
 
 impl Config {
@@ -137,6 +145,10 @@ impl Config {
             stop_grace: Duration::from_secs(file.stop_grace.unwrap_or(10)),
             drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(30)),
             docker_network: file.docker_network.unwrap_or_else(|| "gantry".into()),
+            stack_image: file.stack_image.filter(|s| !s.trim().is_empty()),
+            stack_mirror: file
+                .stack_mirror
+                .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
             home,
         })
     }

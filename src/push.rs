@@ -14,7 +14,9 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
 use crate::build::manifest::Manifest;
+use crate::build::{buildpack, stack};
 use crate::control::{Frame, HookRequest, RefUpdate};
+use crate::deploy::ConfigVars;
 use crate::git::source::Source;
 use crate::git::PushSession;
 use crate::names::AppName;
@@ -83,6 +85,18 @@ impl PushLog {
     pub fn line(&mut self, text: &str) {
         for line in text.lines() {
             self.write(&format!("       {line}\n"));
+        }
+    }
+
+    /// A line of buildpack output, which follows Heroku's conventions itself:
+    /// `-----> ` heads a step, ` !     ` a problem; the rest is indented.
+    pub fn buildpack_line(&mut self, line: &str) {
+        if let Some(title) = line.strip_prefix("-----> ") {
+            self.stage(title);
+        } else if let Some(problem) = line.strip_prefix(" !     ") {
+            self.error(problem);
+        } else {
+            self.line(line.strip_prefix("       ").unwrap_or(line));
         }
     }
 
@@ -265,21 +279,17 @@ async fn deploy_locked(
         let source = Source::open(&scratch, &object_dirs)?;
         let info = source.commit_info(&sha)?;
         let has_dockerfile = source.has_file(&sha, "Dockerfile")?;
-        let tar = if has_dockerfile {
-            Some(source.tar(&sha)?)
-        } else {
-            None
-        };
+        let tar = source.tar(&sha)?;
         let text = |path| -> Result<Option<String>, crate::git::source::SourceError> {
             Ok(source
                 .read_file(&sha, path)?
                 .map(|bytes| String::from_utf8_lossy(&bytes).into_owned()))
         };
-        let files = (text("Procfile")?, text("app.json")?);
-        Ok::<_, crate::git::source::SourceError>((info, tar, files))
+        let files = (text("Procfile")?, text("app.json")?, text(".buildpacks")?);
+        Ok::<_, crate::git::source::SourceError>((info, tar, has_dockerfile, files))
     })
     .await;
-    let (commit, context, (procfile, app_json)) = match received {
+    let (commit, context, has_dockerfile, (procfile, app_json, dot_buildpacks)) = match received {
         Ok(Ok(pair)) => pair,
         Ok(Err(err)) => {
             log.error(&err.to_string());
@@ -297,13 +307,6 @@ async fn deploy_locked(
         commit.subject
     ));
     log.line(&format!("by {} (key {})", commit.author, session.key));
-    let Some(context) = context else {
-        log.error("no Dockerfile at the root of the pushed tree (looked for: Dockerfile)");
-        log.error(
-            "add a Dockerfile; buildpack builds (for apps without one) are not supported yet",
-        );
-        return Err(Failed);
-    };
     log.elapsed(&format!("received {} KiB", context.len() / 1024), t);
     let manifest = match Manifest::from_files(procfile.as_deref(), app_json.as_deref()) {
         Ok(manifest) => manifest,
@@ -326,6 +329,28 @@ async fn deploy_locked(
         Err(err) => {
             log.error(&format!("cannot read app {app}: {err}"));
             return Err(Failed);
+        }
+    };
+    let vars = match ConfigVars::open(&config, &gantry.secrets) {
+        Ok(vars) => vars,
+        Err(err) => {
+            log.error(&format!("cannot read the config vars of {app}: {err}"));
+            return Err(Failed);
+        }
+    };
+    let builder = vars
+        .get("GANTRY_BUILDER")
+        .map(str::to_owned)
+        .or_else(|| std::env::var("GANTRY_BUILDER").ok());
+    let plan = if has_dockerfile && builder.as_deref() != Some("buildpack") {
+        Plan::Dockerfile
+    } else {
+        Plan::Buildpacks {
+            selection: buildpack::select(vars.get("BUILDPACK_URL"), dot_buildpacks.as_deref()),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
         }
     };
     let mut release = Release {
@@ -357,7 +382,7 @@ async fn deploy_locked(
             return Err(Failed);
         }
     };
-    let outcome = build_and_deploy(gantry, &mut release, context, log).await;
+    let outcome = build_and_deploy(gantry, &mut release, plan, context, log).await;
     release.build_log = log.text().to_owned();
     match &outcome {
         Ok(()) => {
@@ -395,10 +420,22 @@ async fn deploy_locked(
     outcome.map_err(|_| Failed)
 }
 
+/// How a push is built.
+enum Plan {
+    /// The Dockerfile at the root of the tree.
+    Dockerfile,
+    /// Buildpacks, with the app's config vars for their env dir.
+    Buildpacks {
+        selection: buildpack::Selection,
+        env: Vec<(String, String)>,
+    },
+}
+
 /// Build, release and deploy stages; `Err` carries a one-line reason.
 async fn build_and_deploy(
     gantry: &Gantry,
     release: &mut Release,
+    plan: Plan,
     context: Vec<u8>,
     log: &mut PushLog,
 ) -> Result<(), String> {
@@ -406,16 +443,29 @@ async fn build_and_deploy(
 
     // ---- build ----
     let t = Instant::now();
-    log.stage("Build: Dockerfile");
     let tag = artifacts::image_tag(&app, release.version);
     let labels = artifacts::image_labels(&app);
     let disconnected = log.disconnected();
-    let build = build::build_dockerfile(&gantry.docker, context, &tag, &labels, |line| {
-        log.line(line)
-    });
-    let built = tokio::select! {
-        built = build => built,
-        _ = disconnected => return Err("the pusher disconnected during the build; nothing changed".into()),
+    let built = match plan {
+        Plan::Dockerfile => {
+            log.stage("Build: Dockerfile");
+            let build = build::build_dockerfile(&gantry.docker, context, &tag, &labels, |line| {
+                log.line(line)
+            });
+            tokio::select! {
+                built = build => built,
+                _ = disconnected => return Err(DISCONNECTED.into()),
+            }
+        }
+        Plan::Buildpacks { selection, env } => {
+            log.stage("Build: buildpacks");
+            let build =
+                build_with_buildpacks(gantry, release, &tag, &labels, selection, env, context, log);
+            tokio::select! {
+                built = build => built,
+                _ = disconnected => return Err(DISCONNECTED.into()),
+            }
+        }
     };
     let built = built.map_err(|err| {
         log.error(&err.to_string());
@@ -449,4 +499,67 @@ async fn build_and_deploy(
     // ---- deploy ----
     log.stage(&format!("Deploy: v{}", release.version));
     deploy::roll_out(gantry, release, log, true).await
+}
+
+const DISCONNECTED: &str = "the pusher disconnected during the build; nothing changed";
+
+/// Makes sure the stack exists, runs the buildpacks, and completes the
+/// release's processes with the ones the buildpacks declared (a Procfile's
+/// own entries win, as on Heroku).
+#[allow(clippy::too_many_arguments)]
+async fn build_with_buildpacks(
+    gantry: &Gantry,
+    release: &mut Release,
+    tag: &str,
+    labels: &std::collections::HashMap<String, String>,
+    selection: buildpack::Selection,
+    env: Vec<(String, String)>,
+    source: Vec<u8>,
+    log: &mut PushLog,
+) -> Result<build::BuiltImage, build::BuildError> {
+    let config = &gantry.config;
+    let stack = stack::ensure(
+        &gantry.docker,
+        config.stack_image.as_deref(),
+        &config.home,
+        &config.stack_mirror,
+        &mut |line| log.line(line),
+    )
+    .await
+    .map_err(|err| build::BuildError::Failed(err.to_string()))?;
+    let scratch = config
+        .run_dir()
+        .join(format!("build-{}-v{}", release.app, release.version));
+    let result = buildpack::build(
+        buildpack::BuildpackBuild {
+            docker: &gantry.docker,
+            app: &release.app,
+            stack: &stack,
+            tag,
+            labels,
+            source,
+            selection,
+            config: env,
+            commit_sha: &release.commit_sha,
+            scratch: scratch.clone(),
+        },
+        &mut |line| log.buildpack_line(line),
+    )
+    .await;
+    if scratch.exists() {
+        if let Err(err) = std::fs::remove_dir_all(&scratch) {
+            tracing::warn!(path = %scratch.display(), error = %err, "cannot remove build scratch");
+        }
+    }
+    let built = result?;
+    if !built.default_process_types.is_empty() {
+        let mut manifest = Manifest::from_stored(&release.manifest);
+        for (name, command) in built.default_process_types {
+            if build::procfile::is_process_name(&name) {
+                manifest.procfile.processes.entry(name).or_insert(command);
+            }
+        }
+        release.manifest = manifest.to_stored();
+    }
+    Ok(built.image)
 }

@@ -211,6 +211,13 @@ async fn prune_daily(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     }
 }
 
+/// A Docker client that has answered a ping, or the friendly explanation.
+pub async fn connect_docker() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
+    check_docker(&docker).await?;
+    Ok(docker)
+}
+
 async fn check_docker(docker: &Docker) -> anyhow::Result<()> {
     docker.ping().await.map_err(|e| docker_unreachable(&e))?;
     Ok(())

@@ -5,8 +5,11 @@
 //! buildpack builds come next and will live beside it.
 
 pub mod app_json;
+pub mod buildpack;
 pub mod manifest;
 pub mod procfile;
+pub mod slug;
+pub mod stack;
 
 use std::collections::HashMap;
 

@@ -70,12 +70,7 @@ impl Procfile {
                 continue;
             };
             let (name, command) = (name.trim(), command.trim());
-            let name_ok = !name.is_empty()
-                && name.len() <= 30
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-            if !name_ok {
+            if !valid_name(name) {
                 fail(format!(
                     "invalid process type {name:?}: use letters, digits, '_' and '-' (up to 30)"
                 ));
@@ -112,6 +107,20 @@ impl Procfile {
             Err(errors)
         }
     }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 30
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// Whether `name` may be a long-running process type (not `release`, not a
+/// `cron*` schedule): for process types a buildpack declares.
+pub fn is_process_name(name: &str) -> bool {
+    valid_name(name) && name != "release" && !name.starts_with("cron")
 }
 
 /// `*/5 * * * * cmd args` → (`*/5 * * * *`, `cmd args`); `@daily cmd` likewise.

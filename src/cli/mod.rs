@@ -44,6 +44,9 @@ pub struct Cli {
 pub enum Command {
     /// Run gantry: the SSH git endpoint, builds, deploys and the HTTP proxy
     Serve(ServeArgs),
+    /// Build the default stack image (Debian bookworm via debootstrap, needs root)
+    #[command(name = "stack:build")]
+    StackBuild,
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -544,6 +547,7 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(err) => Err(err.into()),
             }
         }
+        Command::StackBuild => stack_build(cli.home).await,
         Command::Manage(command) => run_local(cli.home, command).await,
         Command::Hook { .. } => crate::git::hook::pre_receive().await,
     };
@@ -554,6 +558,26 @@ pub async fn run(cli: Cli) -> i32 {
             1
         }
     }
+}
+
+/// `stack:build`: on the host only, since it runs debootstrap as root here.
+async fn stack_build(home: Option<PathBuf>) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    if let Some(image) = &config.stack_image {
+        println!("note: gantry.toml sets stack_image = {image:?}, so builds use that, not the stack built now");
+    }
+    let docker = crate::server::connect_docker().await?;
+    let started = std::time::Instant::now();
+    crate::build::stack::build(&docker, &config.home, &config.stack_mirror, &mut |line| {
+        println!("{line}")
+    })
+    .await?;
+    println!(
+        "built {} in {:.0}s",
+        crate::build::stack::DEFAULT_STACK,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(0)
 }
 
 /// A management command typed on the host: through the running server if any.

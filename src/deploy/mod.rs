@@ -255,7 +255,7 @@ pub async fn reroute(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes an app's containers and images; returns (containers removed, images).
+/// Removes an app's containers, images and build cache; returns (containers removed, images).
 pub async fn remove_app(
     gantry: &Gantry,
     app: &AppName,
@@ -267,5 +267,19 @@ pub async fn remove_app(
         container::stop_and_remove(docker, &c.id, std::time::Duration::ZERO).await;
     }
     let images = crate::artifacts::remove_all(docker, app).await?;
+    let volume = crate::build::buildpack::cache_volume(app);
+    match docker
+        .remove_volume(
+            &volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(err) => tracing::warn!(%app, %volume, error = %err, "cannot remove the build cache"),
+    }
     Ok((containers.len(), images))
 }

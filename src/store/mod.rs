@@ -334,11 +334,12 @@ impl Store {
         Ok(version)
     }
 
-    /// Records the outcome of a release (image, port, timings, log, status).
+    /// Records the outcome of a release (image, port, timings, log, status, and
+    /// the manifest, which a buildpack's default processes complete).
     pub async fn finish_release(&self, release: &Release) -> Result<()> {
         sqlx::query(
             "UPDATE releases SET status = $1, image = $2, port = $3, build_ms = $4, build_log = $5, error = $6, \
-             image_id = $7, image_size = $8, formation = $9 WHERE app = $10 AND version = $11",
+             image_id = $7, image_size = $8, formation = $9, manifest = $10 WHERE app = $11 AND version = $12",
         )
         .bind(release.status.as_str())
         .bind(&release.image)
@@ -349,6 +350,7 @@ impl Store {
         .bind(&release.image_id)
         .bind(release.image_size)
         .bind(&release.formation)
+        .bind(&release.manifest)
         .bind(release.app.as_str())
         .bind(release.version)
         .execute(&self.pool)

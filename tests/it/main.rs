@@ -4,6 +4,7 @@
 
 mod access;
 mod browser;
+mod buildpacks;
 mod manifest;
 mod processes;
 mod push;

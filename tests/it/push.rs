@@ -119,25 +119,6 @@ fn push_change_failures_and_restart() {
 }
 
 #[test]
-fn push_without_dockerfile_names_what_was_looked_for() {
-    let server = Server::start();
-    let app = crate::support::unique("nodocker");
-    let repo = Repo::from_example(&server, "hello-docker");
-    std::fs::remove_file(repo.path().join("Dockerfile")).expect("rm");
-    repo.commit(&server, "no dockerfile");
-    let out = repo.push(&server, &server.admin, &app);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("no Dockerfile at the root of the pushed tree (looked for: Dockerfile)"),
-        "{err}"
-    );
-    let (status, body) = server.get(&app);
-    assert_eq!(status, 404, "{body}");
-    assert!(body.contains("gantry"), "{body}");
-}
-
-#[test]
 fn pushes_to_one_app_wait_for_each_other() {
     let server = Server::start();
     let app = crate::support::unique("queue");

@@ -31,6 +31,33 @@ pub fn ensure_base_image() {
     });
 }
 
+/// Builds the default stack image once per test run, unless the engine has it.
+pub fn ensure_stack() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let present = Command::new("docker")
+            .args(["image", "inspect", "gantry/stack:bookworm"])
+            .output()
+            .expect("docker image inspect");
+        if present.status.success() {
+            return;
+        }
+        let home = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(BIN)
+            .arg("--home")
+            .arg(home.path())
+            .arg("stack:build")
+            .output()
+            .expect("run gantry stack:build");
+        assert!(
+            out.status.success(),
+            "stack:build failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
@@ -308,6 +335,19 @@ impl Repo {
         repo
     }
 
+    /// A repository with `files` (path, text) committed on `main`.
+    pub fn with_files(server: &Server, files: &[(&str, &str)]) -> Repo {
+        let repo = Repo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for (path, text) in files {
+            repo.write(path, text);
+        }
+        repo.run(server, &["init", "-q", "-b", "main"]);
+        repo.commit(server, "first");
+        repo
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }
@@ -354,14 +394,24 @@ fn copy_dir(from: &Path, to: &Path) {
 }
 
 pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_get_with_headers(port, host, path);
+    (status, body)
+}
+
+/// Like [`http_get`], with the response headers, names lowercased.
+pub fn http_get_with_headers(
+    port: u16,
+    host: &str,
+    path: &str,
+) -> (u16, std::collections::HashMap<String, String>, String) {
     let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return (0, String::new());
+        return (0, Default::default(), String::new());
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     // HTTP/1.0: the answer is close-delimited, never chunked, so the body reads as is.
     let request = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
+        return (0, Default::default(), String::new());
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
@@ -370,11 +420,14 @@ pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|line| line.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
 }
 
 /// The ids of the running containers of `app`.

@@ -1,0 +1,629 @@
+//! Buildpack builds: Heroku's buildpack API, run in a builder container.
+//!
+//! The builder is a container of the stack image holding the app's tree at
+//! `/app`, the buildpacks, an env dir of the app's config vars (one file per
+//! var) and the app's cache volume at `/cache`, which outlives the build. A
+//! small driver (`scripts/build.sh`) runs detect, compile and release; its
+//! output streams to the pusher. The compiled `/app` becomes the release's
+//! image as one layer on the stack (see `slug`), started through
+//! `scripts/launch.sh` so the buildpacks' `.profile.d` scripts apply.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::StreamExt;
+use include_dir::{include_dir, Dir};
+
+use super::{BuildError, BuiltImage};
+use crate::names::AppName;
+
+/// gantry's own buildpacks, compiled into the binary so it stays one file.
+static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/buildpacks");
+
+/// The built-in buildpacks in detection order, with what each looks for.
+/// The order is documented in `buildpacks/README.md`: a Python app with an
+/// `index.html` is a Python app; the Procfile one is the last resort.
+pub const DETECT_ORDER: [(&str, &str); 3] = [
+    ("python", "requirements.txt, pyproject.toml or *.py"),
+    ("static", "index.html or public/index.html"),
+    ("procfile", "a Procfile"),
+];
+
+const DRIVER: &str = include_str!("scripts/build.sh");
+const LAUNCHER: &str = include_str!("scripts/launch.sh");
+
+/// Which buildpacks a build runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Selection {
+    /// The first built-in whose `bin/detect` says yes.
+    Detect,
+    /// These, in order (from `BUILDPACK_URL` or `.buildpacks`).
+    Given(Vec<BuildpackRef>),
+}
+
+/// One buildpack named by the user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BuildpackRef {
+    /// A built-in, by name (`python`, or `gantry/python`).
+    Builtin(String),
+    /// A git URL (anything `git clone` takes, local paths too) and an optional ref.
+    Git {
+        url: String,
+        reference: Option<String>,
+    },
+}
+
+impl std::fmt::Display for BuildpackRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BuildpackRef::Builtin(name) => write!(f, "{name} (built-in)"),
+            BuildpackRef::Git {
+                url,
+                reference: Some(r),
+            } => write!(f, "{url}#{r}"),
+            BuildpackRef::Git { url, .. } => f.write_str(url),
+        }
+    }
+}
+
+impl BuildpackRef {
+    pub fn parse(text: &str) -> BuildpackRef {
+        let text = text.trim();
+        let name = text.strip_prefix("gantry/").unwrap_or(text);
+        if DETECT_ORDER.iter().any(|(builtin, _)| *builtin == name) {
+            return BuildpackRef::Builtin(name.to_string());
+        }
+        // `#ref` ends a URL (`#v2`, `#feature/x`, a commit).
+        match text.rsplit_once('#') {
+            Some((url, reference)) if !reference.is_empty() => BuildpackRef::Git {
+                url: url.to_string(),
+                reference: Some(reference.to_string()),
+            },
+            _ => BuildpackRef::Git {
+                url: text.trim_end_matches('#').to_string(),
+                reference: None,
+            },
+        }
+    }
+}
+
+/// Picks the buildpacks: the `BUILDPACK_URL` config var, else the tree's
+/// `.buildpacks` file (one URL per line, `#` comments), else detection.
+pub fn select(buildpack_url: Option<&str>, dot_buildpacks: Option<&str>) -> Selection {
+    if let Some(url) = buildpack_url.map(str::trim).filter(|u| !u.is_empty()) {
+        return Selection::Given(vec![BuildpackRef::parse(url)]);
+    }
+    let listed: Vec<BuildpackRef> = dot_buildpacks
+        .unwrap_or_default()
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(BuildpackRef::parse)
+        .collect();
+    if listed.is_empty() {
+        Selection::Detect
+    } else {
+        Selection::Given(listed)
+    }
+}
+
+/// The message for a tree no built-in buildpack recognizes.
+pub fn nothing_detected() -> String {
+    let looked: Vec<String> = DETECT_ORDER
+        .iter()
+        .map(|(name, what)| format!("{what} ({name})"))
+        .collect();
+    format!(
+        "no buildpack detected: looked for {}; add a Dockerfile, or set BUILDPACK_URL to a buildpack for this runtime",
+        looked.join(", ")
+    )
+}
+
+/// What a buildpack build needs.
+pub struct BuildpackBuild<'a> {
+    pub docker: &'a Docker,
+    pub app: &'a AppName,
+    pub stack: &'a str,
+    /// The image's tag, `gantry/APP:vN`.
+    pub tag: &'a str,
+    pub labels: &'a HashMap<String, String>,
+    /// A tar of the pushed tree.
+    pub source: Vec<u8>,
+    pub selection: Selection,
+    /// The app's config vars, for the env dir.
+    pub config: Vec<(String, String)>,
+    pub commit_sha: &'a str,
+    /// Where git buildpacks are cloned for the build.
+    pub scratch: PathBuf,
+}
+
+/// A buildpack build's image and the process types its buildpacks declared.
+#[derive(Debug)]
+pub struct BuildpackImage {
+    pub image: BuiltImage,
+    pub default_process_types: BTreeMap<String, String>,
+}
+
+/// The per-app volume buildpacks keep their cache in (pip's, say).
+pub fn cache_volume(app: &AppName) -> String {
+    format!("gantry-cache-{app}")
+}
+
+/// Runs the buildpacks and commits the result as `build.tag`.
+pub async fn build(
+    build: BuildpackBuild<'_>,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<BuildpackImage, BuildError> {
+    let _gate = crate::artifacts::IMAGE_GATE.read().await;
+    let detect = build.selection == Selection::Detect;
+    let mut packs: Vec<(String, Pack)> = Vec::new();
+    match &build.selection {
+        Selection::Detect => {
+            for (name, _) in DETECT_ORDER {
+                packs.push((name.to_string(), builtin(name)?));
+            }
+        }
+        Selection::Given(refs) => {
+            for (i, r) in refs.iter().enumerate() {
+                let pack = match r {
+                    BuildpackRef::Builtin(name) => builtin(name)?,
+                    BuildpackRef::Git { url, reference } => {
+                        on_line(&format!("-----> Fetching buildpack {r}"));
+                        let dir = build.scratch.join(format!("buildpack-{i}"));
+                        clone(url, reference.as_deref(), &dir).await?;
+                        Pack::Dir(dir)
+                    }
+                };
+                packs.push((r.to_string().replace(' ', "_"), pack));
+            }
+        }
+    }
+    let files = tokio::task::spawn_blocking({
+        let config = build.config.clone();
+        move || builder_files(&packs, detect, &config)
+    })
+    .await
+    .map_err(|e| BuildError::Failed(format!("preparing the build: {e}")))??;
+
+    let name = format!(
+        "gantry-build-{}-{}",
+        build.app,
+        build.tag.rsplit(':').next().unwrap_or("latest")
+    );
+    // A builder left by a crash of an earlier try of this same release.
+    let _ = build
+        .docker
+        .remove_container(
+            &name,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await;
+    let body = ContainerCreateBody {
+        image: Some(build.stack.to_string()),
+        entrypoint: Some(vec!["/bin/sh".into(), "/gantry/build".into()]),
+        cmd: Some(vec![]),
+        working_dir: Some("/app".into()),
+        env: Some(vec![
+            format!("SOURCE_VERSION={}", build.commit_sha),
+            format!("GANTRY_APP={}", build.app),
+        ]),
+        host_config: Some(HostConfig {
+            binds: Some(vec![format!("{}:/cache", cache_volume(build.app))]),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = build
+        .docker
+        .create_container(
+            Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+            body,
+        )
+        .await?;
+    let builder = Builder {
+        docker: build.docker.clone(),
+        id: created.id,
+    };
+    let upload = |path: &str| {
+        UploadToContainerOptionsBuilder::default()
+            .path(path)
+            .build()
+    };
+    build
+        .docker
+        .upload_to_container(
+            &builder.id,
+            Some(upload("/")),
+            bollard::body_full(files.into()),
+        )
+        .await?;
+    build
+        .docker
+        .upload_to_container(
+            &builder.id,
+            Some(upload("/app")),
+            bollard::body_full(build.source.into()),
+        )
+        .await?;
+    build.docker.start_container(&builder.id, None).await?;
+
+    let options = LogsOptionsBuilder::default()
+        .follow(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let mut logs = build.docker.logs(&builder.id, Some(options));
+    let mut pending = String::new();
+    while let Some(chunk) = logs.next().await {
+        let chunk = chunk?;
+        pending.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        while let Some(end) = pending.find('\n') {
+            let line: String = pending.drain(..=end).collect();
+            on_line(line.trim_end_matches(['\n', '\r']));
+        }
+    }
+    if !pending.is_empty() {
+        on_line(&pending);
+    }
+    let code = exit_code(build.docker, &builder.id).await?;
+    match code {
+        0 => {}
+        100 => return Err(BuildError::Failed(nothing_detected())),
+        101 => {
+            return Err(BuildError::Failed(
+                "the buildpack does not apply to this app".into(),
+            ))
+        }
+        102 => {
+            return Err(BuildError::Failed(
+                "the buildpack's compile step failed".into(),
+            ))
+        }
+        103 => {
+            return Err(BuildError::Failed(
+                "the buildpack's release step failed".into(),
+            ))
+        }
+        other => {
+            return Err(BuildError::Failed(format!(
+                "the builder container exited with code {other}"
+            )))
+        }
+    }
+
+    let release_yml = read_file(build.docker, &builder.id, "/gantry/out/release.yml").await;
+    let default_process_types = release_yml
+        .as_deref()
+        .map(parse_release)
+        .unwrap_or_default();
+    let cmd = match default_process_types.get("web") {
+        Some(web) => vec!["/bin/sh".into(), "-c".into(), web.clone()],
+        None => vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "echo 'this app has no web process: add a web line to its Procfile' >&2; exit 1".into(),
+        ],
+    };
+    let image = super::slug::load(
+        build.docker,
+        &builder.id,
+        build.stack,
+        build.tag,
+        super::slug::Launch {
+            launcher: LAUNCHER,
+            cmd,
+            labels: build.labels,
+        },
+        &build.scratch,
+    )
+    .await?;
+    Ok(BuildpackImage {
+        image,
+        default_process_types,
+    })
+}
+
+/// Removes the builder container however the build ends (failure, or the
+/// pusher going away and the build future being dropped).
+struct Builder {
+    docker: Docker,
+    id: String,
+}
+
+impl Drop for Builder {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let id = std::mem::take(&mut self.id);
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            handle.spawn(async move {
+                let options = RemoveContainerOptionsBuilder::default()
+                    .force(true)
+                    .v(false)
+                    .build();
+                if let Err(err) = docker.remove_container(&id, Some(options)).await {
+                    tracing::warn!(%id, error = %err, "cannot remove a builder container");
+                }
+            });
+        }
+    }
+}
+
+enum Pack {
+    Builtin(&'static Dir<'static>),
+    Dir(PathBuf),
+}
+
+fn builtin(name: &str) -> Result<Pack, BuildError> {
+    BUILTIN
+        .get_dir(name)
+        .map(Pack::Builtin)
+        .ok_or_else(|| BuildError::Failed(format!("no built-in buildpack named {name}")))
+}
+
+/// `git clone` of a buildpack (at `reference` if given), without its `.git`.
+async fn clone(url: &str, reference: Option<&str>, dir: &Path) -> Result<(), BuildError> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| BuildError::Failed(e.to_string()))?;
+    }
+    let git = |args: Vec<&std::ffi::OsStr>| {
+        let mut command = tokio::process::Command::new("git");
+        command
+            .args(args)
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        command
+    };
+    let fail = |what: &str, out: &std::process::Output| {
+        BuildError::Failed(format!(
+            "cannot {what} buildpack {url}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    };
+    let out = git(vec![
+        "clone".as_ref(),
+        "--quiet".as_ref(),
+        url.as_ref(),
+        dir.as_os_str(),
+    ])
+    .output()
+    .await
+    .map_err(|e| BuildError::Failed(format!("cannot run git: {e}")))?;
+    if !out.status.success() {
+        return Err(fail("fetch", &out));
+    }
+    if let Some(reference) = reference {
+        let out = git(vec![
+            "-C".as_ref(),
+            dir.as_os_str(),
+            "checkout".as_ref(),
+            "--quiet".as_ref(),
+            reference.as_ref(),
+        ])
+        .output()
+        .await
+        .map_err(|e| BuildError::Failed(format!("cannot run git: {e}")))?;
+        if !out.status.success() {
+            return Err(fail(&format!("check out {reference} of"), &out));
+        }
+    }
+    std::fs::remove_dir_all(dir.join(".git")).map_err(|e| BuildError::Failed(e.to_string()))?;
+    Ok(())
+}
+
+/// The tar uploaded at `/` before the build: `/app`, the driver, the launcher,
+/// the buildpacks in order and the env dir.
+fn builder_files(
+    packs: &[(String, Pack)],
+    detect: bool,
+    config: &[(String, String)],
+) -> Result<Vec<u8>, BuildError> {
+    let io = |e: std::io::Error| BuildError::Failed(format!("preparing the build: {e}"));
+    let mut tar = tar::Builder::new(Vec::new());
+    let add = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32, data: &[u8]| {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(data.len() as u64);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, data)
+    };
+    let dir = |tar: &mut tar::Builder<Vec<u8>>, path: &str, mode: u32| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_size(0);
+        header.set_mode(mode);
+        header.set_cksum();
+        tar.append_data(&mut header, path, std::io::empty())
+    };
+    dir(&mut tar, "app", 0o755).map_err(io)?;
+    dir(&mut tar, "gantry", 0o755).map_err(io)?;
+    dir(&mut tar, "gantry/env", 0o700).map_err(io)?;
+    add(&mut tar, "gantry/build", 0o755, DRIVER.as_bytes()).map_err(io)?;
+    add(&mut tar, "gantry/launch", 0o755, LAUNCHER.as_bytes()).map_err(io)?;
+    if detect {
+        add(&mut tar, "gantry/detect", 0o644, b"").map_err(io)?;
+    }
+    let mut order = String::new();
+    for (i, (label, pack)) in packs.iter().enumerate() {
+        let root = format!("gantry/buildpacks/{i:02}");
+        order.push_str(&format!("{i:02} {label}\n"));
+        match pack {
+            Pack::Builtin(d) => add_embedded(&mut tar, d, d.path(), &root).map_err(io)?,
+            Pack::Dir(path) => tar.append_dir_all(&root, path).map_err(io)?,
+        }
+    }
+    add(&mut tar, "gantry/order", 0o644, order.as_bytes()).map_err(io)?;
+    for (name, value) in config {
+        add(
+            &mut tar,
+            &format!("gantry/env/{name}"),
+            0o600,
+            value.as_bytes(),
+        )
+        .map_err(io)?;
+    }
+    tar.into_inner().map_err(io)
+}
+
+/// Adds an embedded buildpack; files under `bin/` are executable.
+fn add_embedded(
+    tar: &mut tar::Builder<Vec<u8>>,
+    dir: &Dir<'_>,
+    base: &Path,
+    root: &str,
+) -> std::io::Result<()> {
+    for file in dir.files() {
+        let relative = file.path().strip_prefix(base).unwrap_or(file.path());
+        let executable = relative.starts_with("bin");
+        let mut header = tar::Header::new_gnu();
+        header.set_size(file.contents().len() as u64);
+        header.set_mode(if executable { 0o755 } else { 0o644 });
+        header.set_cksum();
+        tar.append_data(&mut header, Path::new(root).join(relative), file.contents())?;
+    }
+    for sub in dir.dirs() {
+        add_embedded(tar, sub, base, root)?;
+    }
+    Ok(())
+}
+
+async fn exit_code(docker: &Docker, id: &str) -> Result<i64, BuildError> {
+    let mut wait =
+        docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    match wait.next().await {
+        Some(Ok(response)) => Ok(response.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(err)) => Err(err.into()),
+        None => Err(BuildError::Failed("the builder container vanished".into())),
+    }
+}
+
+/// One file out of a container (`None`: not there).
+async fn read_file(docker: &Docker, id: &str, path: &str) -> Option<String> {
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(id, Some(options));
+    let mut bytes = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        bytes.extend_from_slice(&chunk.ok()?);
+    }
+    let mut archive = tar::Archive::new(bytes.as_slice());
+    let mut entry = archive.entries().ok()?.next()?.ok()?;
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
+    Some(text)
+}
+
+/// The `default_process_types` of a `bin/release` output. That output is YAML
+/// but only ever this shape (a mapping of names to one-line commands), so a
+/// reader for that shape beats a YAML dependency.
+pub fn parse_release(yaml: &str) -> BTreeMap<String, String> {
+    let mut types = BTreeMap::new();
+    let mut inside = false;
+    for line in yaml.lines() {
+        if line.trim().is_empty() || line.trim_start().starts_with('#') || line.trim() == "---" {
+            continue;
+        }
+        let indented = line.starts_with(' ') || line.starts_with('\t');
+        if !indented {
+            inside = line.trim_end() == "default_process_types:";
+            continue;
+        }
+        if inside {
+            if let Some((name, command)) = line.trim().split_once(':') {
+                let command = unquote(command.trim());
+                if !name.trim().is_empty() && !command.is_empty() {
+                    types.insert(name.trim().to_string(), command.to_string());
+                }
+            }
+        }
+    }
+    types
+}
+
+fn unquote(text: &str) -> String {
+    let quoted = |q: char| text.len() >= 2 && text.starts_with(q) && text.ends_with(q);
+    if quoted('"') {
+        text[1..text.len() - 1]
+            .replace("\\\"", "\"")
+            .replace("\\\\", "\\")
+    } else if quoted('\'') {
+        text[1..text.len() - 1].replace("''", "'")
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_follows_config_then_dot_buildpacks_then_detection() {
+        assert_eq!(select(None, None), Selection::Detect);
+        assert_eq!(
+            select(Some(" "), Some("# only a comment\n\n")),
+            Selection::Detect
+        );
+        assert_eq!(
+            select(Some("https://example.com/bp.git#v2"), Some("python\n")),
+            Selection::Given(vec![BuildpackRef::Git {
+                url: "https://example.com/bp.git".into(),
+                reference: Some("v2".into())
+            }])
+        );
+        assert_eq!(
+            select(None, Some("gantry/static\n/srv/bp\n")),
+            Selection::Given(vec![
+                BuildpackRef::Builtin("static".into()),
+                BuildpackRef::Git {
+                    url: "/srv/bp".into(),
+                    reference: None
+                }
+            ])
+        );
+        assert_eq!(
+            BuildpackRef::parse("file:///srv/bp#feature/x"),
+            BuildpackRef::Git {
+                url: "file:///srv/bp".into(),
+                reference: Some("feature/x".into())
+            }
+        );
+    }
+
+    #[test]
+    fn every_builtin_is_embedded_with_its_scripts() {
+        for (name, _) in DETECT_ORDER {
+            let dir = BUILTIN.get_dir(name).expect(name);
+            for script in ["detect", "compile"] {
+                let path = dir.path().join("bin").join(script);
+                assert!(BUILTIN.get_file(&path).is_some(), "{}", path.display());
+            }
+            assert!(BUILTIN.get_file(dir.path().join("README.md")).is_some());
+        }
+    }
+
+    #[test]
+    fn release_output_gives_the_default_process_types() {
+        let yaml = "---\naddons: []\ndefault_process_types:\n  web: python3 app.py\n  worker: \"sh -c 'x: y'\"\nconfig_vars:\n  A: b\n";
+        let types = parse_release(yaml);
+        assert_eq!(types.len(), 2);
+        assert_eq!(types["web"], "python3 app.py");
+        assert_eq!(types["worker"], "sh -c 'x: y'");
+        assert!(parse_release("--- {}\n").is_empty());
+    }
+
+    #[test]
+    fn nothing_detected_says_what_was_looked_for() {
+        let message = nothing_detected();
+        assert!(message.starts_with("no buildpack detected: looked for requirements.txt"));
+        assert!(message.contains("index.html or public/index.html (static)"));
+    }
+}
