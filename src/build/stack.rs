@@ -127,23 +127,38 @@ async fn build_in(
     let mut out = BufReader::new(stdout).lines();
     let mut err = BufReader::new(stderr).lines();
     let (mut out_open, mut err_open) = (true, true);
-    let mut fetched = 0;
+    // One line per package per phase is noise; each phase gets one line.
+    let mut phase: Option<(&str, usize)> = None;
+    let flush = |phase: &mut Option<(&str, usize)>, on_line: &mut (dyn FnMut(&str) + Send)| {
+        if let Some((word, count)) = phase.take() {
+            on_line(&format!("debootstrap: {word}... ({count})"));
+        }
+    };
     while out_open || err_open {
         let line = tokio::select! {
             line = out.next_line(), if out_open => line?.or_else(|| { out_open = false; None }),
             line = err.next_line(), if err_open => line?.or_else(|| { err_open = false; None }),
         };
         let Some(line) = line else { continue };
-        // One line per package fetched and checked is noise; count them instead.
-        if line.starts_with("I: Retrieving ") {
-            fetched += 1;
-            if fetched % 25 == 0 {
-                on_line(&format!("debootstrap: {fetched} packages fetched"));
+        if line.starts_with("I: Validating ") {
+            continue;
+        }
+        let per_package = ["Retrieving", "Extracting", "Unpacking", "Configuring"]
+            .into_iter()
+            .find(|word| line.starts_with(&format!("I: {word} ")));
+        match (per_package, &mut phase) {
+            (Some(word), Some((current, count))) if *current == word => *count += 1,
+            (Some(word), _) => {
+                flush(&mut phase, on_line);
+                phase = Some((word, 1));
             }
-        } else if !line.starts_with("I: Validating ") {
-            on_line(&format!("debootstrap: {line}"));
+            (None, _) => {
+                flush(&mut phase, on_line);
+                on_line(&format!("debootstrap: {line}"));
+            }
         }
     }
+    flush(&mut phase, on_line);
     let status = child.wait().await?;
     if !status.success() {
         return Err(StackError::Debootstrap(status.to_string()));
