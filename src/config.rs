@@ -192,6 +192,16 @@ impl Config {
         self.home.join("repos")
     }
 
+    /// Host job definitions: `NAME.run` and optional `NAME.toml`.
+    pub fn jobs_dir(&self) -> PathBuf {
+        self.home.join("jobs")
+    }
+
+    /// Run logs and artifacts, by job.
+    pub fn runs_dir(&self) -> PathBuf {
+        self.home.join("runs")
+    }
+
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
     }

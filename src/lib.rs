@@ -24,6 +24,7 @@ pub mod config;
 pub mod control;
 pub mod deploy;
 pub mod git;
+pub mod jobs;
 pub mod names;
 pub mod push;
 pub mod secrets;

@@ -417,6 +417,14 @@ async fn deploy_locked(
     if let Err(err) = gantry.store.finish_release(&release).await {
         tracing::error!(%app, version = release.version, error = %err, "cannot record release outcome");
     }
+    crate::jobs::record_push(
+        gantry,
+        app,
+        &session.key.to_string(),
+        log.text(),
+        outcome.as_ref().err().map(String::as_str),
+    )
+    .await;
     outcome.map_err(|_| Failed)
 }
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::git::{self, PushSessions};
-use crate::names::KeyName;
+use crate::names::{AppName, KeyName};
 use crate::push::AppLocks;
 use crate::secrets::Secrets;
 use crate::store::{Role, Store};
@@ -26,6 +26,7 @@ pub struct Gantry {
     pub routes: Arc<RouteTable>,
     pub locks: AppLocks,
     pub pushes: PushSessions,
+    pub jobs: crate::jobs::Jobs,
 }
 
 impl Gantry {
@@ -47,6 +48,7 @@ impl Gantry {
             docker,
             routes: Arc::new(RouteTable::new()),
             locks: AppLocks::default(),
+            jobs: crate::jobs::Jobs::default(),
             pushes: PushSessions::default(),
         })
     }
@@ -113,6 +115,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the control socket {}", socket_path.display()))?;
     restrict(&socket_path, 0o600)?;
 
+    // No push can be building yet: the SSH endpoint is not serving.
+    if let Ok(apps) = gantry.store.list_apps().await {
+        let names: Vec<AppName> = apps.into_iter().map(|a| a.name).collect();
+        crate::build::buildpack::remove_stale_builders(&gantry.docker, &names).await;
+    }
+
     print_banner(&gantry, &ssh_listener, &http_listener, first_key.as_deref());
 
     let gantry = Arc::new(gantry);
@@ -152,6 +160,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         let gantry = gantry.clone();
         tokio::spawn(async move { crate::deploy::restore(&gantry).await });
+    }
+    crate::jobs::Jobs::set_serving(&gantry);
+    {
+        let gantry = gantry.clone();
+        let shutdown = shutdown.child_token();
+        tokio::spawn(async move {
+            crate::jobs::resume(&gantry).await;
+            crate::jobs::scheduler::run_forever(gantry, shutdown).await;
+        });
     }
     tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
     tokio::spawn(crate::deploy::restore::reconcile_forever(

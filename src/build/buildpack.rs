@@ -329,6 +329,35 @@ pub async fn build(
     })
 }
 
+/// Removes the builder containers of `apps` that a crashed `serve` left
+/// behind (a live build removes its own). Run at start, before pushes are
+/// accepted; only this gantry's apps, as the engine may be shared.
+pub async fn remove_stale_builders(docker: &Docker, apps: &[AppName]) {
+    if apps.is_empty() {
+        return;
+    }
+    let names = apps
+        .iter()
+        .map(|app| format!("^/gantry-build-{app}-v"))
+        .collect();
+    let filters = HashMap::from([("name", names)]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(stale) = docker.list_containers(Some(options)).await else {
+        return;
+    };
+    for container in stale {
+        let Some(id) = container.id else { continue };
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(&id, Some(options)).await {
+            Ok(()) => tracing::info!(%id, "removed a builder container left by an earlier run"),
+            Err(err) => tracing::warn!(%id, error = %err, "cannot remove a stale builder"),
+        }
+    }
+}
+
 /// Removes the builder container however the build ends (failure, or the
 /// pusher going away and the build future being dropped).
 struct Builder {

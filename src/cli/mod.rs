@@ -9,6 +9,7 @@
 mod apps;
 mod artifacts;
 mod config;
+mod jobs;
 mod keys;
 mod ps;
 mod releases;
@@ -155,6 +156,31 @@ pub enum ManageCommand {
         /// A number of releases (at least 1); omit it for the default (5)
         value: Option<String>,
     },
+    /// Jobs: host jobs and app cron jobs, with their last run and next scheduled time
+    Jobs,
+    /// Queue a run of a job now, with KEY=VALUE parameters (its environment)
+    #[command(name = "jobs:run")]
+    JobsRun {
+        job: String,
+        params: Vec<String>,
+        /// The run that started this one (set for you inside a job)
+        #[arg(long, env = "GANTRY_PARENT_RUN", hide = true)]
+        parent: Option<String>,
+    },
+    /// A job's runs, newest first: status, trigger, times, exit code or reason
+    #[command(name = "jobs:runs")]
+    JobsRuns { job: String },
+    /// A run's log (the latest run by default); -f follows it until it ends
+    #[command(name = "jobs:log")]
+    JobsLog {
+        job: String,
+        run: Option<i64>,
+        #[arg(short, long)]
+        follow: bool,
+    },
+    /// Cancel a queued or running run (a running one's process tree is killed)
+    #[command(name = "jobs:cancel")]
+    JobsCancel { job: String, run: i64 },
     /// Run a one-off command in a container of the live release, with its config
     Run {
         app: String,
@@ -232,7 +258,10 @@ impl ManageCommand {
 
     /// Commands whose output streams while they run (see [`execute_streaming`]).
     pub fn is_streaming(&self) -> bool {
-        matches!(self, ManageCommand::Run { .. } | ManageCommand::Logs { .. })
+        matches!(
+            self,
+            ManageCommand::Run { .. } | ManageCommand::Logs { .. } | ManageCommand::JobsLog { .. }
+        )
     }
 }
 
@@ -402,6 +431,20 @@ pub async fn execute(
         ManageCommand::WebLogin => crate::web::auth::login_link(gantry, caller).await.map(|link| {
             format!("Open this link within 10 minutes to log in to the dashboard (it works once):\n  {link}\n")
         }),
+        ManageCommand::Jobs => jobs::list(gantry, caller).await,
+        ManageCommand::JobsRun {
+            job,
+            params,
+            parent,
+        } => jobs::run(gantry, caller, &job, &params, parent.as_deref()).await,
+        ManageCommand::JobsRuns { job } => jobs::runs(gantry, caller, &job).await,
+        ManageCommand::JobsCancel { job, run } => jobs::cancel(gantry, caller, &job, run).await,
+        ManageCommand::JobsLog { job, run, .. } => {
+            let mut out = Vec::new();
+            jobs::log(gantry, caller, &job, run, false, &mut out)
+                .await
+                .map(|_| String::from_utf8_lossy(&out).into_owned())
+        }
         ManageCommand::Artifacts { app } => artifacts::list(gantry, caller, &app).await,
         ManageCommand::ArtifactsSet { app, key: _, value } => {
             artifacts::set_keep(gantry, caller, &app, value.as_deref()).await
@@ -453,6 +496,9 @@ pub async fn execute_streaming(
                 };
                 crate::deploy::logs::stream(gantry, &app, &request, &mut streams.stdout).await?;
                 Ok(0)
+            }
+            ManageCommand::JobsLog { job, run, follow } => {
+                jobs::log(gantry, caller, &job, run, follow, &mut streams.stdout).await
             }
             other => {
                 let outcome = execute(gantry, caller, other, None).await;

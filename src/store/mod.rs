@@ -13,7 +13,9 @@ use sqlx::{AnyPool, Row};
 use crate::names::{AppName, KeyName};
 
 mod models;
+mod runs;
 pub use models::{AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role};
+pub use runs::{Run, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

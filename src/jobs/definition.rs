@@ -1,0 +1,254 @@
+//! What jobs exist: host jobs from `$GANTRY_HOME/jobs` and app jobs from the
+//! `cron` entries of each app's live release. Read afresh whenever needed, so
+//! an edited `.toml` or a new release takes effect without a reload step.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::build::manifest::Manifest;
+use crate::names::AppName;
+use crate::server::Gantry;
+
+/// What a run does when a run of the same job is still going (as Dokku's cron).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Concurrency {
+    /// Run side by side.
+    #[default]
+    Allow,
+    /// Skip the new run (recorded as cancelled, with the reason).
+    Forbid,
+    /// Cancel the running one, then run.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobKind {
+    /// An executable on the host (`NAME.run`).
+    Host { script: PathBuf },
+    /// A command in a one-off container of the app's live release.
+    AppCron { app: AppName, command: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobDef {
+    pub name: String,
+    pub kind: JobKind,
+    pub schedule: Option<String>,
+    /// Jobs whose success starts this one.
+    pub after: Vec<String>,
+    pub timeout: Option<Duration>,
+    pub concurrency: Concurrency,
+    pub critical: bool,
+    pub env: BTreeMap<String, String>,
+}
+
+/// `NAME.toml` beside `NAME.run`; every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HostJobFile {
+    schedule: Option<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    /// Seconds.
+    timeout: Option<u64>,
+    #[serde(default)]
+    concurrency: Concurrency,
+    #[serde(default)]
+    critical: bool,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// The host jobs in `dir`; a job whose `.toml` is broken is reported in the
+/// returned problems and left out, not guessed at.
+pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
+    let mut jobs = Vec::new();
+    let mut problems = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return (jobs, problems);
+    };
+    let mut scripts: Vec<PathBuf> = entries
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "run"))
+        .collect();
+    scripts.sort();
+    for script in scripts {
+        let Some(name) = script
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_owned)
+        else {
+            continue;
+        };
+        if !valid_job_name(&name) {
+            problems.push(format!(
+                "{}: job names use letters, digits, '-', '_' and '.'",
+                script.display()
+            ));
+            continue;
+        }
+        let toml_path = script.with_extension("toml");
+        let file = match std::fs::read_to_string(&toml_path) {
+            Ok(text) => match toml::from_str::<HostJobFile>(&text) {
+                Ok(file) => file,
+                Err(err) => {
+                    problems.push(format!("{}: {}", toml_path.display(), err.message()));
+                    continue;
+                }
+            },
+            Err(_) => HostJobFile::default(),
+        };
+        if let Some(schedule) = &file.schedule {
+            let now = chrono::Local::now();
+            if super::scheduler::next_after(schedule, &now).is_none() {
+                problems.push(format!(
+                    "{}: invalid schedule {schedule:?}: use cron's 5 fields (or 6, seconds first), or @hourly, @daily, @weekly, @monthly",
+                    toml_path.display()
+                ));
+                continue;
+            }
+        }
+        jobs.push(JobDef {
+            name,
+            kind: JobKind::Host { script },
+            schedule: file.schedule,
+            after: file.after,
+            timeout: file.timeout.map(Duration::from_secs),
+            concurrency: file.concurrency,
+            critical: file.critical,
+            env: file.env,
+        });
+    }
+    (jobs, problems)
+}
+
+fn valid_job_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The app's scheduled jobs from its live release: Procfile `cronX` types
+/// become `APP/cron-X` (`cron-x` stays `cron-x`), app.json's `cron` entries
+/// `APP/cron-appjson-N` in order. They never overlap (`forbid`), as in Dokku.
+pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
+    let job = |suffix: &str, schedule: &str, command: &str| JobDef {
+        name: format!("{app}/{suffix}"),
+        kind: JobKind::AppCron {
+            app: app.clone(),
+            command: command.to_owned(),
+        },
+        schedule: Some(schedule.to_owned()),
+        after: Vec::new(),
+        timeout: None,
+        concurrency: Concurrency::Forbid,
+        critical: false,
+        env: BTreeMap::new(),
+    };
+    let mut jobs: Vec<JobDef> = manifest
+        .procfile
+        .crons
+        .iter()
+        .map(|(name, entry)| {
+            let rest = name
+                .trim_start_matches("cron")
+                .trim_start_matches(['-', '_']);
+            let suffix = if rest.is_empty() {
+                "cron".to_owned()
+            } else {
+                format!("cron-{rest}")
+            };
+            job(&suffix, &entry.schedule, &entry.command)
+        })
+        .collect();
+    jobs.extend(manifest.app_json.cron.iter().enumerate().map(|(i, entry)| {
+        job(
+            &format!("cron-appjson-{}", i + 1),
+            &entry.schedule,
+            &entry.command,
+        )
+    }));
+    jobs
+}
+
+/// Every job: host jobs, then each app's.
+pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
+    let (mut jobs, problems) = host_jobs(&gantry.config.jobs_dir());
+    for problem in problems {
+        tracing::warn!("job definition skipped: {problem}");
+    }
+    if let Ok(apps) = gantry.store.list_apps().await {
+        for app in apps {
+            if let Ok(Some(release)) = gantry.store.current_release(&app.name).await {
+                jobs.extend(app_jobs(
+                    &app.name,
+                    &Manifest::from_stored(&release.manifest),
+                ));
+            }
+        }
+    }
+    jobs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_jobs_read_scripts_and_their_toml() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("backup.run"), "#!/bin/sh\n").expect("write");
+        std::fs::write(
+            dir.path().join("backup.toml"),
+            "schedule = \"@daily\"\ntimeout = 30\nconcurrency = \"forbid\"\ncritical = true\n[env]\nA = \"b\"\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("report.run"), "#!/bin/sh\n").expect("write");
+        std::fs::write(dir.path().join("report.toml"), "after = [\"backup\"]\n").expect("write");
+        std::fs::write(dir.path().join("broken.run"), "#!/bin/sh\n").expect("write");
+        std::fs::write(
+            dir.path().join("broken.toml"),
+            "schedule = \"61 * * * *\"\n",
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("typo.run"), "#!/bin/sh\n").expect("write");
+        std::fs::write(dir.path().join("typo.toml"), "schedul = \"@daily\"\n").expect("write");
+        let (jobs, problems) = host_jobs(dir.path());
+        let names: Vec<&str> = jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["backup", "report"]);
+        assert_eq!(jobs[0].schedule.as_deref(), Some("@daily"));
+        assert_eq!(jobs[0].timeout, Some(Duration::from_secs(30)));
+        assert_eq!(jobs[0].concurrency, Concurrency::Forbid);
+        assert!(jobs[0].critical);
+        assert_eq!(jobs[0].env["A"], "b");
+        assert_eq!(jobs[1].after, ["backup"]);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("broken.toml") && problems[0].contains("invalid schedule"));
+        assert!(problems[1].contains("typo.toml") && problems[1].contains("schedul"));
+    }
+
+    #[test]
+    fn app_crons_are_named_after_their_entries() {
+        let manifest = Manifest::from_files(
+            Some("web: x\ncron1: */5 * * * * one\ncron-clean: @hourly two\n"),
+            Some(r#"{"cron": [{"command": "three", "schedule": "@daily"}]}"#),
+        )
+        .expect("manifest");
+        let app = AppName::parse("shop").expect("name");
+        let names: Vec<String> = app_jobs(&app, &manifest)
+            .into_iter()
+            .map(|j| j.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["shop/cron-clean", "shop/cron-1", "shop/cron-appjson-1"]
+        );
+    }
+}

@@ -1,0 +1,271 @@
+//! The job log and scheduler: every build, deploy, cron run, host job and
+//! manual run is a numbered run of a job, with a log file written as it goes.
+//!
+//! Jobs come from `definition` (host scripts in `$GANTRY_HOME/jobs`, app cron
+//! entries). A run is queued in the store first (that assigns its number), then
+//! an executor slot runs it (`runner`). `scheduler` queues scheduled runs, at
+//! most one for a schedule missed while gantry was down. Runs left running by a
+//! gantry that stopped are marked interrupted on the next start.
+
+pub mod definition;
+pub mod runner;
+pub mod scheduler;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::server::Gantry;
+use crate::store::{Run, RunStatus};
+use definition::JobDef;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("no job named {0} (see `gantry jobs`)")]
+    Unknown(String),
+    #[error("{0} has no run #{1}")]
+    NoRun(String, i64),
+    #[error("jobs run inside `gantry serve`, which is not running")]
+    NotServing,
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Run state shared by the scheduler, the executors and the commands.
+pub struct Jobs {
+    /// Executor slots: at most this many runs at once (default: the cores).
+    slots: Arc<Semaphore>,
+    /// Cancel handles of the runs going now, by `(job, number)`.
+    running: Mutex<HashMap<(String, i64), CancellationToken>>,
+    /// The serving gantry, set by `serve`: runs outlive the command that
+    /// started them, so they hold it. Unset in a CLI process without `serve`.
+    serving: std::sync::OnceLock<std::sync::Weak<Gantry>>,
+}
+
+impl Default for Jobs {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Jobs {
+            slots: Arc::new(Semaphore::new(cores)),
+            running: Mutex::new(HashMap::new()),
+            serving: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl Jobs {
+    pub fn set_serving(gantry: &Arc<Gantry>) {
+        let _ = gantry.jobs.serving.set(Arc::downgrade(gantry));
+    }
+
+    fn serving(&self) -> Option<Arc<Gantry>> {
+        self.serving.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    fn running_of(&self, job: &str) -> Vec<(i64, CancellationToken)> {
+        self.running
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter(|((j, _), _)| j == job)
+                    .map(|((_, n), t)| (*n, t.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// How a run came about.
+pub struct Trigger<'a> {
+    /// `manual`, `schedule`, `missed schedule`, `upstream`, `push`.
+    pub kind: &'a str,
+    pub cause: &'a str,
+    pub params: Vec<(String, String)>,
+    pub parent: &'a str,
+}
+
+/// The log file of a run: `$GANTRY_HOME/runs/JOB/N.log` (app jobs nest a level).
+pub fn log_path(gantry: &Gantry, job: &str, number: i64) -> PathBuf {
+    gantry
+        .config
+        .runs_dir()
+        .join(job)
+        .join(format!("{number}.log"))
+}
+
+/// The directory whose files are kept as a run's artifacts.
+pub fn artifacts_dir(gantry: &Gantry, job: &str, number: i64) -> PathBuf {
+    gantry
+        .config
+        .runs_dir()
+        .join(job)
+        .join(format!("{number}.artifacts"))
+}
+
+/// Finds a job by name among the current definitions.
+pub async fn find(gantry: &Gantry, name: &str) -> Result<JobDef, JobError> {
+    definition::all(gantry)
+        .await
+        .into_iter()
+        .find(|job| job.name == name)
+        .ok_or_else(|| JobError::Unknown(name.to_owned()))
+}
+
+/// Queues a run of `job` and starts it when an executor slot is free.
+pub async fn trigger(gantry: &Gantry, job: JobDef, trigger: Trigger<'_>) -> Result<Run, JobError> {
+    let Some(gantry) = gantry.jobs.serving() else {
+        return Err(JobError::NotServing);
+    };
+    let params = trigger
+        .params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let run = gantry
+        .store
+        .queue_run(
+            &job.name,
+            trigger.kind,
+            trigger.cause,
+            &params,
+            trigger.parent,
+        )
+        .await?;
+    tracing::info!(job = %job.name, run = run.number, trigger = trigger.kind, "run queued");
+    spawn(gantry.clone(), job, run.clone());
+    Ok(run)
+}
+
+fn spawn(gantry: Arc<Gantry>, job: JobDef, run: Run) {
+    let cancel = CancellationToken::new();
+    if let Ok(mut running) = gantry.jobs.running.lock() {
+        running.insert((run.job.clone(), run.number), cancel.clone());
+    }
+    tokio::spawn(async move {
+        let key = (run.job.clone(), run.number);
+        let outcome = runner::execute(&gantry, &job, &run, cancel).await;
+        if let Ok(mut running) = gantry.jobs.running.lock() {
+            running.remove(&key);
+        }
+        if outcome == RunStatus::Succeeded {
+            start_downstream(&gantry, &job.name, run.number).await;
+        }
+    });
+}
+
+/// Starts the jobs that run `after` this one, now that it succeeded.
+async fn start_downstream(gantry: &Gantry, job: &str, number: i64) {
+    let cause = format!("{job}#{number}");
+    for next in definition::all(gantry).await {
+        if next.after.iter().any(|a| a == job) {
+            let trigger = Trigger {
+                kind: "upstream",
+                cause: &cause,
+                params: Vec::new(),
+                parent: "",
+            };
+            if let Err(err) = self::trigger(gantry, next, trigger).await {
+                tracing::warn!(job = %job, error = %err, "cannot start a downstream job");
+            }
+        }
+    }
+}
+
+/// Cancels a queued or running run.
+pub async fn cancel(gantry: &Gantry, job: &str, number: i64) -> Result<Run, JobError> {
+    let run = gantry
+        .store
+        .run(job, number)
+        .await?
+        .ok_or_else(|| JobError::NoRun(job.to_owned(), number))?;
+    if run.status.is_finished() {
+        return Ok(run);
+    }
+    let token = gantry
+        .jobs
+        .running
+        .lock()
+        .ok()
+        .and_then(|m| m.get(&(job.to_owned(), number)).cloned());
+    match token {
+        Some(token) => token.cancel(),
+        // Queued by a gantry that stopped, and not picked up: nothing runs it.
+        None => {
+            gantry
+                .store
+                .finish_run(job, number, RunStatus::Cancelled, None, "cancelled")
+                .await?
+        }
+    }
+    Ok(run)
+}
+
+/// Records a push deploy as a finished run of `APP/deploy`, with the push
+/// output as its log. Pushes run directly (their output streams to the
+/// pusher); this makes them visible in the job log beside everything else.
+pub async fn record_push(
+    gantry: &Gantry,
+    app: &crate::names::AppName,
+    key: &str,
+    log: &str,
+    failure: Option<&str>,
+) {
+    let job = format!("{app}/deploy");
+    let result = async {
+        let run = gantry.store.queue_run(&job, "push", key, "", "").await?;
+        gantry.store.start_run(&job, run.number).await?;
+        let path = log_path(gantry, &job, run.number);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&path, log)?;
+        let (status, code) = match failure {
+            None => (RunStatus::Succeeded, 0),
+            Some(_) => (RunStatus::Failed, 1),
+        };
+        gantry
+            .store
+            .finish_run(&job, run.number, status, Some(code), failure.unwrap_or(""))
+            .await?;
+        Ok::<(), anyhow::Error>(())
+    }
+    .await;
+    if let Err(err) = result {
+        tracing::warn!(%app, error = %err, "cannot record the push in the job log");
+    }
+}
+
+/// Picks up after a restart: runs left running are interrupted; queued runs
+/// of jobs that still exist go on.
+pub async fn resume(gantry: &Arc<Gantry>) {
+    match gantry.store.interrupt_running_runs().await {
+        Ok(0) => {}
+        Ok(n) => tracing::warn!("{n} run(s) were interrupted by gantry stopping"),
+        Err(err) => tracing::warn!(error = %err, "cannot mark interrupted runs"),
+    }
+    let Ok(queued) = gantry.store.queued_runs().await else {
+        return;
+    };
+    let defs = definition::all(gantry).await;
+    for run in queued {
+        match defs.iter().find(|d| d.name == run.job) {
+            Some(def) => spawn(gantry.clone(), def.clone(), run),
+            None => {
+                let _ = gantry
+                    .store
+                    .finish_run(
+                        &run.job,
+                        run.number,
+                        RunStatus::Cancelled,
+                        None,
+                        "the job no longer exists",
+                    )
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Runs one run: waits for an executor slot, applies the job's concurrency
+//! rule, runs the script (in its own process group, so a timeout or cancel
+//! kills the whole tree) or the app's one-off container, and writes the log.
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::definition::{Concurrency, JobDef, JobKind};
+use crate::server::Gantry;
+use crate::store::{Run, RunStatus};
+
+/// How a run ended, before it is recorded.
+struct Ending {
+    status: RunStatus,
+    code: Option<i64>,
+    reason: String,
+}
+
+pub async fn execute(
+    gantry: &Arc<Gantry>,
+    job: &JobDef,
+    run: &Run,
+    cancel: CancellationToken,
+) -> RunStatus {
+    let ending = execute_inner(gantry, job, run, cancel).await;
+    if let Err(err) = gantry
+        .store
+        .finish_run(
+            &run.job,
+            run.number,
+            ending.status,
+            ending.code,
+            &ending.reason,
+        )
+        .await
+    {
+        tracing::error!(job = %run.job, run = run.number, error = %err, "cannot record the run's end");
+    }
+    tracing::info!(job = %run.job, run = run.number, status = ending.status.as_str(), "run finished");
+    ending.status
+}
+
+async fn execute_inner(
+    gantry: &Arc<Gantry>,
+    job: &JobDef,
+    run: &Run,
+    cancel: CancellationToken,
+) -> Ending {
+    let fail = |reason: String| Ending {
+        status: RunStatus::Failed,
+        code: None,
+        reason,
+    };
+    let slot = tokio::select! {
+        slot = gantry.jobs.slots.clone().acquire_owned() => slot,
+        _ = cancel.cancelled() => return Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled while queued".into() },
+    };
+    let Ok(_slot) = slot else {
+        return fail("the executor pool is closed".into());
+    };
+    let others: Vec<_> = gantry
+        .jobs
+        .running_of(&job.name)
+        .into_iter()
+        .filter(|(n, _)| *n != run.number && *n < run.number)
+        .collect();
+    match job.concurrency {
+        Concurrency::Allow => {}
+        Concurrency::Forbid if !others.is_empty() => {
+            return Ending {
+                status: RunStatus::Cancelled,
+                code: None,
+                reason: format!(
+                    "skipped: run #{} is still going (concurrency = forbid)",
+                    others[0].0
+                ),
+            }
+        }
+        Concurrency::Forbid => {}
+        Concurrency::Replace => {
+            for (_, token) in &others {
+                token.cancel();
+            }
+        }
+    }
+
+    let path = super::log_path(gantry, &run.job, run.number);
+    let artifacts = super::artifacts_dir(gantry, &run.job, run.number);
+    let opened = std::fs::create_dir_all(&artifacts).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+    });
+    let mut log = match opened {
+        Ok(file) => file,
+        Err(err) => return fail(format!("cannot write the log {}: {err}", path.display())),
+    };
+    if let Err(err) = gantry.store.start_run(&run.job, run.number).await {
+        return fail(format!("cannot record the start: {err}"));
+    }
+    let _ = writeln!(
+        log,
+        "\x1b[1m-----> {} #{} ({} by {})\x1b[0m",
+        run.job,
+        run.number,
+        run.trigger,
+        if run.cause.is_empty() {
+            "-"
+        } else {
+            &run.cause
+        }
+    );
+    let timeout = job
+        .timeout
+        .unwrap_or(std::time::Duration::from_secs(24 * 3600));
+    match &job.kind {
+        JobKind::Host { script } => {
+            run_script(gantry, job, run, script, log, &artifacts, timeout, cancel).await
+        }
+        JobKind::AppCron { app, command } => {
+            let release = match gantry.store.current_release(app).await {
+                Ok(Some(release)) => release,
+                Ok(None) => return fail(format!("{app} has no live release to run it in")),
+                Err(err) => return fail(err.to_string()),
+            };
+            let task = crate::deploy::oneoff::run_task(gantry, &release, command, |line| {
+                let _ = writeln!(log, "{line}");
+            });
+            let outcome = tokio::select! {
+                outcome = tokio::time::timeout(timeout, task) => outcome,
+                _ = cancel.cancelled() => return Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() },
+            };
+            match outcome {
+                Err(_) => Ending {
+                    status: RunStatus::TimedOut,
+                    code: None,
+                    reason: format!("timed out after {}s", timeout.as_secs()),
+                },
+                Ok(Err(err)) => fail(format!("cannot run it: {err}")),
+                Ok(Ok(0)) => Ending {
+                    status: RunStatus::Succeeded,
+                    code: Some(0),
+                    reason: String::new(),
+                },
+                Ok(Ok(code)) => Ending {
+                    status: RunStatus::Failed,
+                    code: Some(code),
+                    reason: format!("exit code {code}"),
+                },
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_script(
+    gantry: &Gantry,
+    job: &JobDef,
+    run: &Run,
+    script: &std::path::Path,
+    log: std::fs::File,
+    artifacts: &std::path::Path,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+) -> Ending {
+    let fail = |reason: String| Ending {
+        status: RunStatus::Failed,
+        code: None,
+        reason,
+    };
+    let stderr = match log.try_clone() {
+        Ok(file) => file,
+        Err(err) => return fail(format!("cannot share the log: {err}")),
+    };
+    let mut command = tokio::process::Command::new(script);
+    command
+        .current_dir(artifacts)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(stderr))
+        .env("GANTRY_JOB", &run.job)
+        .env("GANTRY_RUN", run.number.to_string())
+        .env("GANTRY_PARENT_RUN", format!("{}#{}", run.job, run.number))
+        .env("GANTRY_ARTIFACTS", artifacts)
+        .env("GANTRY_HOME", &gantry.config.home)
+        .env("PATH", path_with_gantry())
+        .envs(&job.env)
+        .process_group(0)
+        .kill_on_drop(true);
+    for line in run.params.lines() {
+        if let Some((k, v)) = line.split_once('=') {
+            command.env(k, v);
+        }
+    }
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => return fail(format!("cannot start {}: {err}", script.display())),
+    };
+    let pid = child.id();
+    let kill_tree = || {
+        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: kill(2) with a negative pid signals the process group the
+            // child leads (it was spawned with process_group(0)); no memory is shared.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    };
+    tokio::select! {
+        status = child.wait() => match status {
+            Ok(status) => match status.code() {
+                Some(0) => Ending { status: RunStatus::Succeeded, code: Some(0), reason: String::new() },
+                Some(code) => Ending { status: RunStatus::Failed, code: Some(i64::from(code)), reason: format!("exit code {code}") },
+                None => fail("killed by a signal".into()),
+            },
+            Err(err) => fail(format!("cannot wait for it: {err}")),
+        },
+        _ = tokio::time::sleep(timeout) => {
+            kill_tree();
+            let _ = child.wait().await;
+            Ending { status: RunStatus::TimedOut, code: None, reason: format!("timed out after {}s; its process tree was killed", timeout.as_secs()) }
+        }
+        _ = cancel.cancelled() => {
+            kill_tree();
+            let _ = child.wait().await;
+            Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() }
+        }
+    }
+}
+
+/// `PATH` with gantry's own directory first, so a job can call `gantry jobs:run`.
+fn path_with_gantry() -> std::ffi::OsString {
+    let mut dirs: Vec<std::path::PathBuf> = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(std::path::Path::to_path_buf))
+        .into_iter()
+        .collect();
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    std::env::join_paths(dirs).unwrap_or_default()
+}

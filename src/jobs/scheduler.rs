@@ -1,0 +1,108 @@
+//! Queues scheduled runs. It wakes several times a second and queues a run for
+//! every schedule that came due since it last looked, so a run starts within
+//! a second of its time. On start, a schedule that came due while gantry was
+//! down runs once (`missed schedule`), never once per missed time.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Local, TimeZone};
+use croner::parser::{CronParser, Seconds, Year};
+use tokio_util::sync::CancellationToken;
+
+use super::definition::JobDef;
+use super::Trigger;
+use crate::server::Gantry;
+
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The first time `schedule` fires strictly after `after`. Host jobs may add
+/// a leading seconds field (`*/10 * * * * *`); Procfile schedules cannot.
+pub fn next_after(schedule: &str, after: &DateTime<Local>) -> Option<DateTime<Local>> {
+    let cron = CronParser::builder()
+        .seconds(Seconds::Optional)
+        .year(Year::Disallowed)
+        .build()
+        .parse(schedule)
+        .ok()?;
+    cron.find_next_occurrence(after, false).ok()
+}
+
+pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    run_missed(&gantry).await;
+    let mut last = Local::now();
+    // Definitions are read at most once a second: edits apply within a second.
+    let mut jobs = Vec::new();
+    let mut read_at = std::time::Instant::now() - std::time::Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        if read_at.elapsed() >= std::time::Duration::from_secs(1) {
+            jobs = super::definition::all(&gantry).await;
+            read_at = std::time::Instant::now();
+        }
+        let now = Local::now();
+        for job in jobs.iter().cloned() {
+            let Some(schedule) = job.schedule.clone() else {
+                continue;
+            };
+            if next_after(&schedule, &last).is_some_and(|due| due <= now) {
+                start(&gantry, job, "schedule", &schedule).await;
+            }
+        }
+        last = now;
+    }
+}
+
+/// One run for each schedule that came due since its last scheduled run.
+async fn run_missed(gantry: &Arc<Gantry>) {
+    let now = Local::now();
+    for job in super::definition::all(gantry).await {
+        let Some(schedule) = job.schedule.clone() else {
+            continue;
+        };
+        let Ok(Some(last_ms)) = gantry.store.last_scheduled_at(&job.name).await else {
+            continue;
+        };
+        let Some(last) = Local.timestamp_millis_opt(last_ms).single() else {
+            continue;
+        };
+        if next_after(&schedule, &last).is_some_and(|due| due <= now) {
+            start(gantry, job, "missed schedule", &schedule).await;
+        }
+    }
+}
+
+async fn start(gantry: &Arc<Gantry>, job: JobDef, kind: &str, schedule: &str) {
+    let name = job.name.clone();
+    let trigger = Trigger {
+        kind,
+        cause: schedule,
+        params: Vec::new(),
+        parent: "",
+    };
+    if let Err(err) = super::trigger(gantry, job, trigger).await {
+        tracing::warn!(job = %name, error = %err, "cannot queue a scheduled run");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn next_after_follows_cron() {
+        let at = Local
+            .with_ymd_and_hms(2026, 11, 22, 10, 7, 30)
+            .single()
+            .expect("time");
+        let next = next_after("*/5 * * * *", &at).expect("next");
+        assert_eq!(next.format("%H:%M:%S").to_string(), "10:10:00");
+        let next = next_after("@hourly", &at).expect("next");
+        assert_eq!(next.format("%H:%M").to_string(), "11:00");
+        assert!(next_after("not a schedule", &at).is_none());
+        let next = next_after("*/10 * * * * *", &at).expect("seconds");
+        assert_eq!(next.format("%H:%M:%S").to_string(), "10:07:40");
+    }
+}

@@ -1,0 +1,243 @@
+//! The job log's rows: runs of jobs, numbered per job.
+
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::{now_ms, Result, Store};
+
+/// Where a run stands. `Queued` and `Running` are the live states; a run left
+/// in either by a gantry that stopped becomes `Interrupted` on the next start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+    TimedOut,
+    Interrupted,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Queued => "queued",
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::TimedOut => "timed out",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    pub fn parse(text: &str) -> RunStatus {
+        match text {
+            "queued" => RunStatus::Queued,
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "cancelled" => RunStatus::Cancelled,
+            "timed out" => RunStatus::TimedOut,
+            "interrupted" => RunStatus::Interrupted,
+            _ => RunStatus::Failed,
+        }
+    }
+
+    pub fn is_finished(self) -> bool {
+        !matches!(self, RunStatus::Queued | RunStatus::Running)
+    }
+}
+
+/// One run of a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub job: String,
+    pub number: i64,
+    /// `manual`, `push`, `schedule`, `upstream`, `missed schedule`.
+    pub trigger: String,
+    /// Who or what caused it: a key name, `JOB#N` of the upstream run, a schedule.
+    pub cause: String,
+    /// `K=V` parameters, one per line.
+    pub params: String,
+    pub status: RunStatus,
+    pub queued_at: i64,
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exit_code: Option<i64>,
+    /// Why it failed, in one line; empty otherwise.
+    pub reason: String,
+    /// `JOB#N` of the run that started this one with `jobs:run`, if any.
+    pub parent: String,
+}
+
+const RUN_COLUMNS: &str = "SELECT job, number, trigger_kind, cause, params, status, queued_at, \
+     started_at, finished_at, exit_code, reason, parent FROM runs";
+
+fn run_from_row(row: &AnyRow) -> Result<Run> {
+    Ok(Run {
+        job: row.try_get("job")?,
+        number: row.try_get("number")?,
+        trigger: row.try_get("trigger_kind")?,
+        cause: row.try_get("cause")?,
+        params: row.try_get("params")?,
+        status: RunStatus::parse(&row.try_get::<String, _>("status")?),
+        queued_at: row.try_get("queued_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        exit_code: row.try_get("exit_code")?,
+        reason: row.try_get("reason")?,
+        parent: row.try_get("parent")?,
+    })
+}
+
+impl Store {
+    /// Records a new queued run of `job`, numbered after its last; returns it.
+    pub async fn queue_run(
+        &self,
+        job: &str,
+        trigger: &str,
+        cause: &str,
+        params: &str,
+        parent: &str,
+    ) -> Result<Run> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(number), 0) AS n FROM runs WHERE job = $1")
+            .bind(job)
+            .fetch_one(&mut *tx)
+            .await?;
+        let number = row.try_get::<i64, _>("n")? + 1;
+        let queued_at = now_ms();
+        sqlx::query(
+            "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(job)
+        .bind(number)
+        .bind(trigger)
+        .bind(cause)
+        .bind(params)
+        .bind(RunStatus::Queued.as_str())
+        .bind(queued_at)
+        .bind(parent)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Run {
+            job: job.to_owned(),
+            number,
+            trigger: trigger.to_owned(),
+            cause: cause.to_owned(),
+            params: params.to_owned(),
+            status: RunStatus::Queued,
+            queued_at,
+            started_at: 0,
+            finished_at: 0,
+            exit_code: None,
+            reason: String::new(),
+            parent: parent.to_owned(),
+        })
+    }
+
+    pub async fn start_run(&self, job: &str, number: i64) -> Result<i64> {
+        let at = now_ms();
+        sqlx::query("UPDATE runs SET status = $1, started_at = $2 WHERE job = $3 AND number = $4")
+            .bind(RunStatus::Running.as_str())
+            .bind(at)
+            .bind(job)
+            .bind(number)
+            .execute(&self.pool)
+            .await?;
+        Ok(at)
+    }
+
+    pub async fn finish_run(
+        &self,
+        job: &str,
+        number: i64,
+        status: RunStatus,
+        exit_code: Option<i64>,
+        reason: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE runs SET status = $1, finished_at = $2, exit_code = $3, reason = $4 \
+             WHERE job = $5 AND number = $6",
+        )
+        .bind(status.as_str())
+        .bind(now_ms())
+        .bind(exit_code)
+        .bind(reason)
+        .bind(job)
+        .bind(number)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn run(&self, job: &str, number: i64) -> Result<Option<Run>> {
+        let row = sqlx::query(&format!("{RUN_COLUMNS} WHERE job = $1 AND number = $2"))
+            .bind(job)
+            .bind(number)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_from_row).transpose()
+    }
+
+    /// The job's runs, newest first, at most `limit`.
+    pub async fn list_runs(&self, job: &str, limit: i64) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE job = $1 ORDER BY number DESC LIMIT $2"
+        ))
+        .bind(job)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Every job's latest run (for `jobs`).
+    pub async fn latest_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} r WHERE number = (SELECT MAX(number) FROM runs WHERE job = r.job) ORDER BY job"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Runs still queued (oldest first): after a restart they go on.
+    pub async fn queued_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE status = $1 ORDER BY queued_at, number"
+        ))
+        .bind(RunStatus::Queued.as_str())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Marks runs left running by a gantry that stopped as interrupted.
+    pub async fn interrupt_running_runs(&self) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = $1, finished_at = $2, reason = $3 WHERE status = $4",
+        )
+        .bind(RunStatus::Interrupted.as_str())
+        .bind(now_ms())
+        .bind("interrupted: gantry stopped during this run")
+        .bind(RunStatus::Running.as_str())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// When the job's last scheduled run was queued (for missed schedules).
+    pub async fn last_scheduled_at(&self, job: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "SELECT MAX(queued_at) AS at FROM runs WHERE job = $1 \
+             AND trigger_kind IN ('schedule', 'missed schedule')",
+        )
+        .bind(job)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<Option<i64>, _>("at")?)
+    }
+}
