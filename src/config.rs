@@ -88,6 +88,11 @@ struct FileConfig {
     stack_image: Option<String>,
     /// The Debian mirror `stack:build` installs from.
     stack_mirror: Option<String>,
+    /// Runs at once across all jobs (default: the number of cores).
+    executors: Option<usize>,
+    /// Where every job's failure, recovery and missed-run alerts go.
+    #[serde(default)]
+    notify: Vec<crate::jobs::notify::Target>,
 }
 
 /// gantry's resolved settings.
@@ -106,6 +111,8 @@ pub struct Config {
     /// `None`: the default stack, built here on first need.
     pub stack_image: Option<String>,
     pub stack_mirror: String,
+    pub executors: usize,
+    pub notify: Vec<crate::jobs::notify::Target>,
 }
 
 impl Config {
@@ -146,6 +153,11 @@ impl Config {
             drain_timeout: Duration::from_secs(file.drain_timeout.unwrap_or(30)),
             docker_network: file.docker_network.unwrap_or_else(|| "gantry".into()),
             stack_image: file.stack_image.filter(|s| !s.trim().is_empty()),
+            executors: file
+                .executors
+                .filter(|n| *n > 0)
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            notify: file.notify,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),

@@ -41,6 +41,7 @@ impl Gantry {
             })?;
         let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
         let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
+        let jobs = crate::jobs::Jobs::new(config.executors);
         Ok(Gantry {
             config,
             store,
@@ -48,7 +49,7 @@ impl Gantry {
             docker,
             routes: Arc::new(RouteTable::new()),
             locks: AppLocks::default(),
-            jobs: crate::jobs::Jobs::default(),
+            jobs,
             pushes: PushSessions::default(),
         })
     }

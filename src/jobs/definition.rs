@@ -43,8 +43,15 @@ pub struct JobDef {
     pub timeout: Option<Duration>,
     pub concurrency: Concurrency,
     pub critical: bool,
+    /// How late a critical job's success may be before `missed` is sent.
+    pub grace: Duration,
     pub env: BTreeMap<String, String>,
+    /// This job's own alert targets (besides gantry.toml's).
+    pub notify: Vec<super::notify::Target>,
 }
+
+/// Default lateness allowed a critical job before it counts as missed.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(60);
 
 /// `NAME.toml` beside `NAME.run`; every key optional.
 #[derive(Debug, Default, Deserialize)]
@@ -59,8 +66,12 @@ struct HostJobFile {
     concurrency: Concurrency,
     #[serde(default)]
     critical: bool,
+    /// Seconds.
+    grace: Option<u64>,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    #[serde(default)]
+    notify: Vec<super::notify::Target>,
 }
 
 /// The host jobs in `dir`; a job whose `.toml` is broken is reported in the
@@ -121,7 +132,9 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
             timeout: file.timeout.map(Duration::from_secs),
             concurrency: file.concurrency,
             critical: file.critical,
+            grace: file.grace.map_or(DEFAULT_GRACE, Duration::from_secs),
             env: file.env,
+            notify: file.notify,
         });
     }
     (jobs, problems)
@@ -150,7 +163,9 @@ pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
         timeout: None,
         concurrency: Concurrency::Forbid,
         critical: false,
+        grace: DEFAULT_GRACE,
         env: BTreeMap::new(),
+        notify: Vec::new(),
     };
     let mut jobs: Vec<JobDef> = manifest
         .procfile

@@ -8,6 +8,7 @@
 //! gantry that stopped are marked interrupted on the next start.
 
 pub mod definition;
+pub mod notify;
 pub mod runner;
 pub mod scheduler;
 
@@ -40,23 +41,23 @@ pub struct Jobs {
     slots: Arc<Semaphore>,
     /// Cancel handles of the runs going now, by `(job, number)`.
     running: Mutex<HashMap<(String, i64), CancellationToken>>,
+    /// Alert sends that failed (each attempt), for the metrics.
+    pub notify_failures: Arc<std::sync::atomic::AtomicU64>,
     /// The serving gantry, set by `serve`: runs outlive the command that
     /// started them, so they hold it. Unset in a CLI process without `serve`.
     serving: std::sync::OnceLock<std::sync::Weak<Gantry>>,
 }
 
-impl Default for Jobs {
-    fn default() -> Self {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+impl Jobs {
+    pub fn new(executors: usize) -> Self {
         Jobs {
-            slots: Arc::new(Semaphore::new(cores)),
+            notify_failures: Arc::default(),
+            slots: Arc::new(Semaphore::new(executors)),
             running: Mutex::new(HashMap::new()),
             serving: std::sync::OnceLock::new(),
         }
     }
-}
 
-impl Jobs {
     pub fn set_serving(gantry: &Arc<Gantry>) {
         let _ = gantry.jobs.serving.set(Arc::downgrade(gantry));
     }

@@ -40,7 +40,65 @@ pub async fn execute(
         tracing::error!(job = %run.job, run = run.number, error = %err, "cannot record the run's end");
     }
     tracing::info!(job = %run.job, run = run.number, status = ending.status.as_str(), "run finished");
+    alert_if_needed(gantry, job, run, &ending).await;
     ending.status
+}
+
+/// Sends `failure` for a failed or timed-out run, and `recovery` for a
+/// success whose previous finished run had failed.
+async fn alert_if_needed(gantry: &Gantry, job: &JobDef, run: &Run, ending: &Ending) {
+    let failed = |status: RunStatus| matches!(status, RunStatus::Failed | RunStatus::TimedOut);
+    let event = if failed(ending.status) {
+        "failure"
+    } else if ending.status == RunStatus::Succeeded {
+        let previous = gantry
+            .store
+            .list_runs(&run.job, 20)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| {
+                r.number < run.number && r.status.is_finished() && r.status != RunStatus::Cancelled
+            });
+        match previous {
+            Some(previous) if failed(previous.status) => "recovery",
+            _ => return,
+        }
+    } else {
+        return;
+    };
+    let mut targets = gantry.config.notify.clone();
+    targets.extend(job.notify.iter().cloned());
+    let path = super::log_path(gantry, &run.job, run.number);
+    let text = match event {
+        "recovery" => format!("{} #{} succeeded again", run.job, run.number),
+        _ => format!(
+            "{} #{} {}: {}",
+            run.job,
+            run.number,
+            ending.status.as_str(),
+            ending.reason
+        ),
+    };
+    super::notify::send(
+        gantry,
+        targets,
+        super::notify::Alert {
+            event: event.into(),
+            job: run.job.clone(),
+            run: run.number,
+            status: ending.status.as_str().into(),
+            reason: ending.reason.clone(),
+            log_tail: super::notify::tail(&path, 20),
+            link: format!(
+                "{}/jobs/{}/{}",
+                gantry.config.dashboard_url(),
+                run.job,
+                run.number
+            ),
+            text,
+        },
+    );
 }
 
 async fn execute_inner(

@@ -30,6 +30,8 @@ pub fn next_after(schedule: &str, after: &DateTime<Local>) -> Option<DateTime<Lo
 pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     run_missed(&gantry).await;
     let mut last = Local::now();
+    let started = last;
+    let mut alerted = std::collections::HashMap::new();
     // Definitions are read at most once a second: edits apply within a second.
     let mut jobs = Vec::new();
     let mut read_at = std::time::Instant::now() - std::time::Duration::from_secs(2);
@@ -41,6 +43,7 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
         if read_at.elapsed() >= std::time::Duration::from_secs(1) {
             jobs = super::definition::all(&gantry).await;
             read_at = std::time::Instant::now();
+            check_overdue(&gantry, &jobs, &started, &mut alerted).await;
         }
         let now = Local::now();
         for job in jobs.iter().cloned() {
@@ -52,6 +55,68 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             }
         }
         last = now;
+    }
+}
+
+/// The dead man's switch: a critical scheduled job with no success since the
+/// first time it was due (after its last success, or after gantry started)
+/// plus its grace gets one `missed` alert per overdue stretch, whether its
+/// runs failed, hang, or never started at all.
+async fn check_overdue(
+    gantry: &Gantry,
+    jobs: &[JobDef],
+    started: &DateTime<Local>,
+    alerted: &mut std::collections::HashMap<String, i64>,
+) {
+    let now = Local::now();
+    for job in jobs.iter().filter(|j| j.critical) {
+        let Some(schedule) = &job.schedule else {
+            continue;
+        };
+        let last_success = gantry.store.last_success_at(&job.name).await.ok().flatten();
+        let since = last_success
+            .and_then(|ms| Local.timestamp_millis_opt(ms).single())
+            .unwrap_or(*started);
+        let Some(due) = next_after(schedule, &since) else {
+            continue;
+        };
+        let grace = chrono::Duration::from_std(job.grace).unwrap_or_default();
+        let key = since.timestamp_millis();
+        if due + grace >= now || alerted.get(&job.name) == Some(&key) {
+            continue;
+        }
+        alerted.insert(job.name.clone(), key);
+        let last = last_success.map_or_else(
+            || "it has not succeeded since gantry started".to_string(),
+            |_| {
+                format!(
+                    "its last success was at {}",
+                    since.format("%Y-%m-%d %H:%M:%S")
+                )
+            },
+        );
+        let reason = format!(
+            "no successful run since it was due at {} (grace {}s); {last}",
+            due.format("%Y-%m-%d %H:%M:%S"),
+            job.grace.as_secs()
+        );
+        tracing::warn!(job = %job.name, "{reason}");
+        let mut targets = gantry.config.notify.clone();
+        targets.extend(job.notify.iter().cloned());
+        super::notify::send(
+            gantry,
+            targets,
+            super::notify::Alert {
+                event: "missed".into(),
+                job: job.name.clone(),
+                run: 0,
+                status: "missed".into(),
+                reason: reason.clone(),
+                log_tail: Vec::new(),
+                link: format!("{}/jobs/{}", gantry.config.dashboard_url(), job.name),
+                text: format!("{} missed: {reason}", job.name),
+            },
+        );
     }
 }
 

@@ -229,6 +229,17 @@ impl Store {
         Ok(done.rows_affected())
     }
 
+    /// When the job's last successful run finished (for overdue critical jobs).
+    pub async fn last_success_at(&self, job: &str) -> Result<Option<i64>> {
+        let row =
+            sqlx::query("SELECT MAX(finished_at) AS at FROM runs WHERE job = $1 AND status = $2")
+                .bind(job)
+                .bind(RunStatus::Succeeded.as_str())
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(row.try_get::<Option<i64>, _>("at")?)
+    }
+
     /// When the job's last scheduled run was queued (for missed schedules).
     pub async fn last_scheduled_at(&self, job: &str) -> Result<Option<i64>> {
         let row = sqlx::query(

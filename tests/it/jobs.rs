@@ -328,3 +328,168 @@ fn app_cron_jobs_run_in_the_release_and_pushes_are_runs() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cleaning up"), "{text}");
 }
+
+/// A local HTTP receiver: records (path, body) of each request; `/broken`
+/// answers 500, everything else 200.
+struct Receiver {
+    port: u16,
+    got: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+}
+
+impl Receiver {
+    fn start() -> Receiver {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = got.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut reader = BufReader::new(stream);
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let path = request_line
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("")
+                    .to_owned();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                let status = if path == "/broken" {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                );
+                sink.lock()
+                    .expect("lock")
+                    .push((path, String::from_utf8_lossy(&body).into_owned()));
+            }
+        });
+        Receiver { port, got }
+    }
+
+    /// Waits for a request to `path` whose body contains `needle`; returns the body.
+    fn wait(&self, path: &str, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((_, body)) = self
+                .got
+                .lock()
+                .expect("lock")
+                .iter()
+                .find(|(p, b)| p == path && b.contains(needle))
+            {
+                return body.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {path} request with {needle:?}: {:?}",
+                self.got.lock().expect("lock")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+#[test]
+fn failures_recoveries_and_missed_critical_runs_are_sent() {
+    let receiver = Receiver::start();
+    let mut server = Server::start();
+    // gantry.toml's targets apply to every job: a plain webhook and a templated one.
+    server.stop();
+    let toml = server.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
+    text.push_str(&format!(
+        "\n[[notify]]\nwebhook = \"http://127.0.0.1:{port}/hook\"\n\n[[notify]]\nwebhook = \"http://127.0.0.1:{port}/chat\"\ntemplate = '{{\"content\": {{{{ text|tojson }}}}}}'\n",
+        port = receiver.port
+    ));
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    server.launch();
+
+    let fail_flag = server.home.path().join("fail");
+    std::fs::write(&fail_flag, "").expect("flag");
+    job(
+        &server,
+        "flaky",
+        &format!(
+            "echo flaky output\n[ -f {} ] && exit 4\necho fine",
+            fail_flag.display()
+        ),
+        Some(&format!(
+            "[[notify]]\nwebhook = \"http://127.0.0.1:{}/broken\"\n",
+            receiver.port
+        )),
+    );
+    let out = server.cli(&["jobs:run", "flaky"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body = receiver.wait("/hook", "\"failure\"", Duration::from_secs(20));
+    let alert: serde_json::Value = serde_json::from_str(&body).expect("json body");
+    assert_eq!(alert["job"], "flaky");
+    assert_eq!(alert["run"], 1);
+    assert_eq!(alert["status"], "failed");
+    assert_eq!(alert["reason"], "exit code 4");
+    assert!(
+        alert["log_tail"].to_string().contains("flaky output"),
+        "{body}"
+    );
+    assert!(
+        alert["link"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/jobs/flaky/1"),
+        "{body}"
+    );
+    let chat = receiver.wait("/chat", "content", Duration::from_secs(20));
+    assert_eq!(chat, "{\"content\": \"flaky #1 failed: exit code 4\"}");
+    // The job's own target answers 500: retried, and the failures are in the run's log.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, text) = log(&server, "flaky", "1");
+        if text.contains("failed: HTTP 500") && text.contains("retrying in 1s") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no retry logged:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    std::fs::remove_file(&fail_flag).expect("rm flag");
+    let out = server.cli(&["jobs:run", "flaky"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body = receiver.wait("/hook", "\"recovery\"", Duration::from_secs(20));
+    assert!(body.contains("\"run\":2"), "{body}");
+
+    // A critical job whose runs never succeed (the first hangs, the rest are
+    // skipped) raises a missed-run alert.
+    job(
+        &server,
+        "backup",
+        "sleep 30",
+        Some("schedule = \"* * * * * *\"\ncritical = true\ngrace = 1\nconcurrency = \"forbid\"\n"),
+    );
+    let body = receiver.wait("/hook", "\"missed\"", Duration::from_secs(20));
+    assert!(
+        body.contains("\"job\":\"backup\"") && body.contains("no successful run since"),
+        "{body}"
+    );
+    let out = server.cli(&["jobs:cancel", "backup", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
