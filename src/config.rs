@@ -93,6 +93,12 @@ struct FileConfig {
     /// Where every job's failure, recovery and missed-run alerts go.
     #[serde(default)]
     notify: Vec<crate::jobs::notify::Target>,
+    /// A bearer token that lets a Prometheus scraper read `/metrics`.
+    metrics_token: Option<String>,
+    /// Runs kept per job however old (default 200).
+    runs_keep: Option<i64>,
+    /// Days runs are kept however many (default 90).
+    runs_keep_days: Option<i64>,
 }
 
 /// gantry's resolved settings.
@@ -113,6 +119,9 @@ pub struct Config {
     pub stack_mirror: String,
     pub executors: usize,
     pub notify: Vec<crate::jobs::notify::Target>,
+    pub metrics_token: Option<String>,
+    pub runs_keep: i64,
+    pub runs_keep_days: i64,
 }
 
 impl Config {
@@ -158,6 +167,9 @@ impl Config {
                 .filter(|n| *n > 0)
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             notify: file.notify,
+            metrics_token: file.metrics_token.filter(|t| !t.is_empty()),
+            runs_keep: file.runs_keep.filter(|n| *n >= 1).unwrap_or(200),
+            runs_keep_days: file.runs_keep_days.filter(|n| *n >= 0).unwrap_or(90),
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),

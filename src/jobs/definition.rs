@@ -31,6 +31,26 @@ pub enum JobKind {
     Host { script: PathBuf },
     /// A command in a one-off container of the app's live release.
     AppCron { app: AppName, command: String },
+    /// gantry's own upkeep: pruning old runs, their logs and artifacts.
+    PruneRuns,
+}
+
+/// The built-in job that applies run retention (`runs_keep`, `runs_keep_days`).
+pub const PRUNE_RUNS: &str = "gantry.prune-runs";
+
+fn builtin_jobs() -> Vec<JobDef> {
+    vec![JobDef {
+        name: PRUNE_RUNS.to_owned(),
+        kind: JobKind::PruneRuns,
+        schedule: Some("@daily".to_owned()),
+        after: Vec::new(),
+        timeout: Some(Duration::from_secs(3600)),
+        concurrency: Concurrency::Forbid,
+        critical: false,
+        grace: DEFAULT_GRACE,
+        env: BTreeMap::new(),
+        notify: Vec::new(),
+    }]
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,9 +213,11 @@ pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
     jobs
 }
 
-/// Every job: host jobs, then each app's.
+/// Every job: gantry's own, host jobs, then each app's.
 pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
-    let (mut jobs, problems) = host_jobs(&gantry.config.jobs_dir());
+    let (host, problems) = host_jobs(&gantry.config.jobs_dir());
+    let mut jobs = builtin_jobs();
+    jobs.extend(host.into_iter().filter(|j| j.name != PRUNE_RUNS));
     for problem in problems {
         tracing::warn!("job definition skipped: {problem}");
     }

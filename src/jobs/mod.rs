@@ -39,6 +39,7 @@ pub enum JobError {
 pub struct Jobs {
     /// Executor slots: at most this many runs at once (default: the cores).
     slots: Arc<Semaphore>,
+    total: usize,
     /// Cancel handles of the runs going now, by `(job, number)`.
     running: Mutex<HashMap<(String, i64), CancellationToken>>,
     /// Alert sends that failed (each attempt), for the metrics.
@@ -53,6 +54,7 @@ impl Jobs {
         Jobs {
             notify_failures: Arc::default(),
             slots: Arc::new(Semaphore::new(executors)),
+            total: executors,
             running: Mutex::new(HashMap::new()),
             serving: std::sync::OnceLock::new(),
         }
@@ -64,6 +66,11 @@ impl Jobs {
 
     fn serving(&self) -> Option<Arc<Gantry>> {
         self.serving.get().and_then(std::sync::Weak::upgrade)
+    }
+
+    /// (busy, total) executor slots.
+    pub fn executors(&self) -> (usize, usize) {
+        (self.total - self.slots.available_permits(), self.total)
     }
 
     fn running_of(&self, job: &str) -> Vec<(i64, CancellationToken)> {

@@ -176,6 +176,7 @@ async fn execute_inner(
         .timeout
         .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     match &job.kind {
+        JobKind::PruneRuns => prune_runs(gantry, &mut log).await,
         JobKind::Host { script } => {
             run_script(gantry, job, run, script, log, &artifacts, timeout, cancel).await
         }
@@ -301,4 +302,37 @@ fn path_with_gantry() -> std::ffi::OsString {
         dirs.extend(std::env::split_paths(&path));
     }
     std::env::join_paths(dirs).unwrap_or_default()
+}
+
+/// Applies run retention: keeps each job's newest `runs_keep` runs and every
+/// run younger than `runs_keep_days`; the rest go, with logs and artifacts.
+async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
+    let config = &gantry.config;
+    let cutoff = crate::store::now_ms() - config.runs_keep_days * 24 * 3600 * 1000;
+    let _ = writeln!(
+        log,
+        "keeping the newest {} runs of each job and every run younger than {} days",
+        config.runs_keep, config.runs_keep_days
+    );
+    let doomed = match gantry.store.prune_runs(config.runs_keep, cutoff).await {
+        Ok(doomed) => doomed,
+        Err(err) => {
+            return Ending {
+                status: RunStatus::Failed,
+                code: None,
+                reason: format!("cannot prune runs: {err}"),
+            }
+        }
+    };
+    for (job, number) in &doomed {
+        let _ = std::fs::remove_file(super::log_path(gantry, job, *number));
+        let _ = std::fs::remove_dir_all(super::artifacts_dir(gantry, job, *number));
+        let _ = writeln!(log, "pruned {job}#{number}");
+    }
+    let _ = writeln!(log, "pruned {} run(s)", doomed.len());
+    Ending {
+        status: RunStatus::Succeeded,
+        code: Some(0),
+        reason: String::new(),
+    }
 }

@@ -15,7 +15,7 @@ use crate::names::{AppName, KeyName};
 mod models;
 mod runs;
 pub use models::{AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role};
-pub use runs::{Run, RunStatus};
+pub use runs::{Run, RunStats, RunStatus};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -70,6 +70,17 @@ pub struct Run {
     pub parent: String,
 }
 
+/// Aggregates of one job's runs in one status.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    pub job: String,
+    pub status: String,
+    pub count: i64,
+    /// Of those, how many have both a start and an end.
+    pub finished: i64,
+    pub duration_ms: i64,
+}
+
 const RUN_COLUMNS: &str = "SELECT job, number, trigger_kind, cause, params, status, queued_at, \
      started_at, finished_at, exit_code, reason, parent FROM runs";
 
@@ -227,6 +238,79 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())
+    }
+
+    /// Runs started by `parent` (`JOB#N`) with `jobs:run` from inside it.
+    pub async fn child_runs(&self, parent: &str) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE parent = $1 ORDER BY queued_at"
+        ))
+        .bind(parent)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
+    /// Counts and total run time by job and status, for the metrics.
+    pub async fn run_stats(&self) -> Result<Vec<RunStats>> {
+        let rows = sqlx::query(
+ "SELECT job, status, COUNT(*) AS n, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN 1 ELSE 0 END) AS BIGINT) AS finished, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN finished_at - started_at ELSE 0 END) AS BIGINT) AS ms FROM runs GROUP BY job, status ORDER BY job, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(RunStats {
+                    job: row.try_get("job")?,
+                    status: row.try_get("status")?,
+                    count: row.try_get("n")?,
+                    finished: row.try_get::<Option<i64>, _>("finished")?.unwrap_or(0),
+                    duration_ms: row.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
+                })
+            })
+            .collect()
+    }
+
+    /// Releases by kind and status, for the metrics.
+    pub async fn release_stats(&self) -> Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, status, COUNT(*) AS n FROM releases GROUP BY kind, status ORDER BY kind, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("kind")?,
+                    row.try_get("status")?,
+                    row.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Deletes finished runs beyond the newest `keep` of their job that were
+    /// queued before `older_than` (ms); returns `(job, number)` of each.
+    pub async fn prune_runs(&self, keep: i64, older_than: i64) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT job, number FROM runs r WHERE status NOT IN ('queued', 'running') AND queued_at < $1 AND number <= (SELECT MAX(number) FROM runs WHERE job = r.job) - $2",
+        )
+        .bind(older_than)
+        .bind(keep)
+        .fetch_all(&self.pool)
+        .await?;
+        let doomed: Vec<(String, i64)> = rows
+            .iter()
+            .map(|row| Ok((row.try_get("job")?, row.try_get("number")?)))
+            .collect::<Result<_>>()?;
+        for (job, number) in &doomed {
+            sqlx::query("DELETE FROM runs WHERE job = $1 AND number = $2")
+                .bind(job)
+                .bind(number)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(doomed)
     }
 
     /// When the job's last successful run finished (for overdue critical jobs).

@@ -6,6 +6,7 @@
 //! code as `releases:rollback`. Login is by one-time link (`web:login`).
 
 pub mod auth;
+pub mod jobs;
 pub mod pages;
 
 use std::convert::Infallible;
@@ -51,7 +52,7 @@ pub async fn serve(
         let gantry = gantry.clone();
         let service = service_fn(move |req| {
             let gantry = gantry.clone();
-            async move { Ok::<_, Infallible>(handle(&gantry, req).await) }
+            async move { Ok::<_, Infallible>(handle(gantry, req).await) }
         });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -77,7 +78,7 @@ fn respond(status: StatusCode, markup: Markup) -> Response<Full<Bytes>> {
     headers.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            "default-src 'none'; style-src 'unsafe-inline'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'",
         ),
     );
     response
@@ -107,7 +108,123 @@ fn problem(
     )
 }
 
-async fn handle(gantry: &Gantry, req: Request<Incoming>) -> Response<Full<Bytes>> {
+/// Routes that are not whole HTML pages (assets, badges, metrics, live
+/// events), then the pages.
+async fn handle(gantry: Arc<Gantry>, req: Request<Incoming>) -> Response<jobs::Body> {
+    let path = req.uri().path().to_owned();
+    if req.method() == Method::GET {
+        if path == "/assets/follow.js" {
+            let script = Bytes::from_static(include_bytes!("assets/follow.js"));
+            let mut response = Response::new(Full::new(script).boxed_unsync());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            );
+            return response;
+        }
+        if let Some(job) = path
+            .strip_prefix("/badge/")
+            .and_then(|p| p.strip_suffix(".svg"))
+        {
+            let last = gantry
+                .store
+                .list_runs(job, 1)
+                .await
+                .ok()
+                .and_then(|r| r.into_iter().next());
+            return jobs::badge(job, last.as_ref());
+        }
+        if path == "/metrics" {
+            return metrics(&gantry, &req).await;
+        }
+        if path.starts_with("/jobs/") && path.ends_with("/events") {
+            if let Some(response) = live_events(gantry.clone(), &req).await {
+                return response;
+            }
+        }
+    }
+    page(&gantry, req).await.map(|body| body.boxed_unsync())
+}
+
+/// The caller of a request with a valid session cookie.
+async fn caller_of(gantry: &Gantry, req: &Request<Incoming>) -> Option<Caller> {
+    let cookies = req
+        .headers()
+        .get(header::COOKIE)
+        .and_then(|v| v.to_str().ok());
+    auth::session(gantry, cookies)
+        .await
+        .ok()
+        .flatten()
+        .map(|s| s.caller)
+}
+
+fn plain(status: StatusCode, text: String) -> Response<jobs::Body> {
+    let mut response = Response::new(Full::new(Bytes::from(text)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// Prometheus metrics, for a logged-in admin or a scraper sending
+/// `Authorization: Bearer TOKEN` (`metrics_token` in gantry.toml).
+async fn metrics(gantry: &Gantry, req: &Request<Incoming>) -> Response<jobs::Body> {
+    let bearer = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let token_ok = matches!(
+        (&gantry.config.metrics_token, bearer),
+        (Some(want), Some(got)) if want == got
+    );
+    let admin = caller_of(gantry, req).await.is_some_and(|c| c.is_admin());
+    if !token_ok && !admin {
+        return plain(
+            StatusCode::UNAUTHORIZED,
+            "metrics need an admin session, or Authorization: Bearer TOKEN with metrics_token from gantry.toml\n".into(),
+        );
+    }
+    match jobs::metrics(gantry).await {
+        Ok(text) => plain(StatusCode::OK, text),
+        Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, format!("{err:#}\n")),
+    }
+}
+
+/// `GET /jobs/NAME/RUN/events?from=BYTES`, for a caller who may see the job.
+async fn live_events(gantry: Arc<Gantry>, req: &Request<Incoming>) -> Option<Response<jobs::Body>> {
+    let segments: Vec<&str> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (job, tail) = jobs::split_path(segments.get(1..)?)?;
+    let [number, events] = tail.as_slice() else {
+        return None;
+    };
+    if events != "events" {
+        return None;
+    }
+    let number: i64 = number.parse().ok()?;
+    let caller = caller_of(&gantry, req).await?;
+    if !jobs::visible(&caller, &job) {
+        return None;
+    }
+    let run = gantry.store.run(&job, number).await.ok().flatten()?;
+    let from = req
+        .uri()
+        .query()
+        .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("from=")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Some(jobs::events(gantry, run, from))
+}
+
+async fn page(gantry: &Gantry, req: Request<Incoming>) -> Response<Full<Bytes>> {
     match route(gantry, req).await {
         Ok(response) => response,
         Err(err) => {
@@ -178,6 +295,67 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
                 Err(err) => Ok(problem(
                     StatusCode::CONFLICT,
                     "Rollback failed",
+                    &format!("{err:#}"),
+                    Some(csrf),
+                )),
+            }
+        }
+        (&Method::GET, ["jobs"]) => Ok(respond(
+            StatusCode::OK,
+            jobs::list_page(gantry, caller, csrf).await?,
+        )),
+        (&Method::GET, ["jobs", rest @ ..]) => {
+            let Some((job, tail)) = jobs::split_path(rest) else {
+                return Ok(not_found(csrf));
+            };
+            if !jobs::visible(caller, &job) {
+                return Ok(not_found(csrf));
+            }
+            let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+            match tail.as_slice() {
+                [] => Ok(respond(
+                    StatusCode::OK,
+                    jobs::runs_page(gantry, &job, csrf).await?,
+                )),
+                [number] => {
+                    let run = match number.parse::<i64>() {
+                        Ok(n) => gantry.store.run(&job, n).await?,
+                        Err(_) => None,
+                    };
+                    match run {
+                        Some(run) => Ok(respond(
+                            StatusCode::OK,
+                            jobs::run_page(gantry, &run, csrf).await?,
+                        )),
+                        None => Ok(not_found(csrf)),
+                    }
+                }
+                [number, "artifacts", file] => {
+                    Ok(artifact(gantry, &job, number, file).unwrap_or_else(|| not_found(csrf)))
+                }
+                _ => Ok(not_found(csrf)),
+            }
+        }
+        (&Method::POST, ["jobs", rest @ ..]) => {
+            let Some((job, tail)) = jobs::split_path(rest) else {
+                return Ok(not_found(csrf));
+            };
+            if tail != ["run"] || !jobs::visible(caller, &job) {
+                return Ok(not_found(csrf));
+            }
+            if !form_csrf_matches(req, csrf).await {
+                return Ok(problem(
+                    StatusCode::FORBIDDEN,
+                    "Refused",
+                    "The form's CSRF token is missing or wrong; reload the page.",
+                    Some(csrf),
+                ));
+            }
+            match jobs::run_now(gantry, caller, &job).await {
+                Ok(run) => Ok(redirect(&format!("/jobs/{}/{}", run.job, run.number), None)),
+                Err(err) => Ok(problem(
+                    StatusCode::CONFLICT,
+                    "Cannot run it",
                     &format!("{err:#}"),
                     Some(csrf),
                 )),
@@ -388,4 +566,23 @@ async fn release_page(
             pages::release(&page),
         ),
     ))
+}
+
+/// A file a run left in its artifacts directory, as a download.
+fn artifact(gantry: &Gantry, job: &str, number: &str, file: &str) -> Option<Response<Full<Bytes>>> {
+    let number: i64 = number.parse().ok()?;
+    if file.is_empty() || file.starts_with('.') || file.contains(['/', '\\']) {
+        return None;
+    }
+    let bytes = std::fs::read(crate::jobs::artifacts_dir(gantry, job, number).join(file)).ok()?;
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Some(response)
 }

@@ -1,5 +1,6 @@
 //! The dashboard's HTML, rendered on the server with maud (escaped by default).
-//! Plain pages: no JavaScript, a little CSS, readable on a phone.
+//! Plain pages: a little CSS, readable on a phone, no JavaScript but the
+//! one script that follows a running job's log.
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
@@ -217,6 +218,138 @@ pub fn release(page: &ReleasePage<'_>) -> Markup {
         }
         h2 id="log" { "Build log" }
         pre.log { (PreEscaped(&page.log_html)) }
+    }
+}
+
+/// One row of the jobs overview.
+pub struct JobRow {
+    pub name: String,
+    pub last: Option<crate::store::Run>,
+    pub next: Option<String>,
+    pub triggers: String,
+    /// Durations in seconds of the latest runs, oldest first, for the sparkline.
+    pub durations: Vec<f64>,
+}
+
+pub fn jobs(rows: &[JobRow]) -> Markup {
+    html! {
+        h1 { "Jobs" }
+        @if rows.is_empty() {
+            p { "No jobs yet: add an executable " code { "$GANTRY_HOME/jobs/NAME.run" } ", or cron entries to an app's Procfile." }
+        } @else {
+            div.wrap { table {
+                tr { th { "Job" } th { "Last run" } th { "Next run" } th { "Triggers" } th { "Durations" } }
+                @for row in rows {
+                    tr {
+                        td { a href={ "/jobs/" (row.name) } { (row.name) } }
+                        td { @if let Some(run) = &row.last {
+                            a href={ "/jobs/" (run.job) "/" (run.number) } { "#" (run.number) }
+                            " " span class={ "status " (run.status.as_str().replace(' ', "")) } { (run.status.as_str()) }
+                        } @else { "-" } }
+                        td { (row.next.as_deref().unwrap_or("-")) }
+                        td { (row.triggers) }
+                        td { (sparkline(&row.durations)) }
+                    }
+                }
+            } }
+        }
+    }
+}
+
+/// A tiny inline SVG of run durations (no script, no external assets).
+pub fn sparkline(values: &[f64]) -> Markup {
+    if values.len() < 2 {
+        return html! { "-" };
+    }
+    let max = values.iter().cloned().fold(f64::MIN_POSITIVE, f64::max);
+    let step = 80.0 / (values.len() - 1) as f64;
+    let points: Vec<String> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| format!("{:.1},{:.1}", i as f64 * step, 18.0 - v / max * 16.0))
+        .collect();
+    html! {
+        svg width="80" height="20" viewBox="0 0 80 20" role="img" aria-label="run durations" {
+            polyline fill="none" stroke="#3a6ea5" stroke-width="1.5" points=(points.join(" ")) {}
+        }
+    }
+}
+
+pub fn job_runs(job: &str, runs: &[crate::store::Run], csrf: &str) -> Markup {
+    html! {
+        h1 { a href="/jobs" { "Jobs" } " · " (job) }
+        form method="post" action={ "/jobs/" (job) "/run" } {
+            input type="hidden" name="csrf" value=(csrf);
+            button type="submit" id="run" { "Run now" }
+        }
+        div.wrap { table {
+            tr { th { "Run" } th { "Status" } th { "Trigger" } th { "Queued" } th { "Duration" } th { "Detail" } }
+            @for run in runs {
+                tr {
+                    td { a href={ "/jobs/" (job) "/" (run.number) } { "#" (run.number) } }
+                    td { span class={ "status " (run.status.as_str().replace(' ', "")) } { (run.status.as_str()) } }
+                    td { (run.trigger) @if !run.cause.is_empty() { " · " (run.cause) } }
+                    td { (format_time(run.queued_at)) " UTC" }
+                    td { (run_duration(run)) }
+                    td { (run.reason) }
+                }
+            }
+        } }
+    }
+}
+
+fn run_duration(run: &crate::store::Run) -> String {
+    match (run.started_at, run.finished_at) {
+        (0, _) | (_, 0) => "-".into(),
+        (start, end) => format!("{:.1}s", (end - start) as f64 / 1000.0),
+    }
+}
+
+pub struct RunPage<'a> {
+    pub run: &'a crate::store::Run,
+    pub log_html: String,
+    /// How much of the log file `log_html` shows; live events start there.
+    pub log_bytes: usize,
+    pub artifacts: &'a [String],
+    pub children: &'a [crate::store::Run],
+    pub csrf: &'a str,
+}
+
+pub fn run(page: &RunPage<'_>) -> Markup {
+    let r = page.run;
+    html! {
+        h1 { a href="/jobs" { "Jobs" } " · " a href={ "/jobs/" (r.job) } { (r.job) } " #" (r.number) }
+        dl {
+            dt { "Status" } dd { span id="status" class={ "status " (r.status.as_str().replace(' ', "")) } { (r.status.as_str()) } }
+            dt { "Trigger" } dd { (r.trigger) @if !r.cause.is_empty() { " by " (r.cause) } }
+            @if !r.parent.is_empty() { dt { "Parent" } dd { (r.parent) } }
+            @if !page.children.is_empty() {
+                dt { "Started" } dd { @for c in page.children {
+                    a href={ "/jobs/" (c.job) "/" (c.number) } { (c.job) "#" (c.number) } " "
+                } }
+            }
+            @if !r.params.is_empty() { dt { "Parameters" } dd { code { (r.params.replace('\n', " ")) } } }
+            dt { "Queued" } dd { (format_time(r.queued_at)) " UTC" }
+            dt { "Duration" } dd { (run_duration(r)) }
+            @if let Some(code) = r.exit_code { dt { "Exit code" } dd { (code) } }
+            @if !r.reason.is_empty() { dt { "Reason" } dd { (r.reason) } }
+            @if !page.artifacts.is_empty() {
+                dt { "Artifacts" } dd { @for name in page.artifacts {
+                    a href={ "/jobs/" (r.job) "/" (r.number) "/artifacts/" (name) } { (name) } " "
+                } }
+            }
+        }
+        form method="post" action={ "/jobs/" (r.job) "/run" } {
+            input type="hidden" name="csrf" value=(page.csrf);
+            button type="submit" id="run-again" { "Run again" }
+        }
+        h2 { "Log" }
+        pre.log id="log" data-events=(if r.status.is_finished() { String::new() } else { format!("/jobs/{}/{}/events?from={}", r.job, r.number, page.log_bytes) }) {
+            (PreEscaped(&page.log_html))
+        }
+        @if !r.status.is_finished() {
+            script src="/assets/follow.js" defer {}
+        }
     }
 }
 

@@ -289,3 +289,67 @@ fn the_rollback_form_needs_its_csrf_token_and_links_work_once() {
     let releases = stdout(&server.cli(&["releases", &app]));
     assert_eq!(releases.lines().count(), 2, "{releases}");
 }
+
+#[test]
+fn a_running_jobs_log_arrives_live_with_its_colors() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = Server::start();
+    let jobs = server.home.path().join("jobs");
+    std::fs::create_dir_all(&jobs).expect("mkdir");
+    let script = jobs.join("live.run");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\nprintf 'first line\\n'\nsleep 3\nprintf '\\033[31msecond line in red\\033[0m\\n'\nsleep 1\n",
+    )
+    .expect("write");
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let browser = Browser::start();
+    browser.open(&login_link(&server, &server.admin));
+    let out = server.cli(&["jobs:run", "live"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let page = format!("http://gantry.localhost:{}/jobs/live/1", server.http_port);
+    // Wait until the run has started and printed its first line, then load the page.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        browser.open(&page);
+        let source = browser.source();
+        if source.contains("first line") {
+            assert!(!source.contains("second line"), "loaded too late: {source}");
+            assert!(source.contains("follow.js"), "{source}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the run never showed: {source}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Without reloading, the red line arrives over Server-Sent Events, and
+    // the status turns to succeeded when the run ends.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let source = browser.source();
+        let arrived = source
+            .split("<span")
+            .skip(1)
+            .any(|span| span.contains("second line in red") && span.contains("color"));
+        if arrived && source.contains(">succeeded<") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no live update: {source}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The jobs overview and the run list link to it; the badge says passing.
+    browser.open(&format!(
+        "http://gantry.localhost:{}/jobs",
+        server.http_port
+    ));
+    let source = browser.source();
+    assert!(
+        source.contains("href=\"/jobs/live\"") && source.contains("gantry.prune-runs"),
+        "{source}"
+    );
+    let (status, body) =
+        crate::support::http_get(server.http_port, "gantry.localhost", "/badge/live.svg");
+    assert_eq!(status, 200);
+    assert!(body.contains("passing"), "{body}");
+}

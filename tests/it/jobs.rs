@@ -493,3 +493,63 @@ fn failures_recoveries_and_missed_critical_runs_are_sent() {
     let out = server.cli(&["jobs:cancel", "backup", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn retention_prunes_old_runs_logs_and_artifacts_in_a_visible_job() {
+    let mut server = Server::start();
+    server.stop();
+    let toml = server.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
+    text.push_str("runs_keep = 2\nruns_keep_days = 0\nmetrics_token = \"s3cret\"\n");
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    server.launch();
+    job(
+        &server,
+        "often",
+        "echo run $GANTRY_RUN; echo a >\"$GANTRY_ARTIFACTS/a.txt\"",
+        None,
+    );
+    for n in 1..=4 {
+        let out = server.cli(&["jobs:run", "often"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_run(&server, "often", Duration::from_secs(20), |l| {
+            l.starts_with(&format!("#{n} ")) && l.contains("succeeded")
+        });
+    }
+    let out = server.cli(&["jobs:run", "gantry.prune-runs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, "gantry.prune-runs", Duration::from_secs(20), |l| {
+        l.contains("succeeded")
+    });
+    let left: Vec<String> = runs(&server, "often")
+        .iter()
+        .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+        .collect();
+    assert_eq!(left, ["#4", "#3"]);
+    let runs_dir = server.home.path().join("runs/often");
+    assert!(!runs_dir.join("1.log").exists() && !runs_dir.join("2.artifacts").exists());
+    assert!(runs_dir.join("4.log").exists() && runs_dir.join("4.artifacts/a.txt").exists());
+    let (_, text) = log(&server, "gantry.prune-runs", "1");
+    assert!(
+        text.contains("pruned often#1") && text.contains("pruned often#2"),
+        "{text}"
+    );
+
+    // The metrics count what ran, for a scraper with the token only.
+    let metrics = |auth: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-s", "-H", "Host: gantry.localhost"]);
+        if let Some(token) = auth {
+            cmd.args(["-H", &format!("Authorization: Bearer {token}")]);
+        }
+        cmd.arg(format!("http://127.0.0.1:{}/metrics", server.http_port));
+        stdout(&cmd.output().expect("curl"))
+    };
+    let text = metrics(Some("s3cret"));
+    assert!(
+        text.contains("gantry_job_runs_total{job=\"often\",status=\"succeeded\"} 2"),
+        "{text}"
+    );
+    assert!(text.contains("gantry_executors "), "{text}");
+    assert!(metrics(Some("wrong")).contains("metrics need an admin session"));
+}
