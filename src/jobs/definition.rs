@@ -27,8 +27,12 @@ pub enum Concurrency {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobKind {
-    /// An executable on the host (`NAME.run`).
-    Host { script: PathBuf },
+    /// An executable on the host (`NAME.run`), or inside a container of
+    /// `image` when the job names one.
+    Host {
+        script: PathBuf,
+        image: Option<String>,
+    },
     /// A command in a one-off container of the app's live release.
     AppCron { app: AppName, command: String },
     /// gantry's own upkeep: pruning old runs, their logs and artifacts.
@@ -50,6 +54,8 @@ fn builtin_jobs() -> Vec<JobDef> {
         grace: DEFAULT_GRACE,
         env: BTreeMap::new(),
         notify: Vec::new(),
+        run_missed: true,
+        retry_interrupted: false,
     }]
 }
 
@@ -68,6 +74,20 @@ pub struct JobDef {
     pub env: BTreeMap<String, String>,
     /// This job's own alert targets (besides gantry.toml's).
     pub notify: Vec<super::notify::Target>,
+    /// Whether a schedule missed while gantry was down runs once on start.
+    pub run_missed: bool,
+    /// Whether a run interrupted by gantry stopping is run again on start.
+    pub retry_interrupted: bool,
+}
+
+/// What a schedule missed while gantry was down does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Missed {
+    /// One run on start, never one per missed time.
+    #[default]
+    RunOnce,
+    Skip,
 }
 
 /// Default lateness allowed a critical job before it counts as missed.
@@ -92,6 +112,14 @@ struct HostJobFile {
     env: BTreeMap<String, String>,
     #[serde(default)]
     notify: Vec<super::notify::Target>,
+    /// Run the script in a container of this image instead of on the host.
+    image: Option<String>,
+    /// `run-once` (default) or `skip`.
+    #[serde(default)]
+    missed: Missed,
+    /// Run again a run that gantry stopping interrupted.
+    #[serde(default)]
+    retry_interrupted: bool,
 }
 
 /// The host jobs in `dir`; a job whose `.toml` is broken is reported in the
@@ -146,7 +174,10 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
         }
         jobs.push(JobDef {
             name,
-            kind: JobKind::Host { script },
+            kind: JobKind::Host {
+                script,
+                image: file.image.filter(|i| !i.trim().is_empty()),
+            },
             schedule: file.schedule,
             after: file.after,
             timeout: file.timeout.map(Duration::from_secs),
@@ -155,6 +186,8 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
             grace: file.grace.map_or(DEFAULT_GRACE, Duration::from_secs),
             env: file.env,
             notify: file.notify,
+            run_missed: file.missed == Missed::RunOnce,
+            retry_interrupted: file.retry_interrupted,
         });
     }
     (jobs, problems)
@@ -186,6 +219,8 @@ pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
         grace: DEFAULT_GRACE,
         env: BTreeMap::new(),
         notify: Vec::new(),
+        run_missed: true,
+        retry_interrupted: false,
     };
     let mut jobs: Vec<JobDef> = manifest
         .procfile

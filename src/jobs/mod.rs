@@ -250,15 +250,42 @@ pub async fn record_push(
 /// Picks up after a restart: runs left running are interrupted; queued runs
 /// of jobs that still exist go on.
 pub async fn resume(gantry: &Arc<Gantry>) {
-    match gantry.store.interrupt_running_runs().await {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!("{n} run(s) were interrupted by gantry stopping"),
-        Err(err) => tracing::warn!(error = %err, "cannot mark interrupted runs"),
-    }
-    let Ok(queued) = gantry.store.queued_runs().await else {
-        return;
+    let interrupted = match gantry.store.interrupt_running_runs().await {
+        Ok(runs) => runs,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot mark interrupted runs");
+            Vec::new()
+        }
     };
+    // Read before the retries below queue runs of their own.
+    let queued = gantry.store.queued_runs().await.unwrap_or_default();
     let defs = definition::all(gantry).await;
+    for run in &interrupted {
+        tracing::warn!(job = %run.job, run = run.number, "run interrupted by gantry stopping");
+        let Some(def) = defs
+            .iter()
+            .find(|d| d.name == run.job && d.retry_interrupted)
+        else {
+            continue;
+        };
+        let cause = format!("{}#{}", run.job, run.number);
+        let params = run
+            .params
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let retry = Trigger {
+            kind: "retry",
+            cause: &cause,
+            params,
+            parent: &run.parent,
+        };
+        if let Err(err) = trigger(gantry, def.clone(), retry).await {
+            tracing::warn!(job = %run.job, error = %err, "cannot retry an interrupted run");
+        }
+    }
+
     for run in queued {
         match defs.iter().find(|d| d.name == run.job) {
             Some(def) => spawn(gantry.clone(), def.clone(), run),

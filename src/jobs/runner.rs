@@ -177,9 +177,19 @@ async fn execute_inner(
         .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     match &job.kind {
         JobKind::PruneRuns => prune_runs(gantry, &mut log).await,
-        JobKind::Host { script } => {
-            run_script(gantry, job, run, script, log, &artifacts, timeout, cancel).await
+        JobKind::Host {
+            script,
+            image: Some(image),
+        } => {
+            run_in_container(
+                gantry, job, run, script, image, log, &artifacts, timeout, cancel,
+            )
+            .await
         }
+        JobKind::Host {
+            script,
+            image: None,
+        } => run_script(gantry, job, run, script, log, &artifacts, timeout, cancel).await,
         JobKind::AppCron { app, command } => {
             let release = match gantry.store.current_release(app).await {
                 Ok(Some(release)) => release,
@@ -335,4 +345,105 @@ async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
         code: Some(0),
         reason: String::new(),
     }
+}
+
+/// Runs the script inside a container of `image`: the script mounted at
+/// `/gantry/job`, the artifacts directory at `/artifacts`. A timeout or cancel
+/// kills the container, and so everything in it.
+#[allow(clippy::too_many_arguments)]
+async fn run_in_container(
+    gantry: &Gantry,
+    job: &JobDef,
+    run: &Run,
+    script: &std::path::Path,
+    image: &str,
+    mut log: std::fs::File,
+    artifacts: &std::path::Path,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+) -> Ending {
+    use bollard::models::{ContainerCreateBody, HostConfig};
+    use futures_util::StreamExt;
+    let fail = |reason: String| Ending {
+        status: RunStatus::Failed,
+        code: None,
+        reason,
+    };
+    let docker = &gantry.docker;
+    let mut env: Vec<String> = vec![
+        format!("GANTRY_JOB={}", run.job),
+        format!("GANTRY_RUN={}", run.number),
+        "GANTRY_ARTIFACTS=/artifacts".to_owned(),
+    ];
+    env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
+    env.extend(
+        run.params
+            .lines()
+            .filter(|l| l.contains('='))
+            .map(str::to_owned),
+    );
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        entrypoint: Some(vec!["/gantry/job".to_owned()]),
+        cmd: Some(Vec::new()),
+        env: Some(env),
+        working_dir: Some("/artifacts".to_owned()),
+        labels: Some(std::collections::HashMap::from([(
+            "gantry.job".to_owned(),
+            format!("{}#{}", run.job, run.number),
+        )])),
+        host_config: Some(HostConfig {
+            binds: Some(vec![
+                format!("{}:/gantry/job:ro", script.display()),
+                format!("{}:/artifacts", artifacts.display()),
+            ]),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = match docker
+        .create_container(
+            None::<bollard::query_parameters::CreateContainerOptions>,
+            body,
+        )
+        .await
+    {
+        Ok(created) => created,
+        Err(err) => return fail(format!("cannot create a container of {image}: {err}")),
+    };
+    let id = created.id;
+    let outcome = async {
+        docker.start_container(&id, None).await?;
+        let options = bollard::query_parameters::LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .build();
+        let mut logs = docker.logs(&id, Some(options));
+        while let Some(Ok(chunk)) = logs.next().await {
+            let _ = log.write_all(&chunk.into_bytes());
+        }
+        let mut wait = docker.wait_container(&id, None);
+        Ok::<i64, bollard::errors::Error>(match wait.next().await {
+            Some(Ok(response)) => response.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) => return Err(err),
+            None => 1,
+        })
+    };
+    let ending = tokio::select! {
+        outcome = tokio::time::timeout(timeout, outcome) => match outcome {
+            Err(_) => Ending { status: RunStatus::TimedOut, code: None, reason: format!("timed out after {}s; its container was killed", timeout.as_secs()) },
+            Ok(Err(err)) => fail(format!("the container failed: {err}")),
+            Ok(Ok(0)) => Ending { status: RunStatus::Succeeded, code: Some(0), reason: String::new() },
+            Ok(Ok(code)) => Ending { status: RunStatus::Failed, code: Some(code), reason: format!("exit code {code}") },
+        },
+        _ = cancel.cancelled() => Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() },
+    };
+    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+        .force(true)
+        .build();
+    let _ = docker.remove_container(&id, Some(remove)).await;
+    ending
 }

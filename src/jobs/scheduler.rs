@@ -124,7 +124,7 @@ async fn check_overdue(
 async fn run_missed(gantry: &Arc<Gantry>) {
     let now = Local::now();
     for job in super::definition::all(gantry).await {
-        let Some(schedule) = job.schedule.clone() else {
+        let Some(schedule) = job.schedule.clone().filter(|_| job.run_missed) else {
             continue;
         };
         let Ok(Some(last_ms)) = gantry.store.last_scheduled_at(&job.name).await else {

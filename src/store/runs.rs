@@ -226,8 +226,19 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Marks runs left running by a gantry that stopped as interrupted.
-    pub async fn interrupt_running_runs(&self) -> Result<u64> {
+    /// Marks runs left running by a gantry that stopped as interrupted, and
+    /// returns them.
+    pub async fn interrupt_running_runs(&self) -> Result<Vec<Run>> {
+        let rows = sqlx::query(&format!("{RUN_COLUMNS} WHERE status = $1"))
+            .bind(RunStatus::Running.as_str())
+            .fetch_all(&self.pool)
+            .await?;
+        let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
+        self.mark_interrupted().await?;
+        Ok(runs)
+    }
+
+    async fn mark_interrupted(&self) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE runs SET status = $1, finished_at = $2, reason = $3 WHERE status = $4",
         )

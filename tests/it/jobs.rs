@@ -170,6 +170,26 @@ fn host_jobs_run_by_hand_on_schedule_and_after_each_other() {
         assert!(list.contains(needle), "jobs lacks {needle:?}:\n{list}");
     }
 
+    // With `image`, the script runs inside a container of it.
+    job(
+        &server,
+        "boxed",
+        "echo inside $GANTRY_JOB with $MODE\nhostname >\"$GANTRY_ARTIFACTS/host.txt\"",
+        Some("image = \"gantry-examples/busybox:latest\"\nenv = { MODE = \"containers\" }\n"),
+    );
+    let out = server.cli(&["jobs:run", "boxed"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, "boxed", Duration::from_secs(30), |l| {
+        l.contains("succeeded")
+    });
+    let (_, text) = log(&server, "boxed", "1");
+    assert!(text.contains("inside boxed with containers"), "{text}");
+    let inside =
+        std::fs::read_to_string(server.home.path().join("runs/boxed/1.artifacts/host.txt"))
+            .expect("artifact from the container");
+    let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+    assert_ne!(inside.trim(), host.trim(), "it ran on the host");
+
     // Bad input is refused clearly.
     let out = server.cli(&["jobs:run", "nope"]);
     assert!(!out.status.success());
@@ -251,18 +271,34 @@ fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
     job(&server, "busy", &marker, None);
     job(
         &server,
+        "resumable",
+        &format!("{marker}; true"),
+        Some("retry_interrupted = true\n"),
+    );
+    job(
+        &server,
         "every2s",
         "echo beat",
         Some("schedule = \"*/2 * * * * *\"\n"),
     );
-    wait_run(&server, "every2s", Duration::from_secs(20), |l| {
-        l.contains("succeeded")
-    });
-    let out = server.cli(&["jobs:run", "busy"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    wait_run(&server, "busy", Duration::from_secs(20), |l| {
-        l.contains("running")
-    });
+    job(
+        &server,
+        "skipper",
+        "echo beat",
+        Some("schedule = \"*/2 * * * * *\"\nmissed = \"skip\"\n"),
+    );
+    for name in ["every2s", "skipper"] {
+        wait_run(&server, name, Duration::from_secs(20), |l| {
+            l.contains("succeeded")
+        });
+    }
+    for name in ["busy", "resumable"] {
+        let out = server.cli(&["jobs:run", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        wait_run(&server, name, Duration::from_secs(20), |l| {
+            l.contains("running")
+        });
+    }
 
     server.kill9();
     let _ = std::process::Command::new("pkill")
@@ -275,6 +311,19 @@ fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
         l.starts_with("#1")
     });
     assert!(line.contains("interrupted"), "{line}");
+    assert_eq!(runs(&server, "busy").len(), 1, "busy is not retried");
+    let line = wait_run(&server, "resumable", Duration::from_secs(20), |l| {
+        l.starts_with("#2")
+    });
+    assert!(
+        line.contains("retry") && line.contains("by resumable#1"),
+        "{line}"
+    );
+    let _ = server.cli(&["jobs:cancel", "resumable", "2"]);
+    let _ = std::process::Command::new("pkill")
+        .args(["-f", &marker])
+        .status();
+
     let line = wait_run(&server, "every2s", Duration::from_secs(20), |l| {
         l.contains("missed schedule")
     });
@@ -288,6 +337,13 @@ fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
         .filter(|l| l.contains("missed schedule"))
         .count();
     assert_eq!(missed, 1, "{:?}", runs(&server, "every2s"));
+    assert!(
+        !runs(&server, "skipper")
+            .iter()
+            .any(|l| l.contains("missed schedule")),
+        "{:?}",
+        runs(&server, "skipper")
+    );
 }
 
 #[test]
