@@ -225,3 +225,67 @@ async fn apps_and_releases() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_are_numbered_per_job_even_when_queued_at_once() {
+    for (db, store, _dir) in stores().await {
+        let store = std::sync::Arc::new(store);
+        let mut tasks = Vec::new();
+        for i in 0..30 {
+            let store = store.clone();
+            tasks.push(tokio::spawn(async move {
+                let job = if i % 3 == 0 { "other" } else { "busy" };
+                store
+                    .queue_run(job, "manual", "test", "", "")
+                    .await
+                    .map(|run| (run.job, run.number))
+            }));
+        }
+        let mut busy = Vec::new();
+        for task in tasks {
+            let (job, number) = task
+                .await
+                .expect("join")
+                .unwrap_or_else(|e| panic!("{db}: {e}"));
+            if job == "busy" {
+                busy.push(number);
+            }
+        }
+        busy.sort_unstable();
+        assert_eq!(busy, (1..=20).collect::<Vec<i64>>(), "{db}");
+
+        // Start, finish, interrupt, prune.
+        store.start_run("busy", 1).await.expect("start");
+        store
+            .finish_run("busy", 1, RunStatus::Failed, Some(2), "exit code 2")
+            .await
+            .expect("finish");
+        store.start_run("busy", 2).await.expect("start");
+        let interrupted = store.interrupt_running_runs().await.expect("interrupt");
+        assert_eq!(interrupted.len(), 1, "{db}");
+        let run = store.run("busy", 2).await.expect("run").expect("exists");
+        assert_eq!(run.status, RunStatus::Interrupted, "{db}");
+        let run = store.run("busy", 1).await.expect("run").expect("exists");
+        assert_eq!(
+            (run.status, run.exit_code),
+            (RunStatus::Failed, Some(2)),
+            "{db}"
+        );
+        let pruned = store.prune_runs(18, now_ms() + 1).await.expect("prune");
+        assert_eq!(
+            pruned,
+            [("busy".to_string(), 1), ("busy".to_string(), 2)],
+            "{db}"
+        );
+        assert_eq!(
+            store.list_runs("busy", 100).await.expect("list").len(),
+            18,
+            "{db}"
+        );
+        let stats = store.run_stats().await.expect("stats");
+        assert!(
+            stats.iter().any(|s| s.job == "other" && s.count == 10),
+            "{db}: {stats:?}"
+        );
+    }
+}
