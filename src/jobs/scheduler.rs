@@ -1,6 +1,6 @@
-//! Queues scheduled runs. It wakes several times a second and queues a run for
-//! every schedule that came due since it last looked, so a run starts within
-//! a second of its time. On start, a schedule that came due while gantry was
+//! Queues scheduled runs. It sleeps until the next schedule is due (at most a
+//! quarter second, to pick up edits) and queues a run for every schedule that
+//! came due since it last looked, so a run starts right at its time. On start, a schedule that came due while gantry was
 //! down runs once (`missed schedule`), never once per missed time.
 
 use std::sync::Arc;
@@ -36,9 +36,19 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     let mut jobs = Vec::new();
     let mut read_at = std::time::Instant::now() - std::time::Duration::from_secs(2);
     loop {
+        // Sleep until the next schedule comes due (or a tick, to pick up
+        // edited definitions), so runs start right at their time.
+        let nap = jobs
+            .iter()
+            .filter_map(|j: &JobDef| j.schedule.as_deref())
+            .filter_map(|s| next_after(s, &last))
+            .min()
+            .map_or(TICK, |due| {
+                (due - Local::now()).to_std().unwrap_or_default().min(TICK)
+            });
         tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(TICK) => {}
+            _ = tokio::time::sleep(nap) => {}
         }
         if read_at.elapsed() >= std::time::Duration::from_secs(1) {
             jobs = super::definition::all(&gantry).await;
