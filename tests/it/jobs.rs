@@ -383,6 +383,39 @@ fn app_cron_jobs_run_in_the_release_and_pushes_are_runs() {
     let (code, text) = log(&server, &cron, "1");
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cleaning up"), "{text}");
+
+    // Over SSH, a deployer sees and runs its app's jobs only.
+    job(&server, "host-only", "echo secret", None);
+    let dev = crate::support::make_key(server.home.path(), "dev-key");
+    let out = server.cli(&[
+        "keys:add",
+        "dev",
+        crate::support::path_str(&dev.public),
+        "--apps",
+        &app,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = stdout(&server.ssh(&dev, "jobs"));
+    assert!(
+        list.contains(&cron) && !list.contains("host-only"),
+        "{list}"
+    );
+    let out = server.ssh(&dev, "jobs:run host-only");
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no job named host-only"),
+        "{}",
+        stderr(&out)
+    );
+    let out = server.ssh(&dev, &format!("jobs:run {cron}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.ssh(&dev, &format!("jobs:log {cron} 2 -f"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("cleaning up") && text.contains("succeeded"),
+        "{text}"
+    );
 }
 
 /// A local HTTP receiver: records (path, body) of each request; `/broken`
