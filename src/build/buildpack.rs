@@ -523,14 +523,9 @@ fn add_embedded(
 }
 
 async fn exit_code(docker: &Docker, id: &str) -> Result<i64, BuildError> {
-    let mut wait =
-        docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
-    match wait.next().await {
-        Some(Ok(response)) => Ok(response.status_code),
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(err)) => Err(err.into()),
-        None => Err(BuildError::Failed("the builder container vanished".into())),
-    }
+    crate::deploy::container::exit_code(docker, id)
+        .await?
+        .ok_or_else(|| BuildError::Failed("the builder container vanished".into()))
 }
 
 /// One file out of a container (`None`: not there).

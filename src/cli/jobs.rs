@@ -6,21 +6,12 @@
 use chrono::{Local, TimeZone};
 
 use super::{format_time, Caller};
-use crate::jobs::{self, definition, scheduler, Trigger};
-use crate::names::AppName;
+use crate::jobs::{self, Trigger};
 use crate::server::Gantry;
 use crate::store::Run;
 
-/// Whether `caller` may see and run `job`.
-fn allowed(caller: &Caller, job: &str) -> bool {
-    match job.split_once('/') {
-        Some((app, _)) => AppName::parse(app).is_ok_and(|app| caller.may_manage(&app)),
-        None => caller.is_admin(),
-    }
-}
-
 fn require(caller: &Caller, job: &str) -> anyhow::Result<()> {
-    if allowed(caller, job) {
+    if jobs::may_use(caller, job) {
         Ok(())
     } else {
         anyhow::bail!("no job named {job} that this key may use (see `jobs`)")
@@ -43,65 +34,24 @@ fn duration(run: &Run) -> String {
 }
 
 pub async fn list(gantry: &Gantry, caller: &Caller) -> anyhow::Result<String> {
-    let defs: Vec<_> = definition::all(gantry)
-        .await
-        .into_iter()
-        .filter(|d| allowed(caller, &d.name))
-        .collect();
-    let latest = gantry.store.latest_runs().await?;
-    let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
-    // Jobs that only have runs (APP/deploy, jobs since removed) show too.
-    for run in &latest {
-        if allowed(caller, &run.job) && !names.contains(&run.job) {
-            names.push(run.job.clone());
-        }
-    }
-    if names.is_empty() {
+    let jobs = jobs::overview(gantry, caller).await?;
+    if jobs.is_empty() {
         return Ok(format!(
             "no jobs yet: add an executable {}/NAME.run, or cron entries to an app's Procfile\n",
             gantry.config.jobs_dir().display()
         ));
     }
-    names.sort();
-    let now = Local::now();
     let mut out = format!(
         "{:<32} {:<20} {:<19} {}\n",
         "JOB", "LAST RUN", "NEXT RUN", "TRIGGERS"
     );
-    for name in names {
-        let def = defs.iter().find(|d| d.name == name);
-        let last = latest
-            .iter()
-            .find(|r| r.job == name)
-            .map_or_else(|| "-".to_string(), describe);
-        let next = def
-            .and_then(|d| d.schedule.as_deref())
-            .and_then(|s| scheduler::next_after(s, &now))
-            .map_or_else(
-                || "-".to_string(),
-                |t| t.format("%Y-%m-%d %H:%M:%S").to_string(),
-            );
-        let mut triggers = vec![];
-        if let Some(def) = def {
-            if let Some(s) = &def.schedule {
-                triggers.push(format!("schedule {s}"));
-            }
-            if !def.after.is_empty() {
-                triggers.push(format!("after {}", def.after.join(", ")));
-            }
-            if def.critical {
-                triggers.push("critical".into());
-            }
-        } else {
-            triggers.push("push".into());
-        }
+    for job in jobs {
+        let last = job.last.as_ref().map_or_else(|| "-".to_string(), describe);
         out.push_str(&format!(
-            "{name:<32} {last:<20} {next:<19} {}\n",
-            if triggers.is_empty() {
-                "manual".to_string()
-            } else {
-                triggers.join("; ")
-            }
+            "{:<32} {last:<20} {:<19} {}\n",
+            job.name,
+            job.next.as_deref().unwrap_or("-"),
+            job.triggers
         ));
     }
     Ok(out)

@@ -237,3 +237,17 @@ pub async fn list_for_app(
         })
         .collect())
 }
+
+/// Waits for a container to stop and returns its exit code (`None`: it
+/// vanished). bollard reports a non-zero exit as an error; here it is a code.
+pub async fn exit_code(docker: &Docker, id: &str) -> Result<Option<i64>, bollard::errors::Error> {
+    use futures_util::StreamExt;
+    let mut wait =
+        docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    match wait.next().await {
+        Some(Ok(response)) => Ok(Some(response.status_code)),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(Some(code)),
+        Some(Err(err)) => Err(err),
+        None => Ok(None),
+    }
+}

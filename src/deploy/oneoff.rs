@@ -153,13 +153,7 @@ async fn attach_and_wait(
     if let Some(feed) = feed {
         feed.abort();
     }
-    let mut wait = docker.wait_container(id, None);
-    let code = match wait.next().await {
-        Some(Ok(response)) => response.status_code,
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(err)) => return Err(err.into()),
-        None => 1,
-    };
+    let code = super::container::exit_code(docker, id).await?.unwrap_or(1);
     Ok(i32::try_from(code).unwrap_or(1))
 }
 
@@ -217,13 +211,7 @@ pub async fn run_task(
         if !pending.trim().is_empty() {
             on_line(pending.trim_end());
         }
-        let mut wait = docker.wait_container(&id, None);
-        Ok::<i64, anyhow::Error>(match wait.next().await {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(err)) => return Err(err.into()),
-            None => 1,
-        })
+        Ok::<i64, anyhow::Error>(super::container::exit_code(docker, &id).await?.unwrap_or(1))
     }
     .await;
     let remove = RemoveContainerOptionsBuilder::default().force(true).build();

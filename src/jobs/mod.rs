@@ -86,6 +86,84 @@ impl Jobs {
     }
 }
 
+/// Whether `caller` may see and run `job`: an app's jobs (`APP/...`) go with
+/// the app, host jobs and gantry's own with admin rights.
+pub fn may_use(caller: &crate::cli::Caller, job: &str) -> bool {
+    match job.split_once('/') {
+        Some((app, _)) => {
+            crate::names::AppName::parse(app).is_ok_and(|app| caller.may_manage(&app))
+        }
+        None => caller.is_admin(),
+    }
+}
+
+/// One job as the `jobs` list and page show it.
+pub struct Summary {
+    pub name: String,
+    pub last: Option<Run>,
+    /// When its schedule fires next, formatted.
+    pub next: Option<String>,
+    /// `schedule @daily; after backup; critical`, `manual`, or `push`.
+    pub triggers: String,
+}
+
+/// The jobs `caller` may see, by name: every defined job, and jobs that only
+/// have runs (`APP/deploy`, jobs since removed).
+pub async fn overview(
+    gantry: &Gantry,
+    caller: &crate::cli::Caller,
+) -> Result<Vec<Summary>, JobError> {
+    let defs: Vec<JobDef> = definition::all(gantry)
+        .await
+        .into_iter()
+        .filter(|d| may_use(caller, &d.name))
+        .collect();
+    let latest = gantry.store.latest_runs().await?;
+    let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
+    for run in &latest {
+        if may_use(caller, &run.job) && !names.contains(&run.job) {
+            names.push(run.job.clone());
+        }
+    }
+    names.sort();
+    let now = chrono::Local::now();
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let def = defs.iter().find(|d| d.name == name);
+            let triggers = match def {
+                None => "push".to_string(),
+                Some(def) => {
+                    let mut t = Vec::new();
+                    if let Some(s) = &def.schedule {
+                        t.push(format!("schedule {s}"));
+                    }
+                    if !def.after.is_empty() {
+                        t.push(format!("after {}", def.after.join(", ")));
+                    }
+                    if def.critical {
+                        t.push("critical".into());
+                    }
+                    if t.is_empty() {
+                        "manual".into()
+                    } else {
+                        t.join("; ")
+                    }
+                }
+            };
+            Summary {
+                last: latest.iter().find(|r| r.job == name).cloned(),
+                next: def
+                    .and_then(|d| d.schedule.as_deref())
+                    .and_then(|s| scheduler::next_after(s, &now))
+                    .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
+                triggers,
+                name,
+            }
+        })
+        .collect())
+}
+
 /// How a run came about.
 pub struct Trigger<'a> {
     /// `manual`, `schedule`, `missed schedule`, `upstream`, `push`.

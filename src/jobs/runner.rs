@@ -19,6 +19,49 @@ struct Ending {
     reason: String,
 }
 
+impl Ending {
+    fn failed(reason: String) -> Ending {
+        Ending {
+            status: RunStatus::Failed,
+            code: None,
+            reason,
+        }
+    }
+
+    fn cancelled(reason: &str) -> Ending {
+        Ending {
+            status: RunStatus::Cancelled,
+            code: None,
+            reason: reason.to_owned(),
+        }
+    }
+
+    fn timed_out(reason: String) -> Ending {
+        Ending {
+            status: RunStatus::TimedOut,
+            code: None,
+            reason,
+        }
+    }
+
+    /// Succeeded on 0, failed with the code otherwise.
+    fn exited(code: i64) -> Ending {
+        Ending {
+            status: if code == 0 {
+                RunStatus::Succeeded
+            } else {
+                RunStatus::Failed
+            },
+            code: Some(code),
+            reason: if code == 0 {
+                String::new()
+            } else {
+                format!("exit code {code}")
+            },
+        }
+    }
+}
+
 pub async fn execute(
     gantry: &Arc<Gantry>,
     job: &JobDef,
@@ -107,17 +150,12 @@ async fn execute_inner(
     run: &Run,
     cancel: CancellationToken,
 ) -> Ending {
-    let fail = |reason: String| Ending {
-        status: RunStatus::Failed,
-        code: None,
-        reason,
-    };
     let slot = tokio::select! {
         slot = gantry.jobs.slots.clone().acquire_owned() => slot,
-        _ = cancel.cancelled() => return Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled while queued".into() },
+        _ = cancel.cancelled() => return Ending::cancelled("cancelled while queued"),
     };
     let Ok(_slot) = slot else {
-        return fail("the executor pool is closed".into());
+        return Ending::failed("the executor pool is closed".into());
     };
     let others: Vec<_> = gantry
         .jobs
@@ -128,14 +166,10 @@ async fn execute_inner(
     match job.concurrency {
         Concurrency::Allow => {}
         Concurrency::Forbid if !others.is_empty() => {
-            return Ending {
-                status: RunStatus::Cancelled,
-                code: None,
-                reason: format!(
-                    "skipped: run #{} is still going (concurrency = forbid)",
-                    others[0].0
-                ),
-            }
+            return Ending::cancelled(&format!(
+                "skipped: run #{} is still going (concurrency = forbid)",
+                others[0].0
+            ))
         }
         Concurrency::Forbid => {}
         Concurrency::Replace => {
@@ -155,10 +189,12 @@ async fn execute_inner(
     });
     let mut log = match opened {
         Ok(file) => file,
-        Err(err) => return fail(format!("cannot write the log {}: {err}", path.display())),
+        Err(err) => {
+            return Ending::failed(format!("cannot write the log {}: {err}", path.display()))
+        }
     };
     if let Err(err) = gantry.store.start_run(&run.job, run.number).await {
-        return fail(format!("cannot record the start: {err}"));
+        return Ending::failed(format!("cannot record the start: {err}"));
     }
     let _ = writeln!(
         log,
@@ -193,33 +229,22 @@ async fn execute_inner(
         JobKind::AppCron { app, command } => {
             let release = match gantry.store.current_release(app).await {
                 Ok(Some(release)) => release,
-                Ok(None) => return fail(format!("{app} has no live release to run it in")),
-                Err(err) => return fail(err.to_string()),
+                Ok(None) => {
+                    return Ending::failed(format!("{app} has no live release to run it in"))
+                }
+                Err(err) => return Ending::failed(err.to_string()),
             };
             let task = crate::deploy::oneoff::run_task(gantry, &release, command, |line| {
                 let _ = writeln!(log, "{line}");
             });
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(timeout, task) => outcome,
-                _ = cancel.cancelled() => return Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() },
+                _ = cancel.cancelled() => return Ending::cancelled("cancelled"),
             };
             match outcome {
-                Err(_) => Ending {
-                    status: RunStatus::TimedOut,
-                    code: None,
-                    reason: format!("timed out after {}s", timeout.as_secs()),
-                },
-                Ok(Err(err)) => fail(format!("cannot run it: {err}")),
-                Ok(Ok(0)) => Ending {
-                    status: RunStatus::Succeeded,
-                    code: Some(0),
-                    reason: String::new(),
-                },
-                Ok(Ok(code)) => Ending {
-                    status: RunStatus::Failed,
-                    code: Some(code),
-                    reason: format!("exit code {code}"),
-                },
+                Err(_) => Ending::timed_out(format!("timed out after {}s", timeout.as_secs())),
+                Ok(Err(err)) => Ending::failed(format!("cannot run it: {err}")),
+                Ok(Ok(code)) => Ending::exited(code),
             }
         }
     }
@@ -236,14 +261,9 @@ async fn run_script(
     timeout: std::time::Duration,
     cancel: CancellationToken,
 ) -> Ending {
-    let fail = |reason: String| Ending {
-        status: RunStatus::Failed,
-        code: None,
-        reason,
-    };
     let stderr = match log.try_clone() {
         Ok(file) => file,
-        Err(err) => return fail(format!("cannot share the log: {err}")),
+        Err(err) => return Ending::failed(format!("cannot share the log: {err}")),
     };
     let mut command = tokio::process::Command::new(script);
     command
@@ -267,7 +287,7 @@ async fn run_script(
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(err) => return fail(format!("cannot start {}: {err}", script.display())),
+        Err(err) => return Ending::failed(format!("cannot start {}: {err}", script.display())),
     };
     let pid = child.id();
     let kill_tree = || {
@@ -282,21 +302,20 @@ async fn run_script(
     tokio::select! {
         status = child.wait() => match status {
             Ok(status) => match status.code() {
-                Some(0) => Ending { status: RunStatus::Succeeded, code: Some(0), reason: String::new() },
-                Some(code) => Ending { status: RunStatus::Failed, code: Some(i64::from(code)), reason: format!("exit code {code}") },
-                None => fail("killed by a signal".into()),
+                Some(code) => Ending::exited(i64::from(code)),
+                None => Ending::failed("killed by a signal".into()),
             },
-            Err(err) => fail(format!("cannot wait for it: {err}")),
+            Err(err) => Ending::failed(format!("cannot wait for it: {err}")),
         },
         _ = tokio::time::sleep(timeout) => {
             kill_tree();
             let _ = child.wait().await;
-            Ending { status: RunStatus::TimedOut, code: None, reason: format!("timed out after {}s; its process tree was killed", timeout.as_secs()) }
+            Ending::timed_out(format!("timed out after {}s; its process tree was killed", timeout.as_secs()))
         }
         _ = cancel.cancelled() => {
             kill_tree();
             let _ = child.wait().await;
-            Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() }
+            Ending::cancelled("cancelled")
         }
     }
 }
@@ -326,13 +345,7 @@ async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
     );
     let doomed = match gantry.store.prune_runs(config.runs_keep, cutoff).await {
         Ok(doomed) => doomed,
-        Err(err) => {
-            return Ending {
-                status: RunStatus::Failed,
-                code: None,
-                reason: format!("cannot prune runs: {err}"),
-            }
-        }
+        Err(err) => return Ending::failed(format!("cannot prune runs: {err}")),
     };
     for (job, number) in &doomed {
         let _ = std::fs::remove_file(super::log_path(gantry, job, *number));
@@ -340,11 +353,7 @@ async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
         let _ = writeln!(log, "pruned {job}#{number}");
     }
     let _ = writeln!(log, "pruned {} run(s)", doomed.len());
-    Ending {
-        status: RunStatus::Succeeded,
-        code: Some(0),
-        reason: String::new(),
-    }
+    Ending::exited(0)
 }
 
 /// Runs the script inside a container of `image`: the script mounted at
@@ -364,11 +373,6 @@ async fn run_in_container(
 ) -> Ending {
     use bollard::models::{ContainerCreateBody, HostConfig};
     use futures_util::StreamExt;
-    let fail = |reason: String| Ending {
-        status: RunStatus::Failed,
-        code: None,
-        reason,
-    };
     let docker = &gantry.docker;
     let mut env: Vec<String> = vec![
         format!("GANTRY_JOB={}", run.job),
@@ -410,7 +414,7 @@ async fn run_in_container(
         .await
     {
         Ok(created) => created,
-        Err(err) => return fail(format!("cannot create a container of {image}: {err}")),
+        Err(err) => return Ending::failed(format!("cannot create a container of {image}: {err}")),
     };
     let id = created.id;
     let outcome = async {
@@ -424,22 +428,19 @@ async fn run_in_container(
         while let Some(Ok(chunk)) = logs.next().await {
             let _ = log.write_all(&chunk.into_bytes());
         }
-        let mut wait = docker.wait_container(&id, None);
-        Ok::<i64, bollard::errors::Error>(match wait.next().await {
-            Some(Ok(response)) => response.status_code,
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-            Some(Err(err)) => return Err(err),
-            None => 1,
-        })
+        Ok::<i64, bollard::errors::Error>(
+            crate::deploy::container::exit_code(docker, &id)
+                .await?
+                .unwrap_or(1),
+        )
     };
     let ending = tokio::select! {
         outcome = tokio::time::timeout(timeout, outcome) => match outcome {
-            Err(_) => Ending { status: RunStatus::TimedOut, code: None, reason: format!("timed out after {}s; its container was killed", timeout.as_secs()) },
-            Ok(Err(err)) => fail(format!("the container failed: {err}")),
-            Ok(Ok(0)) => Ending { status: RunStatus::Succeeded, code: Some(0), reason: String::new() },
-            Ok(Ok(code)) => Ending { status: RunStatus::Failed, code: Some(code), reason: format!("exit code {code}") },
+            Err(_) => Ending::timed_out(format!("timed out after {}s; its container was killed", timeout.as_secs())),
+            Ok(Err(err)) => Ending::failed(format!("the container failed: {err}")),
+            Ok(Ok(code)) => Ending::exited(code),
         },
-        _ = cancel.cancelled() => Ending { status: RunStatus::Cancelled, code: None, reason: "cancelled".into() },
+        _ = cancel.cancelled() => Ending::cancelled("cancelled"),
     };
     let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
         .force(true)

@@ -5,7 +5,6 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
-use chrono::Local;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
 use hyper::header::{self, HeaderValue};
@@ -13,20 +12,15 @@ use hyper::Response;
 
 use super::pages;
 use crate::cli::Caller;
-use crate::jobs::{self, definition, scheduler, Trigger};
-use crate::names::AppName;
+use crate::jobs::{self, Trigger};
 use crate::server::Gantry;
 use crate::store::{Run, RunStatus};
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
-/// Whether `caller` may see `job`: an app's jobs go with the app, host jobs
-/// with admin rights.
+/// Whether `caller` may see `job` (as on the command line).
 pub fn visible(caller: &Caller, job: &str) -> bool {
-    match job.split_once('/') {
-        Some((app, _)) => AppName::parse(app).is_ok_and(|app| caller.may_manage(&app)),
-        None => caller.is_admin(),
-    }
+    jobs::may_use(caller, job)
 }
 
 /// `["jobs", ...rest]` split into the job name and what follows it: job names
@@ -50,26 +44,11 @@ pub async fn list_page(
     caller: &Caller,
     csrf: &str,
 ) -> anyhow::Result<maud::Markup> {
-    let defs: Vec<_> = definition::all(gantry)
-        .await
-        .into_iter()
-        .filter(|d| visible(caller, &d.name))
-        .collect();
-    let latest = gantry.store.latest_runs().await?;
-    let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
-    for run in &latest {
-        if visible(caller, &run.job) && !names.contains(&run.job) {
-            names.push(run.job.clone());
-        }
-    }
-    names.sort();
-    let now = Local::now();
     let mut rows = Vec::new();
-    for name in names {
-        let def = defs.iter().find(|d| d.name == name);
+    for job in jobs::overview(gantry, caller).await? {
         let mut durations: Vec<f64> = gantry
             .store
-            .list_runs(&name, 20)
+            .list_runs(&job.name, 20)
             .await?
             .iter()
             .filter(|r| r.started_at > 0 && r.finished_at > 0)
@@ -77,33 +56,11 @@ pub async fn list_page(
             .collect();
         durations.reverse();
         rows.push(pages::JobRow {
-            last: latest.iter().find(|r| r.job == name).cloned(),
-            next: def
-                .and_then(|d| d.schedule.as_deref())
-                .and_then(|s| scheduler::next_after(s, &now))
-                .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()),
-            triggers: match def {
-                Some(d) => {
-                    let mut t = vec![];
-                    if let Some(s) = &d.schedule {
-                        t.push(format!("schedule {s}"));
-                    }
-                    if !d.after.is_empty() {
-                        t.push(format!("after {}", d.after.join(", ")));
-                    }
-                    if d.critical {
-                        t.push("critical".into());
-                    }
-                    if t.is_empty() {
-                        "manual".into()
-                    } else {
-                        t.join("; ")
-                    }
-                }
-                None => "push".into(),
-            },
+            name: job.name,
+            last: job.last,
+            next: job.next,
+            triggers: job.triggers,
             durations,
-            name,
         });
     }
     Ok(pages::layout("Jobs", Some(csrf), pages::jobs(&rows)))

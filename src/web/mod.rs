@@ -283,12 +283,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
         (&Method::POST, ["apps", name, "releases", version, "rollback"]) => {
             let (name, version) = (name.to_string(), version.to_string());
             if !form_csrf_matches(req, csrf).await {
-                return Ok(problem(
-                    StatusCode::FORBIDDEN,
-                    "Refused",
-                    "The form's CSRF token is missing or wrong; reload the page.",
-                    Some(csrf),
-                ));
+                return Ok(csrf_refused(csrf));
             }
             match crate::cli::rollback(gantry, caller, &name, Some(&version)).await {
                 Ok(_) => Ok(redirect(&format!("/apps/{name}/releases"), None)),
@@ -344,12 +339,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
                 return Ok(not_found(csrf));
             }
             if !form_csrf_matches(req, csrf).await {
-                return Ok(problem(
-                    StatusCode::FORBIDDEN,
-                    "Refused",
-                    "The form's CSRF token is missing or wrong; reload the page.",
-                    Some(csrf),
-                ));
+                return Ok(csrf_refused(csrf));
             }
             match jobs::run_now(gantry, caller, &job).await {
                 Ok(run) => Ok(redirect(&format!("/jobs/{}/{}", run.job, run.number), None)),
@@ -381,6 +371,15 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
         }
         _ => Ok(not_found(csrf)),
     }
+}
+
+fn csrf_refused(csrf: &str) -> Response<Full<Bytes>> {
+    problem(
+        StatusCode::FORBIDDEN,
+        "Refused",
+        "The form's CSRF token is missing or wrong; reload the page.",
+        Some(csrf),
+    )
 }
 
 fn not_found(csrf: &str) -> Response<Full<Bytes>> {
