@@ -26,7 +26,8 @@ start_gantry() {
   HTTP_PORT=$(free_port)
   KEY="$BENCH_DIR/key"
   ssh-keygen -q -t ed25519 -N '' -f "$KEY"
-  printf 'docker_network = "gantry-bench"\nstop_grace = 2\n%s\n' "${EXTRA_TOML:-}" > "$BENCH_DIR/gantry.toml"
+  HTTPS_PORT=$(free_port)
+  printf 'docker_network = "gantry-bench"\nstop_grace = 2\nhttps_listen = "127.0.0.1:%s"\n%s\n' "$HTTPS_PORT" "${EXTRA_TOML:-}" > "$BENCH_DIR/gantry.toml"
   [ -z "${BEFORE_START:-}" ] || "$BEFORE_START"
   HOME="$BENCH_DIR" "$GANTRY" --home "$BENCH_DIR" keys:add bench "$KEY.pub" --admin >/dev/null
   HOME="$BENCH_DIR" "$GANTRY" --home "$BENCH_DIR" serve \

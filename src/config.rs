@@ -33,6 +33,7 @@ pub struct Overrides {
     pub domain: Option<String>,
     pub ssh_listen: Option<SocketAddr>,
     pub http_listen: Option<SocketAddr>,
+    pub https_listen: Option<SocketAddr>,
     pub database_url: Option<String>,
 }
 
@@ -58,6 +59,7 @@ impl Overrides {
             domain: var("GANTRY_DOMAIN"),
             ssh_listen: addr("GANTRY_SSH_LISTEN")?,
             http_listen: addr("GANTRY_HTTP_LISTEN")?,
+            https_listen: addr("GANTRY_HTTPS_LISTEN")?,
             database_url: var("GANTRY_DATABASE_URL"),
         })
     }
@@ -71,6 +73,7 @@ struct FileConfig {
     domain: Option<String>,
     ssh_listen: Option<SocketAddr>,
     http_listen: Option<SocketAddr>,
+    https_listen: Option<SocketAddr>,
     database_url: Option<String>,
     /// Seconds a new container has to answer HTTP before its deploy fails.
     health_timeout: Option<u64>,
@@ -108,6 +111,7 @@ pub struct Config {
     pub domain: String,
     pub ssh_listen: SocketAddr,
     pub http_listen: SocketAddr,
+    pub https_listen: SocketAddr,
     pub database_url: String,
     pub health_timeout: Duration,
     pub stop_grace: Duration,
@@ -156,6 +160,10 @@ impl Config {
                 .http_listen
                 .or(file.http_listen)
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            https_listen: overrides
+                .https_listen
+                .or(file.https_listen)
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8443))),
             database_url,
             health_timeout: Duration::from_secs(file.health_timeout.unwrap_or(60)),
             stop_grace: Duration::from_secs(file.stop_grace.unwrap_or(10)),
@@ -228,6 +236,11 @@ impl Config {
 
     pub fn run_dir(&self) -> PathBuf {
         self.home.join("run")
+    }
+
+    /// Certificates: `HOST.pem` (chain) and `HOST.key`.
+    pub fn certs_dir(&self) -> PathBuf {
+        self.home.join("certs")
     }
 
     /// The control socket that hooks and the local CLI use to reach `serve`.

@@ -19,6 +19,7 @@
 
 pub mod artifacts;
 pub mod build;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod control;

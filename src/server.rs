@@ -27,6 +27,8 @@ pub struct Gantry {
     pub locks: AppLocks,
     pub pushes: PushSessions,
     pub jobs: crate::jobs::Jobs,
+    /// The certificates HTTPS serves, by host.
+    pub certs: Arc<gantry_proxy::CertStore>,
 }
 
 impl Gantry {
@@ -50,6 +52,7 @@ impl Gantry {
             routes: Arc::new(RouteTable::new()),
             locks: AppLocks::default(),
             jobs,
+            certs: Arc::new(gantry_proxy::CertStore::new()),
             pushes: PushSessions::default(),
         })
     }
@@ -105,6 +108,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.http_listen
             )
         })?;
+    let https_listener = TcpListener::bind(config.https_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen for HTTPS on {} (pass --https-listen ADDR)",
+                config.https_listen
+            )
+        })?;
     // The dashboard listens on loopback; the proxy routes gantry.DOMAIN to it.
     let web_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -122,7 +133,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::build::buildpack::remove_stale_builders(&gantry.docker, &names).await;
     }
 
+    crate::certs::load_all(&gantry).await;
     print_banner(&gantry, &ssh_listener, &http_listener, first_key.as_deref());
+    if let Ok(addr) = https_listener.local_addr() {
+        println!(
+            "  https:     https://{addr}{}",
+            if gantry.config.domain == "localhost" {
+                " (a self-signed certificate for *.localhost; gantry certs:add for your own)"
+            } else {
+                " (gantry certs:add APP CERT KEY gives an app its certificate)"
+            }
+        );
+    }
 
     let gantry = Arc::new(gantry);
     let shutdown = CancellationToken::new();
@@ -138,6 +160,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     tasks.spawn(crate::web::serve(
         web_listener,
         gantry.clone(),
+        shutdown.child_token(),
+    ));
+    tasks.spawn(gantry_proxy::serve_tls(
+        https_listener,
+        proxy.clone(),
+        gantry.certs.clone(),
         shutdown.child_token(),
     ));
     tasks.spawn(gantry_proxy::serve(

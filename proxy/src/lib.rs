@@ -7,13 +7,16 @@
 //!
 //! Layout: [`routes`] holds the swappable route table, [`forward`] rewrites and
 //! forwards one request, [`pages`] renders the proxy's own error pages, and
-//! [`serve`] accepts connections and ties them together.
+//! [`serve`] accepts connections and ties them together, [`tls`] holds the
+//! certificates HTTPS picks by SNI.
 
 pub mod forward;
 pub mod pages;
 pub mod routes;
 mod serve;
+pub mod tls;
 mod tracked;
 
 pub use routes::{Backend, InFlight, Route, RouteTable};
-pub use serve::{serve, Proxy};
+pub use serve::{serve, serve_tls, Proxy};
+pub use tls::{CertStore, LocalCa};

@@ -116,6 +116,8 @@ impl Route {
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: RwLock<HashMap<String, Arc<Route>>>,
+    /// Extra host names (custom domains) → the host whose route serves them.
+    aliases: RwLock<HashMap<String, String>>,
 }
 
 impl RouteTable {
@@ -146,11 +148,36 @@ impl RouteTable {
         routes.remove(&host)
     }
 
-    /// The route for a `Host` header value (`Example.com:8080` finds `example.com`).
+    /// The route for a `Host` header value (`Example.com:8080` finds `example.com`),
+    /// following an alias to the host that serves it.
     pub fn lookup(&self, host_header: &str) -> Option<Arc<Route>> {
-        let host = normalize_host(host_header);
+        let mut host = normalize_host(host_header);
+        if let Some(target) = self
+            .aliases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&host)
+        {
+            host = target.clone();
+        }
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
         routes.get(&host).cloned()
+    }
+
+    /// Serves `alias` (a custom domain) with whatever route `host` has, now
+    /// and after every change to it.
+    pub fn alias(&self, alias: &str, host: &str) {
+        self.aliases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(normalize_host(alias), normalize_host(host));
+    }
+
+    pub fn unalias(&self, alias: &str) {
+        self.aliases
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&normalize_host(alias));
     }
 
     /// Every routed host, sorted; for status output and tests.

@@ -30,6 +30,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Proxy {
     routes: Arc<RouteTable>,
     client: Client<HttpConnector, Incoming>,
+    challenges: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
 }
 
 impl Proxy {
@@ -42,11 +43,33 @@ impl Proxy {
             .pool_max_idle_per_host(256)
             .set_host(false)
             .build(connector);
-        Proxy { routes, client }
+        Proxy {
+            routes,
+            client,
+            challenges: Arc::default(),
+        }
     }
 
     pub fn routes(&self) -> &Arc<RouteTable> {
         &self.routes
+    }
+
+    /// The HTTP-01 challenge answers an ACME client has asked the proxy to
+    /// serve at `/.well-known/acme-challenge/TOKEN`, for any host.
+    pub fn challenges(&self) -> &Arc<std::sync::RwLock<std::collections::HashMap<String, String>>> {
+        &self.challenges
+    }
+
+    fn acme_answer(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
+        let token = req
+            .uri()
+            .path()
+            .strip_prefix("/.well-known/acme-challenge/")?;
+        let answers = self.challenges.read().unwrap_or_else(|e| e.into_inner());
+        let answer = answers.get(token)?.clone();
+        Some(full(Response::new(http_body_util::Full::new(Bytes::from(
+            answer,
+        )))))
     }
 
     /// Answers one request: route by host, forward, or say why not.
@@ -54,7 +77,11 @@ impl Proxy {
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        proto: &'static str,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        if let Some(answer) = self.acme_answer(&req) {
+            return Ok(answer);
+        }
         let Some(host) = forward::request_host(&req) else {
             return Ok(full(pages::bad_request("The request has no Host header.")));
         };
@@ -65,7 +92,7 @@ impl Proxy {
             return Ok(full(pages::unavailable(&route.name)));
         };
         let in_flight = backend.begin();
-        if let Err(err) = forward::prepare_request(&mut req, backend.addr, peer.ip(), "http") {
+        if let Err(err) = forward::prepare_request(&mut req, backend.addr, peer.ip(), proto) {
             tracing::debug!(%err, "cannot forward");
             return Ok(full(pages::bad_request(&err.to_string())));
         }
@@ -120,7 +147,7 @@ pub async fn serve(
         let proxy = proxy.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
-            async move { proxy.handle(req, peer).await }
+            async move { proxy.handle(req, peer, "http").await }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -134,6 +161,71 @@ pub async fn serve(
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_secs(30)) => {
             tracing::warn!("in-flight requests still running after 30 s; closing them");
+        }
+    }
+    Ok(())
+}
+
+/// Serves HTTPS on `listener`: TLS 1.2 and 1.3 with rustls, the certificate
+/// picked by SNI from `certs`, HTTP/2 or HTTP/1.1 by ALPN; then the same
+/// routing as plain HTTP. Stops like [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    certs: Arc<crate::tls::CertStore>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = GracefulShutdown::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(err) => {
+                    tracing::warn!(error = %err, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let proxy = proxy.clone();
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            // A client that never finishes its handshake is dropped.
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer, "https").await }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %err, "TLS connection ended with an error");
+            }
+        });
+    }
+    tokio::select! {
+        _ = graceful.shutdown() => {}
+        _ = tokio::time::sleep(Duration::from_secs(30)) => {
+            tracing::warn!("in-flight HTTPS requests still running after 30 s; closing them");
         }
     }
     Ok(())

@@ -9,6 +9,7 @@
 mod apps;
 mod artifacts;
 mod config;
+mod domains;
 mod jobs;
 mod keys;
 mod ps;
@@ -69,6 +70,9 @@ pub struct ServeArgs {
     /// Address of the HTTP proxy [default: 0.0.0.0:8080]
     #[arg(long, env = "GANTRY_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Address of the HTTPS proxy [default: 0.0.0.0:8443]
+    #[arg(long, env = "GANTRY_HTTPS_LISTEN", value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
     /// sqlite://PATH or postgres://… [default: sqlite://$GANTRY_HOME/gantry.db]
     #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
@@ -155,6 +159,23 @@ pub enum ManageCommand {
         key: String,
         /// A number of releases (at least 1); omit it for the default (5)
         value: Option<String>,
+    },
+    /// The host names an app answers on: APP.DOMAIN and its custom domains
+    Domains { app: String },
+    /// Let an app answer on a domain of yours too (point its DNS here)
+    #[command(name = "domains:add")]
+    DomainsAdd { app: String, domain: String },
+    /// Stop an app answering on a custom domain
+    #[command(name = "domains:remove")]
+    DomainsRemove { app: String, domain: String },
+    /// Each of an app's hosts and its HTTPS certificate: issuer, names, expiry
+    Certs { app: String },
+    /// Install a certificate you bring: PEM chain and key files (`- -` reads both from standard input)
+    #[command(name = "certs:add")]
+    CertsAdd {
+        app: String,
+        cert_file: String,
+        key_file: String,
     },
     /// Jobs: host jobs and app cron jobs, with their last run and next scheduled time
     Jobs,
@@ -254,6 +275,7 @@ impl ManageCommand {
     /// Whether the command reads its input from standard input.
     pub fn reads_stdin(&self) -> bool {
         matches!(self, ManageCommand::KeysAdd { pubkey_file, .. } if pubkey_file == "-")
+            || matches!(self, ManageCommand::CertsAdd { cert_file, .. } if cert_file == "-")
     }
 
     /// Commands whose output streams while they run (see [`execute_streaming`]).
@@ -431,6 +453,15 @@ pub async fn execute(
         ManageCommand::WebLogin => crate::web::auth::login_link(gantry, caller).await.map(|link| {
             format!("Open this link within 10 minutes to log in to the dashboard (it works once):\n  {link}\n")
         }),
+        ManageCommand::Domains { app } => domains::list(gantry, caller, &app).await,
+        ManageCommand::DomainsAdd { app, domain } => {
+            domains::add(gantry, caller, &app, &domain).await
+        }
+        ManageCommand::DomainsRemove { app, domain } => {
+            domains::remove(gantry, caller, &app, &domain).await
+        }
+        ManageCommand::Certs { app } => domains::show_certs(gantry, caller, &app).await,
+        ManageCommand::CertsAdd { app, .. } => domains::add_cert(gantry, caller, &app, stdin).await,
         ManageCommand::Jobs => jobs::list(gantry, caller).await,
         ManageCommand::JobsRun {
             job,
@@ -586,6 +617,7 @@ pub async fn run(cli: Cli) -> i32 {
                 domain: args.domain,
                 ssh_listen: args.ssh_listen,
                 http_listen: args.http_listen,
+                https_listen: args.https_listen,
                 database_url: args.database_url,
             };
             match Config::resolve(overrides) {
@@ -654,6 +686,26 @@ async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow:
                 .map_err(|e| anyhow::anyhow!("cannot read {pubkey_file}: {e}"))?
         };
         *pubkey_file = "-".into();
+        stdin = Some(text);
+    }
+    // Certificate and key files too: sent as one PEM text.
+    if let ManageCommand::CertsAdd {
+        cert_file,
+        key_file,
+        ..
+    } = &mut command
+    {
+        let text = if cert_file == "-" {
+            std::io::read_to_string(std::io::stdin())?
+        } else {
+            let read = |path: &str| {
+                std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
+            };
+            format!("{}\n{}", read(cert_file)?, read(key_file)?)
+        };
+        *cert_file = "-".into();
+        *key_file = "-".into();
         stdin = Some(text);
     }
     if let Some(stream) = crate::control::client::connect(&config.socket_path()).await {

@@ -27,6 +27,8 @@ pub enum StoreError {
     Duplicate(String),
     #[error("{0} does not exist")]
     NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
     #[error("unexpected value in the database: {0}")]
     Corrupt(String),
     #[error("cannot create the database directory {0}: {1}")]
@@ -278,13 +280,15 @@ impl Store {
         .await
     }
 
-    /// Deletes an app and its release records.
+    /// Deletes an app, its release records and its domains.
     pub async fn delete_app(&self, name: &AppName) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM releases WHERE app = $1")
-            .bind(name.as_str())
-            .execute(&mut *tx)
-            .await?;
+        for table in ["releases", "domains"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE app = $1"))
+                .bind(name.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
         let done = sqlx::query("DELETE FROM apps WHERE name = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -294,6 +298,52 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    // ---- domains ----
+
+    /// Adds `host` to `app`; a host another app has is refused.
+    pub async fn add_domain(&self, app: &AppName, host: &str) -> Result<()> {
+        if let Some(owner) = self.domain_owner(host).await? {
+            return Err(StoreError::Conflict(format!(
+                "{host} already belongs to app {owner}"
+            )));
+        }
+        sqlx::query("INSERT INTO domains (host, app, added_at) VALUES ($1, $2, $3)")
+            .bind(host)
+            .bind(app.as_str())
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Removes `host` from `app`; false if the app did not have it.
+    pub async fn remove_domain(&self, app: &AppName, host: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM domains WHERE host = $1 AND app = $2")
+            .bind(host)
+            .bind(app.as_str())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    pub async fn domain_owner(&self, host: &str) -> Result<Option<String>> {
+        let row = sqlx::query("SELECT app FROM domains WHERE host = $1")
+            .bind(host)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("app")).transpose()?)
+    }
+
+    /// Every custom domain as (host, app), by host.
+    pub async fn list_domains(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT host, app FROM domains ORDER BY host")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("host")?, r.try_get("app")?)))
+            .collect()
     }
 
     // ---- releases ----

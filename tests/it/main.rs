@@ -5,6 +5,7 @@
 mod access;
 mod browser;
 mod buildpacks;
+mod https;
 mod jobs;
 mod manifest;
 mod processes;

@@ -47,6 +47,8 @@ fn first_serve_registers_the_users_key_as_admin() {
             &ports[0],
             "--http-listen",
             &ports[1],
+            "--https-listen",
+            "127.0.0.1:0",
         ])
         .env("HOME", user_home.path())
         .env("GANTRY_DOMAIN", "apps.test")

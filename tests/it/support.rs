@@ -100,6 +100,7 @@ pub struct Server {
     pub http_port: u16,
     pub admin: Key,
     pub network: String,
+    pub https_port: u16,
     pub database_url: Option<String>,
     child: Option<Child>,
     pub banner: String,
@@ -115,9 +116,12 @@ impl Server {
         ensure_base_image();
         let home = tempfile::tempdir().expect("tempdir");
         let network = unique("gantry-test");
+        let https_port = free_port();
         std::fs::write(
             home.path().join("gantry.toml"),
-            format!("health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\n"),
+            format!(
+                "health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n"
+            ),
         )
         .expect("write gantry.toml");
         let admin = make_key(home.path(), "admin-key");
@@ -126,6 +130,7 @@ impl Server {
             http_port: free_port(),
             admin,
             network,
+            https_port,
             database_url,
             child: None,
             banner: String::new(),

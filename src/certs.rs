@@ -1,0 +1,322 @@
+//! HTTPS for apps: custom domains and the certificates the proxy serves.
+//!
+//! Certificates live in `$GANTRY_HOME/certs` as `HOST.pem` (the chain) and
+//! `HOST.key`, and are loaded into the proxy's SNI store at start and whenever
+//! one is added, without a restart. With the `localhost` domain, a local
+//! development CA (`certs/_localhost-ca.pem`, made once) signs a certificate
+//! for each `*.localhost` host on first use, so HTTPS works in development. Custom domains (`domains:add`) route
+//! to the app like its own `APP.DOMAIN`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use gantry_proxy::tls;
+
+use crate::names::AppName;
+use crate::server::Gantry;
+
+/// The file name stem of the development CA (trust `_localhost-ca.pem`).
+const LOCAL_CA: &str = "_localhost-ca";
+
+fn paths(gantry: &Gantry, stem: &str) -> (PathBuf, PathBuf) {
+    let dir = gantry.config.certs_dir();
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
+}
+
+/// File stem for a host (`*.example.com` is stored as `_wildcard.example.com`).
+fn stem(host: &str) -> String {
+    host.replace('*', "_wildcard")
+}
+
+fn host_of(stem: &str) -> String {
+    stem.replace("_wildcard", "*")
+}
+
+/// Loads every stored certificate, routes every custom domain, and sets the
+/// self-signed development certificate when the domain is `localhost`.
+pub async fn load_all(gantry: &Gantry) {
+    let dir = gantry.config.certs_dir();
+    if let Err(err) = std::fs::create_dir_all(&dir) {
+        tracing::warn!(dir = %dir.display(), error = %err, "cannot create the certificate directory");
+    }
+    if gantry.config.domain == "localhost" {
+        let (cert, key) = paths(gantry, LOCAL_CA);
+        match gantry_proxy::LocalCa::load_or_create(&cert, &key) {
+            Ok(ca) => {
+                if let Ok(key) = ca.issue("localhost") {
+                    gantry.certs.set_default(Arc::new(key));
+                }
+                gantry.certs.set_local_ca(ca);
+            }
+            Err(err) => tracing::warn!(error = %err, "no development CA for *.localhost"),
+        }
+    }
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        for path in entries.flatten().map(|e| e.path()) {
+            let Some(stem) = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pem"))
+                .filter(|s| *s != LOCAL_CA)
+                .map(str::to_owned)
+            else {
+                continue;
+            };
+            match read_pair(&path, &path.with_extension("key")) {
+                Ok(key) => gantry.certs.set(&host_of(&stem), Arc::new(key)),
+                Err(err) => {
+                    tracing::warn!(cert = %path.display(), error = %err, "certificate not loaded")
+                }
+            }
+        }
+    }
+    match gantry.store.list_domains().await {
+        Ok(domains) => {
+            for (host, app) in domains {
+                if let Ok(app) = AppName::parse(&app) {
+                    gantry.routes.alias(&host, &gantry.config.app_host(&app));
+                }
+            }
+        }
+        Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
+    }
+}
+
+fn read_pair(chain: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
+    let chain = std::fs::read(chain)?;
+    let key = std::fs::read(key)?;
+    Ok(tls::certified_key(&chain, &key)?)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(bytes)
+}
+
+/// The host names an app answers on: `APP.DOMAIN` and its custom domains.
+pub async fn hosts(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<String>> {
+    let mut hosts = vec![gantry.config.app_host(app)];
+    hosts.extend(
+        gantry
+            .store
+            .list_domains()
+            .await?
+            .into_iter()
+            .filter(|(_, owner)| owner == app.as_str())
+            .map(|(host, _)| host),
+    );
+    Ok(hosts)
+}
+
+/// Checks a host name for `domains:add`: DNS labels, at least two of them.
+pub fn check_domain(host: &str) -> anyhow::Result<String> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    let labels: Vec<&str> = host.split('.').collect();
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    };
+    let wildcard_ok = labels.first() == Some(&"*") && labels.len() > 2;
+    if host.len() > 253
+        || labels.len() < 2
+        || !labels
+            .iter()
+            .enumerate()
+            .all(|(i, l)| label_ok(l) || (i == 0 && wildcard_ok))
+    {
+        anyhow::bail!(
+            "{host:?} is not a domain name: use labels of letters, digits and '-', separated by dots (a leading *. for a wildcard)"
+        );
+    }
+    Ok(host)
+}
+
+pub async fn add_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow::Result<String> {
+    let host = check_domain(host)?;
+    if host == gantry.config.dashboard_host
+        || host.ends_with(&format!(".{}", gantry.config.domain)) && !host.starts_with("*.")
+    {
+        if gantry.config.app_host(app) == host {
+            anyhow::bail!("{host} is {app}'s own host name already");
+        }
+        anyhow::bail!(
+            "{host} is under gantry's own domain {}; pick a domain of yours",
+            gantry.config.domain
+        );
+    }
+    gantry.store.add_domain(app, &host).await?;
+    gantry.routes.alias(&host, &gantry.config.app_host(app));
+    Ok(format!(
+        "{app} now answers on {host} (point its DNS at this server; gantry certs:add {app} CERT KEY for HTTPS)\n"
+    ))
+}
+
+pub async fn remove_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow::Result<String> {
+    let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+    if !gantry.store.remove_domain(app, &host).await? {
+        anyhow::bail!("{app} has no domain {host} (see gantry domains {app})");
+    }
+    gantry.routes.unalias(&host);
+    Ok(format!("{app} no longer answers on {host}\n"))
+}
+
+/// Installs a certificate the user brings for one of the app's hosts.
+pub async fn add_certificate(
+    gantry: &Gantry,
+    app: &AppName,
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<String> {
+    let key = tls::certified_key(chain_pem, key_pem)?;
+    let info = describe(chain_pem)?;
+    let hosts = hosts(gantry, app).await?;
+    let covered: Vec<&String> = hosts
+        .iter()
+        .filter(|h| info.names.iter().any(|n| name_matches(n, h)))
+        .collect();
+    if covered.is_empty() {
+        anyhow::bail!(
+            "the certificate is for {} but {app} answers on {}: add the domain first (gantry domains:add)",
+            info.names.join(", "),
+            hosts.join(", ")
+        );
+    }
+    let key = Arc::new(key);
+    std::fs::create_dir_all(gantry.config.certs_dir())?;
+    for host in &covered {
+        let (chain_path, key_path) = paths(gantry, &stem(host));
+        write_private(&key_path, key_pem)?;
+        std::fs::write(&chain_path, chain_pem)?;
+        gantry.certs.set(host, key.clone());
+    }
+    Ok(format!(
+        "installed for {} (expires {})\n",
+        covered
+            .iter()
+            .map(|h| h.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        info.not_after
+    ))
+}
+
+/// `certs APP`: each host, and the certificate it is served with.
+pub async fn show(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
+    let mut out = String::new();
+    for host in hosts(gantry, app).await? {
+        let (chain, _) = paths(gantry, &stem(&host));
+        let line = match std::fs::read(&chain)
+            .ok()
+            .and_then(|pem| describe(&pem).ok())
+        {
+            Some(info) => format!(
+                "{host}: issuer {}; names {}; expires {}",
+                info.issuer,
+                info.names.join(", "),
+                info.not_after
+            ),
+            None if gantry.config.domain == "localhost" && host.ends_with(".localhost") => {
+                format!(
+                    "{host}: signed by the local development CA ({})",
+                    paths(gantry, LOCAL_CA).0.display()
+                )
+            }
+            None => format!("{host}: no certificate (gantry certs:add {app} CERT KEY)"),
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// What `certs` shows of a certificate.
+pub struct CertInfo {
+    pub issuer: String,
+    pub names: Vec<String>,
+    pub not_after: String,
+}
+
+/// Reads the first certificate of a PEM chain.
+pub fn describe(chain_pem: &[u8]) -> anyhow::Result<CertInfo> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem)
+        .map_err(|e| anyhow::anyhow!("not a PEM certificate: {e}"))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| anyhow::anyhow!("not an X.509 certificate: {e}"))?;
+    let mut names: Vec<String> = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(dns) = name {
+                names.push(dns.to_ascii_lowercase());
+            }
+        }
+    }
+    if names.is_empty() {
+        names.extend(
+            cert.subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    Ok(CertInfo {
+        issuer: cert.issuer().to_string(),
+        names,
+        not_after: cert.validity().not_after.to_string(),
+    })
+}
+
+fn name_matches(pattern: &str, host: &str) -> bool {
+    match pattern.strip_prefix("*.") {
+        Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),
+        None => pattern == host,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_checked() {
+        assert_eq!(
+            check_domain("Shop.Example.com.").expect("ok"),
+            "shop.example.com"
+        );
+        assert!(check_domain("*.example.com").is_ok());
+        for bad in [
+            "localhost",
+            "ex ample.com",
+            "-a.com",
+            "a..com",
+            "*.com",
+            "a.*.com",
+        ] {
+            assert!(check_domain(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn certificates_are_described() {
+        let (chain, _) =
+            tls::self_signed(&["shop.example.com".into(), "*.shop.test".into()]).expect("cert");
+        let info = describe(chain.as_bytes()).expect("describe");
+        assert_eq!(info.names, ["shop.example.com", "*.shop.test"]);
+        assert!(name_matches("*.shop.test", "a.shop.test"));
+        assert!(!name_matches("*.shop.test", "a.b.shop.test"));
+        assert!(describe(b"nope").is_err());
+    }
+}
