@@ -490,9 +490,11 @@ async fn app_page(
     let current = releases.iter().find(|r| Some(r.version) == current_version);
     let processes = processes::list(gantry, &app).await.unwrap_or_default();
     let recent = releases.len().min(5);
+    let domains = crate::certs::hosts(gantry, &app).await?;
     let page = pages::AppPage {
         name: app.as_str(),
         url: &gantry.config.app_url(&app),
+        domains: &domains,
         current,
         processes: &processes,
         recent: &releases[..recent],

@@ -98,6 +98,8 @@ fn state_class(state: &str) -> &'static str {
 pub struct AppPage<'a> {
     pub name: &'a str,
     pub url: &'a str,
+    /// `APP.DOMAIN` and its custom domains.
+    pub domains: &'a [String],
     pub current: Option<&'a Release>,
     pub processes: &'a [ProcessInfo],
     pub recent: &'a [Release],
@@ -109,7 +111,7 @@ pub fn app(page: &AppPage<'_>) -> Markup {
         h1 { (page.name) }
         dl {
             dt { "URL" } dd { a href=(page.url) { (page.url) } }
-            dt { "Domains" } dd { (page.url.trim_start_matches("http://").split(':').next().unwrap_or_default()) }
+            dt { "Domains" } dd { (page.domains.join(", ")) }
             dt { "Current release" } dd {
                 @if let Some(r) = page.current {
                     a href={ "/apps/" (page.name) "/releases/v" (r.version) } { "v" (r.version) }
