@@ -159,6 +159,7 @@ pub async fn add_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow::R
     }
     gantry.store.add_domain(app, &host).await?;
     gantry.routes.alias(&host, &gantry.config.app_host(app));
+    crate::acme::request(gantry, app).await;
     Ok(format!(
         "{app} now answers on {host} (point its DNS at this server; gantry certs:add {app} CERT KEY for HTTPS)\n"
     ))
@@ -180,7 +181,7 @@ pub async fn add_certificate(
     chain_pem: &[u8],
     key_pem: &[u8],
 ) -> anyhow::Result<String> {
-    let key = tls::certified_key(chain_pem, key_pem)?;
+    tls::certified_key(chain_pem, key_pem)?;
     let info = describe(chain_pem)?;
     let hosts = hosts(gantry, app).await?;
     let covered: Vec<&String> = hosts
@@ -194,13 +195,8 @@ pub async fn add_certificate(
             hosts.join(", ")
         );
     }
-    let key = Arc::new(key);
-    std::fs::create_dir_all(gantry.config.certs_dir())?;
     for host in &covered {
-        let (chain_path, key_path) = paths(gantry, &stem(host));
-        write_private(&key_path, key_pem)?;
-        std::fs::write(&chain_path, chain_pem)?;
-        gantry.certs.set(host, key.clone());
+        install(gantry, host, chain_pem, key_pem)?;
     }
     Ok(format!(
         "installed for {} (expires {})\n",
@@ -211,6 +207,23 @@ pub async fn add_certificate(
             .join(", "),
         info.not_after
     ))
+}
+
+/// Stores a certificate for `host` and serves it from now on; returns its expiry.
+pub fn install(
+    gantry: &Gantry,
+    host: &str,
+    chain_pem: &[u8],
+    key_pem: &[u8],
+) -> anyhow::Result<String> {
+    let key = Arc::new(tls::certified_key(chain_pem, key_pem)?);
+    let info = describe(chain_pem)?;
+    std::fs::create_dir_all(gantry.config.certs_dir())?;
+    let (chain_path, key_path) = paths(gantry, &stem(host));
+    write_private(&key_path, key_pem)?;
+    std::fs::write(&chain_path, chain_pem)?;
+    gantry.certs.set(host, key);
+    Ok(info.not_after)
 }
 
 /// `certs APP`: each host, and the certificate it is served with.

@@ -102,6 +102,8 @@ struct FileConfig {
     runs_keep: Option<i64>,
     /// Days runs are kept however many (default 90).
     runs_keep_days: Option<i64>,
+    /// Certificates from an ACME CA: `email`, `directory`, `ca_root`.
+    acme: Option<crate::acme::AcmeConfig>,
 }
 
 /// gantry's resolved settings.
@@ -126,6 +128,7 @@ pub struct Config {
     pub metrics_token: Option<String>,
     pub runs_keep: i64,
     pub runs_keep_days: i64,
+    pub acme: Option<crate::acme::AcmeConfig>,
 }
 
 impl Config {
@@ -178,6 +181,7 @@ impl Config {
             metrics_token: file.metrics_token.filter(|t| !t.is_empty()),
             runs_keep: file.runs_keep.filter(|n| *n >= 1).unwrap_or(200),
             runs_keep_days: file.runs_keep_days.filter(|n| *n >= 0).unwrap_or(90),
+            acme: file.acme,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),

@@ -6,6 +6,9 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = gantry::cli::Cli::parse();
+    // Several crates bring rustls; with more than one crypto backend linked,
+    // rustls needs the process-wide choice made once: aws-lc-rs.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let filter = tracing_subscriber::EnvFilter::try_from_env("GANTRY_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,russh=warn,sqlx=warn,bollard=warn,hyper=warn")
     });

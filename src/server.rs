@@ -29,6 +29,8 @@ pub struct Gantry {
     pub jobs: crate::jobs::Jobs,
     /// The certificates HTTPS serves, by host.
     pub certs: Arc<gantry_proxy::CertStore>,
+    /// ACME HTTP-01 answers the proxy serves while an order is validated.
+    pub challenges: gantry_proxy::Challenges,
 }
 
 impl Gantry {
@@ -53,6 +55,7 @@ impl Gantry {
             locks: AppLocks::default(),
             jobs,
             certs: Arc::new(gantry_proxy::CertStore::new()),
+            challenges: gantry_proxy::Challenges::default(),
             pushes: PushSessions::default(),
         })
     }
@@ -148,7 +151,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 
     let gantry = Arc::new(gantry);
     let shutdown = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(gantry.routes.clone()));
+    let proxy = Arc::new(Proxy::new(gantry.routes.clone(), gantry.challenges.clone()));
     let mut tasks = tokio::task::JoinSet::new();
     gantry.routes.set(
         &gantry.config.dashboard_host,

@@ -18,5 +18,5 @@ pub mod tls;
 mod tracked;
 
 pub use routes::{Backend, InFlight, Route, RouteTable};
-pub use serve::{serve, serve_tls, Proxy};
+pub use serve::{serve, serve_tls, Challenges, Proxy};
 pub use tls::{CertStore, LocalCa};

@@ -30,11 +30,15 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Proxy {
     routes: Arc<RouteTable>,
     client: Client<HttpConnector, Incoming>,
-    challenges: Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>,
+    challenges: Challenges,
 }
 
+/// ACME HTTP-01 answers by token, shared with whoever runs the ACME client.
+pub type Challenges = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
+
 impl Proxy {
-    pub fn new(routes: Arc<RouteTable>) -> Self {
+    /// `challenges` holds the ACME HTTP-01 answers to serve (token → answer).
+    pub fn new(routes: Arc<RouteTable>, challenges: Challenges) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -46,7 +50,7 @@ impl Proxy {
         Proxy {
             routes,
             client,
-            challenges: Arc::default(),
+            challenges,
         }
     }
 
@@ -56,7 +60,7 @@ impl Proxy {
 
     /// The HTTP-01 challenge answers an ACME client has asked the proxy to
     /// serve at `/.well-known/acme-challenge/TOKEN`, for any host.
-    pub fn challenges(&self) -> &Arc<std::sync::RwLock<std::collections::HashMap<String, String>>> {
+    pub fn challenges(&self) -> &Challenges {
         &self.challenges
     }
 

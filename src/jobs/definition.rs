@@ -37,13 +37,18 @@ pub enum JobKind {
     AppCron { app: AppName, command: String },
     /// gantry's own upkeep: pruning old runs, their logs and artifacts.
     PruneRuns,
+    /// gantry's own upkeep: ACME certificates that are missing or due.
+    Certs,
 }
+
+/// The built-in job that obtains and renews ACME certificates.
+pub const CERTS: &str = "gantry.certs";
 
 /// The built-in job that applies run retention (`runs_keep`, `runs_keep_days`).
 pub const PRUNE_RUNS: &str = "gantry.prune-runs";
 
-fn builtin_jobs() -> Vec<JobDef> {
-    vec![JobDef {
+fn builtin_jobs(gantry: &Gantry) -> Vec<JobDef> {
+    let mut jobs = vec![JobDef {
         name: PRUNE_RUNS.to_owned(),
         kind: JobKind::PruneRuns,
         schedule: Some("@daily".to_owned()),
@@ -56,7 +61,24 @@ fn builtin_jobs() -> Vec<JobDef> {
         notify: Vec::new(),
         run_missed: true,
         retry_interrupted: false,
-    }]
+    }];
+    if gantry.config.acme.is_some() {
+        jobs.push(JobDef {
+            name: CERTS.to_owned(),
+            kind: JobKind::Certs,
+            schedule: Some("17 */6 * * *".to_owned()),
+            after: Vec::new(),
+            timeout: Some(Duration::from_secs(1800)),
+            concurrency: Concurrency::Forbid,
+            critical: false,
+            grace: DEFAULT_GRACE,
+            env: BTreeMap::new(),
+            notify: Vec::new(),
+            run_missed: true,
+            retry_interrupted: true,
+        });
+    }
+    jobs
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -251,8 +273,11 @@ pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
 /// Every job: gantry's own, host jobs, then each app's.
 pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
     let (host, problems) = host_jobs(&gantry.config.jobs_dir());
-    let mut jobs = builtin_jobs();
-    jobs.extend(host.into_iter().filter(|j| j.name != PRUNE_RUNS));
+    let mut jobs = builtin_jobs(gantry);
+    jobs.extend(
+        host.into_iter()
+            .filter(|j| j.name != PRUNE_RUNS && j.name != CERTS),
+    );
     for problem in problems {
         tracing::warn!("job definition skipped: {problem}");
     }

@@ -233,7 +233,23 @@ fn spawn(gantry: Arc<Gantry>, job: JobDef, run: Run) {
     }
     tokio::spawn(async move {
         let key = (run.job.clone(), run.number);
-        let outcome = runner::execute(&gantry, &job, &run, cancel).await;
+        // A panic in a run must not leave it `running` forever.
+        let task = {
+            let (gantry, job, run) = (gantry.clone(), job.clone(), run.clone());
+            tokio::spawn(async move { runner::execute(&gantry, &job, &run, cancel).await })
+        };
+        let outcome = match task.await {
+            Ok(outcome) => outcome,
+            Err(err) => {
+                tracing::error!(job = %run.job, run = run.number, error = %err, "a run crashed");
+                let reason = format!("gantry crashed running it: {err}");
+                let _ = gantry
+                    .store
+                    .finish_run(&run.job, run.number, RunStatus::Failed, None, &reason)
+                    .await;
+                RunStatus::Failed
+            }
+        };
         if let Ok(mut running) = gantry.jobs.running.lock() {
             running.remove(&key);
         }

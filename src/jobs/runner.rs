@@ -213,6 +213,10 @@ async fn execute_inner(
         .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     match &job.kind {
         JobKind::PruneRuns => prune_runs(gantry, &mut log).await,
+        JobKind::Certs => match crate::acme::run(gantry, &mut log).await {
+            Ok(()) => Ending::exited(0),
+            Err(err) => Ending::failed(format!("{err:#}")),
+        },
         JobKind::Host {
             script,
             image: Some(image),

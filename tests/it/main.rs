@@ -3,6 +3,7 @@
 //! installs them on a fresh machine.
 
 mod access;
+mod acme;
 mod browser;
 mod buildpacks;
 mod https;
