@@ -91,18 +91,6 @@ fn read_pair(chain: &Path, key: &Path) -> anyhow::Result<rustls::sign::Certified
     Ok(tls::certified_key(&chain, &key)?)
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .mode(0o600)
-        .open(path)?;
-    file.write_all(bytes)
-}
-
 /// The host names an app answers on: `APP.DOMAIN` and its custom domains.
 pub async fn hosts(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<String>> {
     let mut hosts = vec![gantry.config.app_host(app)];
@@ -220,7 +208,7 @@ pub fn install(
     let info = describe(chain_pem)?;
     std::fs::create_dir_all(gantry.config.certs_dir())?;
     let (chain_path, key_path) = paths(gantry, &stem(host));
-    write_private(&key_path, key_pem)?;
+    tls::write_private(&key_path, key_pem)?;
     std::fs::write(&chain_path, chain_pem)?;
     gantry.certs.set(host, key);
     Ok(info.not_after)

@@ -13,8 +13,8 @@ use hyper::{Request, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::tracked::Tracked;
@@ -128,6 +128,72 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    accept_loop(listener, shutdown, move |stream, peer, builder, watcher| {
+        let proxy = proxy.clone();
+        async move {
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer, "http").await }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        }
+    })
+    .await
+}
+
+/// Serves HTTPS on `listener`: TLS 1.2 and 1.3 with rustls, the certificate
+/// picked by SNI from `certs`, HTTP/2 or HTTP/1.1 by ALPN; then the same
+/// routing as plain HTTP. Stops like [`serve`].
+pub async fn serve_tls(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    certs: Arc<crate::tls::CertStore>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    accept_loop(listener, shutdown, move |stream, peer, builder, watcher| {
+        let (acceptor, proxy) = (acceptor.clone(), proxy.clone());
+        async move {
+            // A client that never finishes its handshake is dropped.
+            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                .await
+            {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(err)) => {
+                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let service = service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { proxy.handle(req, peer, "https").await }
+            });
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+            if let Err(err) = watcher.watch(conn.into_owned()).await {
+                tracing::debug!(error = %err, "TLS connection ended with an error");
+            }
+        }
+    })
+    .await
+}
+
+/// Accepts connections until `shutdown`, handing each to `serve_one` in a
+/// task of its own with the HTTP settings and a graceful-shutdown watcher;
+/// then waits (up to 30 s) for the connections to finish.
+async fn accept_loop<F, Fut>(
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    serve_one: F,
+) -> std::io::Result<()>
+where
+    F: Fn(TcpStream, SocketAddr, auto::Builder<TokioExecutor>, Watcher) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -148,88 +214,12 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let proxy = proxy.clone();
-        let service = service_fn(move |req| {
-            let proxy = proxy.clone();
-            async move { proxy.handle(req, peer, "http").await }
-        });
-        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn.into_owned());
-        tokio::spawn(async move {
-            if let Err(err) = conn.await {
-                tracing::debug!(error = %err, "connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_one(stream, peer, builder.clone(), graceful.watcher()));
     }
     tokio::select! {
         _ = graceful.shutdown() => {}
         _ = tokio::time::sleep(Duration::from_secs(30)) => {
             tracing::warn!("in-flight requests still running after 30 s; closing them");
-        }
-    }
-    Ok(())
-}
-
-/// Serves HTTPS on `listener`: TLS 1.2 and 1.3 with rustls, the certificate
-/// picked by SNI from `certs`, HTTP/2 or HTTP/1.1 by ALPN; then the same
-/// routing as plain HTTP. Stops like [`serve`].
-pub async fn serve_tls(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    certs: Arc<crate::tls::CertStore>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
-    let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let proxy = proxy.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            // A client that never finishes its handshake is dropped.
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer, "https").await }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %err, "TLS connection ended with an error");
-            }
-        });
-    }
-    tokio::select! {
-        _ = graceful.shutdown() => {}
-        _ = tokio::time::sleep(Duration::from_secs(30)) => {
-            tracing::warn!("in-flight HTTPS requests still running after 30 s; closing them");
         }
     }
     Ok(())

@@ -48,35 +48,23 @@ pub const CERTS: &str = "gantry.certs";
 pub const PRUNE_RUNS: &str = "gantry.prune-runs";
 
 fn builtin_jobs(gantry: &Gantry) -> Vec<JobDef> {
-    let mut jobs = vec![JobDef {
-        name: PRUNE_RUNS.to_owned(),
-        kind: JobKind::PruneRuns,
-        schedule: Some("@daily".to_owned()),
+    let upkeep = |name: &str, kind: JobKind, schedule: &str, timeout: u64| JobDef {
+        name: name.to_owned(),
+        kind,
+        schedule: Some(schedule.to_owned()),
         after: Vec::new(),
-        timeout: Some(Duration::from_secs(3600)),
+        timeout: Some(Duration::from_secs(timeout)),
         concurrency: Concurrency::Forbid,
         critical: false,
         grace: DEFAULT_GRACE,
         env: BTreeMap::new(),
         notify: Vec::new(),
         run_missed: true,
-        retry_interrupted: false,
-    }];
+        retry_interrupted: true,
+    };
+    let mut jobs = vec![upkeep(PRUNE_RUNS, JobKind::PruneRuns, "@daily", 3600)];
     if gantry.config.acme.is_some() {
-        jobs.push(JobDef {
-            name: CERTS.to_owned(),
-            kind: JobKind::Certs,
-            schedule: Some("17 */6 * * *".to_owned()),
-            after: Vec::new(),
-            timeout: Some(Duration::from_secs(1800)),
-            concurrency: Concurrency::Forbid,
-            critical: false,
-            grace: DEFAULT_GRACE,
-            env: BTreeMap::new(),
-            notify: Vec::new(),
-            run_missed: true,
-            retry_interrupted: true,
-        });
+        jobs.push(upkeep(CERTS, JobKind::Certs, "17 */6 * * *", 1800));
     }
     jobs
 }
