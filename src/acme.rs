@@ -161,10 +161,22 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         let _ = writeln!(log, "no [acme] in gantry.toml: nothing to do");
         return Ok(());
     };
-    let mut hosts = Vec::new();
-    for app in gantry.store.list_apps().await? {
-        hosts.extend(crate::certs::hosts(gantry, &app.name).await?);
-    }
+    // Every app's own host, and every custom domain (each belongs to an app).
+    let mut hosts: Vec<String> = gantry
+        .store
+        .list_apps()
+        .await?
+        .iter()
+        .map(|app| gantry.config.app_host(&app.name))
+        .collect();
+    hosts.extend(
+        gantry
+            .store
+            .list_domains()
+            .await?
+            .into_iter()
+            .map(|(host, _)| host),
+    );
     let hosts: Vec<String> = hosts
         .into_iter()
         .filter(|h| h != "localhost" && !h.ends_with(".localhost") && !h.starts_with("*."))

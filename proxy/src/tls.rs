@@ -142,13 +142,6 @@ impl CertStore {
             .insert(host.to_ascii_lowercase(), key);
     }
 
-    pub fn remove(&self, host: &str) {
-        self.certs
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&host.to_ascii_lowercase());
-    }
-
     /// The certificate for names nothing else matches.
     pub fn set_default(&self, key: Arc<CertifiedKey>) {
         *self.default.write().unwrap_or_else(|e| e.into_inner()) = Some(key);

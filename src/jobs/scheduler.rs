@@ -1,12 +1,14 @@
 //! Queues scheduled runs. It sleeps until the next schedule is due (at most a
 //! quarter second, to pick up edits) and queues a run for every schedule that
-//! came due since it last looked, so a run starts right at its time. On start, a schedule that came due while gantry was
-//! down runs once (`missed schedule`), never once per missed time.
+//! came due since it last looked, so a run starts right at its time. On start,
+//! a schedule that came due while gantry was down runs once (`missed
+//! schedule`), never once per missed time.
 
 use std::sync::Arc;
 
 use chrono::{DateTime, Local, TimeZone};
 use croner::parser::{CronParser, Seconds, Year};
+use croner::Cron;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::JobDef;
@@ -18,13 +20,16 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 /// The first time `schedule` fires strictly after `after`. Host jobs may add
 /// a leading seconds field (`*/10 * * * * *`); Procfile schedules cannot.
 pub fn next_after(schedule: &str, after: &DateTime<Local>) -> Option<DateTime<Local>> {
-    let cron = CronParser::builder()
+    parse(schedule)?.find_next_occurrence(after, false).ok()
+}
+
+fn parse(schedule: &str) -> Option<Cron> {
+    CronParser::builder()
         .seconds(Seconds::Optional)
         .year(Year::Disallowed)
         .build()
         .parse(schedule)
-        .ok()?;
-    cron.find_next_occurrence(after, false).ok()
+        .ok()
 }
 
 pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
@@ -32,16 +37,16 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     let mut last = Local::now();
     let started = last;
     let mut alerted = std::collections::HashMap::new();
-    // Definitions are read at most once a second: edits apply within a second.
-    let mut jobs = Vec::new();
+    // Definitions are read (and schedules parsed) at most once a second:
+    // edits apply within a second.
+    let mut scheduled: Vec<(JobDef, Cron)> = Vec::new();
     let mut read_at = std::time::Instant::now() - std::time::Duration::from_secs(2);
     loop {
         // Sleep until the next schedule comes due (or a tick, to pick up
         // edited definitions), so runs start right at their time.
-        let nap = jobs
+        let nap = scheduled
             .iter()
-            .filter_map(|j: &JobDef| j.schedule.as_deref())
-            .filter_map(|s| next_after(s, &last))
+            .filter_map(|(_, cron)| cron.find_next_occurrence(&last, false).ok())
             .min()
             .map_or(TICK, |due| {
                 (due - Local::now()).to_std().unwrap_or_default().min(TICK)
@@ -51,17 +56,22 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(nap) => {}
         }
         if read_at.elapsed() >= std::time::Duration::from_secs(1) {
-            jobs = super::definition::all(&gantry).await;
+            let jobs = super::definition::all(&gantry).await;
+            scheduled = jobs
+                .iter()
+                .filter_map(|job| Some((job.clone(), parse(job.schedule.as_deref()?)?)))
+                .collect();
             read_at = std::time::Instant::now();
             check_overdue(&gantry, &jobs, &started, &mut alerted).await;
         }
         let now = Local::now();
-        for job in jobs.iter().cloned() {
-            let Some(schedule) = job.schedule.clone() else {
-                continue;
-            };
-            if next_after(&schedule, &last).is_some_and(|due| due <= now) {
-                start(&gantry, job, "schedule", &schedule).await;
+        for (job, cron) in &scheduled {
+            if cron
+                .find_next_occurrence(&last, false)
+                .is_ok_and(|due| due <= now)
+            {
+                let schedule = job.schedule.clone().unwrap_or_default();
+                start(&gantry, job.clone(), "schedule", &schedule).await;
             }
         }
         last = now;

@@ -18,11 +18,6 @@ use crate::store::{Run, RunStatus};
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
-/// Whether `caller` may see `job` (as on the command line).
-pub fn visible(caller: &Caller, job: &str) -> bool {
-    jobs::may_use(caller, job)
-}
-
 /// `["jobs", ...rest]` split into the job name and what follows it: job names
 /// may hold one `/` (`APP/cron-x`), so a numeric segment marks the run.
 pub fn split_path(rest: &[&str]) -> Option<(String, Vec<String>)> {

@@ -211,7 +211,7 @@ async fn live_events(gantry: Arc<Gantry>, req: &Request<Incoming>) -> Option<Res
     }
     let number: i64 = number.parse().ok()?;
     let caller = caller_of(&gantry, req).await?;
-    if !jobs::visible(&caller, &job) {
+    if !crate::jobs::may_use(&caller, &job) {
         return None;
     }
     let run = gantry.store.run(&job, number).await.ok().flatten()?;
@@ -303,7 +303,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             let Some((job, tail)) = jobs::split_path(rest) else {
                 return Ok(not_found(csrf));
             };
-            if !jobs::visible(caller, &job) {
+            if !crate::jobs::may_use(caller, &job) {
                 return Ok(not_found(csrf));
             }
             let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
@@ -335,7 +335,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             let Some((job, tail)) = jobs::split_path(rest) else {
                 return Ok(not_found(csrf));
             };
-            if tail != ["run"] || !jobs::visible(caller, &job) {
+            if tail != ["run"] || !crate::jobs::may_use(caller, &job) {
                 return Ok(not_found(csrf));
             }
             if !form_csrf_matches(req, csrf).await {

@@ -125,6 +125,8 @@ fn https_serves_apps_with_development_and_own_certificates() {
     let mut server = server;
     server.stop();
     server.launch();
+    // Routes come back in the background after a start.
+    server.wait_for_body(&app, body.trim_end(), std::time::Duration::from_secs(30));
     let (code, text, err) = curl(&[
         "--cacert",
         path_str(&cert),
