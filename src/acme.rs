@@ -5,8 +5,11 @@
 //! those past two thirds of their lifetime. It runs every six hours, after
 //! `domains:add`, and by hand (`jobs:run gantry.certs`); a failed issuance is a
 //! failed run whose reason is the CA's error, so it alerts like any job.
-//! Validation is HTTP-01: the proxy answers the challenge itself. `*.localhost`
-//! hosts are left to the development CA.
+//! Validation is HTTP-01 (or TLS-ALPN-01 with `challenge = "tls-alpn-01"`):
+//! the proxy answers the challenge itself. A host whose order failed is not
+//! tried again before a backoff (1 h, doubling to 24 h), so a broken domain
+//! never runs into the CA's rate limits; `certs APP` shows the last attempt
+//! and its error. `*.localhost` hosts are left to the development CA.
 
 use std::io::Write;
 
@@ -30,6 +33,74 @@ pub struct AcmeConfig {
     pub directory: String,
     /// A PEM root to trust for the CA's own HTTPS (a test CA such as Pebble).
     pub ca_root: Option<std::path::PathBuf>,
+    /// `http-01` (default) or `tls-alpn-01`.
+    #[serde(default)]
+    pub challenge: Challenge,
+}
+
+/// How the CA checks that this server answers for a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum Challenge {
+    /// A token at `http://HOST/.well-known/acme-challenge/` (port 80).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate in a TLS handshake on port 443.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+/// What gantry remembers of its orders per host, in `acme/hosts.json`.
+#[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
+pub struct Attempt {
+    /// Unix ms of the last order.
+    pub at: i64,
+    /// The CA's error, if the last order failed.
+    pub error: Option<String>,
+    /// Failed orders in a row.
+    pub failures: u32,
+    /// Unix ms before which no order is placed again.
+    pub not_before: i64,
+}
+
+type Attempts = std::collections::BTreeMap<String, Attempt>;
+
+fn attempts_path(gantry: &Gantry) -> std::path::PathBuf {
+    gantry.config.home.join("acme").join("hosts.json")
+}
+
+/// Every host's last order.
+pub fn attempts(gantry: &Gantry) -> Attempts {
+    std::fs::read(attempts_path(gantry))
+        .ok()
+        .and_then(|text| serde_json::from_slice(&text).ok())
+        .unwrap_or_default()
+}
+
+fn save_attempts(gantry: &Gantry, attempts: &Attempts) {
+    let path = attempts_path(gantry);
+    let saved = serde_json::to_vec_pretty(attempts)
+        .map_err(std::io::Error::other)
+        .and_then(|text| {
+            std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
+            std::fs::write(&path, text)
+        });
+    if let Err(err) = saved {
+        tracing::warn!(path = %path.display(), error = %err, "cannot save ACME attempts");
+    }
+}
+
+/// How long to wait after the `failures`-th failure in a row: 1 h, doubling,
+/// at most a day; a rate-limit error waits at least 3 h.
+fn backoff_ms(failures: u32, error: &str) -> i64 {
+    const HOUR: i64 = 3600 * 1000;
+    let doubling = HOUR.saturating_mul(1 << failures.saturating_sub(1).min(5));
+    let wait = doubling.min(24 * HOUR);
+    if error.contains("rateLimited") || error.contains("rate limit") {
+        wait.max(3 * HOUR)
+    } else {
+        wait
+    }
 }
 
 fn lets_encrypt() -> String {
@@ -73,11 +144,12 @@ async fn account(gantry: &Gantry, acme: &AcmeConfig) -> anyhow::Result<Account> 
     Ok(account)
 }
 
-/// Obtains a certificate for `host` over HTTP-01; returns (chain PEM, key PEM).
+/// Obtains a certificate for `host`; returns (chain PEM, key PEM).
 async fn obtain(
     gantry: &Gantry,
     account: &Account,
     host: &str,
+    kind: Challenge,
 ) -> anyhow::Result<(String, String)> {
     let identifiers = [Identifier::Dns(host.to_owned())];
     let mut order = account.new_order(&NewOrder::new(&identifiers)).await?;
@@ -91,17 +163,28 @@ async fn obtain(
                 AuthorizationStatus::Valid => continue,
                 other => anyhow::bail!("the CA says the authorization for {host} is {other:?}"),
             }
+            let (wanted, name) = match kind {
+                Challenge::Http01 => (ChallengeType::Http01, "HTTP-01"),
+                Challenge::TlsAlpn01 => (ChallengeType::TlsAlpn01, "TLS-ALPN-01"),
+            };
             let mut challenge = authz
-                .challenge(ChallengeType::Http01)
-                .ok_or_else(|| anyhow::anyhow!("the CA offers no HTTP-01 challenge for {host}"))?;
-            let token = challenge.token.clone();
-            let answer = challenge.key_authorization().as_str().to_owned();
-            gantry
-                .challenges
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(token.clone(), answer);
-            tokens.push(token);
+                .challenge(wanted)
+                .ok_or_else(|| anyhow::anyhow!("the CA offers no {name} challenge for {host}"))?;
+            let key_authorization = challenge.key_authorization();
+            match kind {
+                Challenge::Http01 => {
+                    let token = challenge.token.clone();
+                    gantry
+                        .routing
+                        .challenge(&token, key_authorization.as_str())
+                        .await?;
+                    tokens.push(token);
+                }
+                Challenge::TlsAlpn01 => {
+                    let digest = key_authorization.digest();
+                    gantry.routing.alpn_challenge(host, digest.as_ref()).await?;
+                }
+            }
             challenge.set_ready().await?;
         }
         let status = order.poll_ready(&RetryPolicy::default()).await?;
@@ -125,9 +208,11 @@ async fn obtain(
         Ok((chain, key))
     }
     .await;
-    let mut answers = gantry.challenges.write().unwrap_or_else(|e| e.into_inner());
     for token in tokens {
-        answers.remove(&token);
+        gantry.routing.unchallenge(&token).await;
+    }
+    if kind == Challenge::TlsAlpn01 {
+        gantry.routing.alpn_unchallenge(host).await;
     }
     outcome
 }
@@ -186,15 +271,55 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         let _ = writeln!(log, "every host's certificate is current");
         return Ok(());
     }
+    let mut attempts = attempts(gantry);
+    let now = crate::store::now_ms();
+    let (hosts, waiting): (Vec<String>, Vec<String>) = hosts
+        .into_iter()
+        .partition(|h| attempts.get(h).is_none_or(|a| a.not_before <= now));
+    for host in &waiting {
+        if let Some(attempt) = attempts.get(host) {
+            let _ = writeln!(
+                log,
+                "-----> {host}: backing off after {} failed order(s) until {}; last error: {}",
+                attempt.failures,
+                crate::cli::format_time(attempt.not_before),
+                attempt.error.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    if hosts.is_empty() {
+        return Ok(());
+    }
     let account = account(gantry, &acme).await?;
     let mut first_error = None;
     for host in hosts {
         let _ = writeln!(
             log,
-            "-----> {host}: ordering a certificate from {}",
-            acme.directory
+            "-----> {host}: ordering a certificate from {} ({})",
+            acme.directory,
+            match acme.challenge {
+                Challenge::Http01 => "HTTP-01",
+                Challenge::TlsAlpn01 => "TLS-ALPN-01",
+            }
         );
-        match obtain(gantry, &account, &host).await {
+        let obtained = obtain(gantry, &account, &host, acme.challenge).await;
+        let attempt = attempts.entry(host.clone()).or_default();
+        attempt.at = crate::store::now_ms();
+        match &obtained {
+            Ok(_) => {
+                attempt.error = None;
+                attempt.failures = 0;
+                attempt.not_before = 0;
+            }
+            Err(err) => {
+                let text = format!("{err:#}");
+                attempt.failures += 1;
+                attempt.not_before = attempt.at + backoff_ms(attempt.failures, &text);
+                attempt.error = Some(text);
+            }
+        }
+        save_attempts(gantry, &attempts);
+        match obtained {
             Ok((chain, key)) => {
                 let app = gantry.store.domain_owner(&host).await.ok().flatten();
                 match crate::certs::install(gantry, &host, chain.as_bytes(), key.as_bytes()) {
@@ -217,6 +342,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
             }
         }
     }
+    gantry.routing.reload_certs().await;
     match first_error {
         None => Ok(()),
         Some(err) => anyhow::bail!("{err}"),
@@ -240,5 +366,33 @@ pub async fn request(gantry: &Gantry, app: &AppName) {
     };
     if let Err(err) = crate::jobs::trigger(gantry, job, trigger).await {
         tracing::warn!(%app, error = %err, "cannot queue certificate issuance");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_a_day_and_waits_out_rate_limits() {
+        const HOUR: i64 = 3600 * 1000;
+        assert_eq!(backoff_ms(1, "x"), HOUR);
+        assert_eq!(backoff_ms(2, "x"), 2 * HOUR);
+        assert_eq!(backoff_ms(4, "x"), 8 * HOUR);
+        assert_eq!(backoff_ms(30, "x"), 24 * HOUR);
+        assert_eq!(
+            backoff_ms(1, "urn:ietf:params:acme:error:rateLimited: too many"),
+            3 * HOUR
+        );
+    }
+
+    #[test]
+    fn the_challenge_kind_reads_from_toml() {
+        let config: AcmeConfig =
+            toml::from_str("email = \"a@b.c\"\nchallenge = \"tls-alpn-01\"\n").expect("parse");
+        assert_eq!(config.challenge, Challenge::TlsAlpn01);
+        let config: AcmeConfig = toml::from_str("email = \"a@b.c\"\n").expect("parse");
+        assert_eq!(config.challenge, Challenge::Http01);
+        assert!(toml::from_str::<AcmeConfig>("email = \"a\"\nchallenge = \"dns\"\n").is_err());
     }
 }

@@ -7,8 +7,7 @@
 //! for each `*.localhost` host on first use, so HTTPS works in development. Custom domains (`domains:add`) route
 //! to the app like its own `APP.DOMAIN`.
 
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::PathBuf;
 
 use gantry_proxy::tls;
 
@@ -31,64 +30,37 @@ fn stem(host: &str) -> String {
     host.replace('*', "_wildcard")
 }
 
-fn host_of(stem: &str) -> String {
-    stem.replace("_wildcard", "*")
-}
-
-/// Loads every stored certificate, routes every custom domain, and sets the
-/// self-signed development certificate when the domain is `localhost`.
-pub async fn load_all(gantry: &Gantry) {
+/// Makes the certificate directory, and the development CA when the domain
+/// is `localhost`, before the proxy (which reads both) starts.
+pub fn prepare(gantry: &Gantry) {
     let dir = gantry.config.certs_dir();
     if let Err(err) = std::fs::create_dir_all(&dir) {
         tracing::warn!(dir = %dir.display(), error = %err, "cannot create the certificate directory");
     }
     if gantry.config.domain == "localhost" {
         let (cert, key) = paths(gantry, LOCAL_CA);
-        match gantry_proxy::LocalCa::load_or_create(&cert, &key) {
-            Ok(ca) => {
-                if let Ok(key) = ca.issue("localhost") {
-                    gantry.certs.set_default(Arc::new(key));
-                }
-                gantry.certs.set_local_ca(ca);
-            }
-            Err(err) => tracing::warn!(error = %err, "no development CA for *.localhost"),
+        if let Err(err) = gantry_proxy::LocalCa::load_or_create(&cert, &key) {
+            tracing::warn!(error = %err, "no development CA for *.localhost");
         }
     }
-    if let Ok(entries) = std::fs::read_dir(&dir) {
-        for path in entries.flatten().map(|e| e.path()) {
-            let Some(stem) = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.strip_suffix(".pem"))
-                .filter(|s| *s != LOCAL_CA)
-                .map(str::to_owned)
-            else {
-                continue;
-            };
-            match read_pair(&path, &path.with_extension("key")) {
-                Ok(key) => gantry.certs.set(&host_of(&stem), Arc::new(key)),
-                Err(err) => {
-                    tracing::warn!(cert = %path.display(), error = %err, "certificate not loaded")
-                }
-            }
-        }
-    }
+}
+
+/// Has the proxy load every stored certificate, and routes every custom domain.
+pub async fn load_all(gantry: &Gantry) {
+    gantry.routing.reload_certs().await;
     match gantry.store.list_domains().await {
         Ok(domains) => {
             for (host, app) in domains {
                 if let Ok(app) = AppName::parse(&app) {
-                    gantry.routes.alias(&host, &gantry.config.app_host(&app));
+                    gantry
+                        .routing
+                        .alias(&host, &gantry.config.app_host(&app))
+                        .await;
                 }
             }
         }
         Err(err) => tracing::warn!(error = %err, "cannot read the custom domains"),
     }
-}
-
-fn read_pair(chain: &Path, key: &Path) -> anyhow::Result<rustls::sign::CertifiedKey> {
-    let chain = std::fs::read(chain)?;
-    let key = std::fs::read(key)?;
-    Ok(tls::certified_key(&chain, &key)?)
 }
 
 /// The host names an app answers on: `APP.DOMAIN` and its custom domains.
@@ -146,7 +118,10 @@ pub async fn add_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow::R
         );
     }
     gantry.store.add_domain(app, &host).await?;
-    gantry.routes.alias(&host, &gantry.config.app_host(app));
+    gantry
+        .routing
+        .alias(&host, &gantry.config.app_host(app))
+        .await;
     crate::acme::request(gantry, app).await;
     Ok(format!(
         "{app} now answers on {host} (point its DNS at this server; gantry certs:add {app} CERT KEY for HTTPS)\n"
@@ -158,7 +133,7 @@ pub async fn remove_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow
     if !gantry.store.remove_domain(app, &host).await? {
         anyhow::bail!("{app} has no domain {host} (see gantry domains {app})");
     }
-    gantry.routes.unalias(&host);
+    gantry.routing.unalias(&host).await;
     Ok(format!("{app} no longer answers on {host}\n"))
 }
 
@@ -186,6 +161,7 @@ pub async fn add_certificate(
     for host in &covered {
         install(gantry, host, chain_pem, key_pem)?;
     }
+    gantry.routing.reload_certs().await;
     Ok(format!(
         "installed for {} (expires {})\n",
         covered
@@ -197,26 +173,27 @@ pub async fn add_certificate(
     ))
 }
 
-/// Stores a certificate for `host` and serves it from now on; returns its expiry.
+/// Stores a certificate for `host` (the proxy serves it once told to reload);
+/// returns its expiry.
 pub fn install(
     gantry: &Gantry,
     host: &str,
     chain_pem: &[u8],
     key_pem: &[u8],
 ) -> anyhow::Result<String> {
-    let key = Arc::new(tls::certified_key(chain_pem, key_pem)?);
+    tls::certified_key(chain_pem, key_pem)?;
     let info = describe(chain_pem)?;
     std::fs::create_dir_all(gantry.config.certs_dir())?;
     let (chain_path, key_path) = paths(gantry, &stem(host));
     tls::write_private(&key_path, key_pem)?;
     std::fs::write(&chain_path, chain_pem)?;
-    gantry.certs.set(host, key);
     Ok(info.not_after)
 }
 
 /// `certs APP`: each host, and the certificate it is served with.
 pub async fn show(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
     let mut out = String::new();
+    let attempts = crate::acme::attempts(gantry);
     for host in hosts(gantry, app).await? {
         let (chain, _) = paths(gantry, &stem(&host));
         let line = match std::fs::read(&chain)
@@ -238,9 +215,54 @@ pub async fn show(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
             None => format!("{host}: no certificate (gantry certs:add {app} CERT KEY)"),
         };
         out.push_str(&line);
+        if let Some(attempt) = attempts.get(&host) {
+            out.push_str(&format!(
+                "; last ACME order {}: {}",
+                crate::cli::format_time(attempt.at),
+                match &attempt.error {
+                    None => "succeeded".to_owned(),
+                    Some(err) => format!(
+                        "failed ({} in a row; next try after {}): {err}",
+                        attempt.failures,
+                        crate::cli::format_time(attempt.not_before)
+                    ),
+                }
+            ));
+        }
         out.push('\n');
     }
+    let redirect = gantry
+        .store
+        .get_app(app)
+        .await?
+        .is_some_and(|a| a.https_redirect);
+    out.push_str(&format!(
+        "HTTP to HTTPS redirect: {} (gantry certs:redirect {app} {})\n",
+        if redirect {
+            "on, for hosts with a certificate"
+        } else {
+            "off"
+        },
+        if redirect { "off" } else { "on" }
+    ));
     Ok(out)
+}
+
+/// `certs:redirect APP on|off`: plain HTTP answers with a 308 to HTTPS, for
+/// the app's hosts that have a certificate of their own.
+pub async fn set_redirect(gantry: &Gantry, app: &AppName, on: bool) -> anyhow::Result<String> {
+    gantry.store.set_https_redirect(app, on).await?;
+    if gantry.store.current_release(app).await?.is_some() {
+        crate::deploy::reroute(gantry, app).await?;
+    }
+    Ok(format!(
+        "{app}: HTTP to HTTPS redirect {}\n",
+        if on {
+            "on (for hosts with a certificate of their own)"
+        } else {
+            "off"
+        }
+    ))
 }
 
 /// What `certs` shows of a certificate.

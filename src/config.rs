@@ -104,6 +104,28 @@ struct FileConfig {
     runs_keep_days: Option<i64>,
     /// Certificates from an ACME CA: `email`, `directory`, `ca_root`.
     acme: Option<crate::acme::AcmeConfig>,
+    /// The reverse proxy's limits and timeouts.
+    #[serde(default)]
+    proxy: ProxyFileConfig,
+}
+
+/// `[proxy]` in `gantry.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProxyFileConfig {
+    /// Seconds a client has to send request headers (and, on HTTP/1.1, that
+    /// an idle keep-alive connection stays open).
+    header_timeout: Option<u64>,
+    /// Seconds a connection may sit with no bytes moving.
+    idle_timeout: Option<u64>,
+    /// Seconds a backend has to send response headers.
+    response_timeout: Option<u64>,
+    /// The largest request body, in bytes (default: no limit).
+    max_body: Option<u64>,
+    /// `round-robin` (default) or `least-connections`.
+    balance: Option<String>,
+    /// One structured log line per request.
+    access_log: Option<bool>,
 }
 
 /// gantry's resolved settings.
@@ -129,6 +151,7 @@ pub struct Config {
     pub runs_keep: i64,
     pub runs_keep_days: i64,
     pub acme: Option<crate::acme::AcmeConfig>,
+    pub proxy: gantry_proxy::Settings,
 }
 
 impl Config {
@@ -138,7 +161,12 @@ impl Config {
             Some(home) => home,
             None => default_home()?,
         };
-        let file = read_file(&home.join("gantry.toml"))?;
+        let path = home.join("gantry.toml");
+        let file = read_file(&path)?;
+        let proxy = proxy_settings(&file.proxy).map_err(|message| ConfigError::Parse {
+            path: path.clone(),
+            message,
+        })?;
         let domain = overrides
             .domain
             .or(file.domain)
@@ -182,6 +210,7 @@ impl Config {
             runs_keep: file.runs_keep.filter(|n| *n >= 1).unwrap_or(200),
             runs_keep_days: file.runs_keep_days.filter(|n| *n >= 0).unwrap_or(90),
             acme: file.acme,
+            proxy,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
@@ -247,10 +276,46 @@ impl Config {
         self.home.join("certs")
     }
 
+    /// The proxy's control socket (`serve` drives the proxy through it).
+    pub fn proxy_socket(&self) -> PathBuf {
+        self.run_dir().join("proxy.sock")
+    }
+
+    /// What `gantry proxy` needs: listeners, files, settings.
+    pub fn proxy_daemon(&self) -> gantry_proxy::daemon::DaemonConfig {
+        gantry_proxy::daemon::DaemonConfig {
+            http_listen: self.http_listen,
+            https_listen: self.https_listen,
+            socket: self.proxy_socket(),
+            pid_file: self.run_dir().join("proxy.pid"),
+            state_file: self.home.join("proxy").join("state.json"),
+            certs_dir: self.certs_dir(),
+            settings: self.proxy.clone(),
+        }
+    }
+
     /// The control socket that hooks and the local CLI use to reach `serve`.
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir().join("gantry.sock")
     }
+}
+
+fn proxy_settings(file: &ProxyFileConfig) -> Result<gantry_proxy::Settings, String> {
+    let mut settings = gantry_proxy::Settings::default();
+    let secs = |v: Option<u64>, default: Duration| {
+        v.filter(|s| *s > 0).map_or(default, Duration::from_secs)
+    };
+    settings.header_timeout = secs(file.header_timeout, settings.header_timeout);
+    settings.idle_timeout = secs(file.idle_timeout, settings.idle_timeout);
+    settings.response_timeout = secs(file.response_timeout, settings.response_timeout);
+    settings.max_body = file.max_body.filter(|n| *n > 0);
+    if let Some(balance) = &file.balance {
+        settings.balance = balance
+            .parse()
+            .map_err(|e: String| format!("proxy.balance: {e}"))?;
+    }
+    settings.access_log = file.access_log.unwrap_or(false);
+    Ok(settings)
 }
 
 /// `/var/lib/gantry` for root, `~/.local/share/gantry` for everyone else.

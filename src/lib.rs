@@ -29,6 +29,7 @@ pub mod git;
 pub mod jobs;
 pub mod names;
 pub mod push;
+pub mod routing;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use bollard::Docker;
-use gantry_proxy::{Proxy, RouteTable};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
@@ -23,14 +22,11 @@ pub struct Gantry {
     pub store: Store,
     pub secrets: Secrets,
     pub docker: Docker,
-    pub routes: Arc<RouteTable>,
+    /// The routes, and the link to the proxy process that serves them.
+    pub routing: crate::routing::Routing,
     pub locks: AppLocks,
     pub pushes: PushSessions,
     pub jobs: crate::jobs::Jobs,
-    /// The certificates HTTPS serves, by host.
-    pub certs: Arc<gantry_proxy::CertStore>,
-    /// ACME HTTP-01 answers the proxy serves while an order is validated.
-    pub challenges: gantry_proxy::Challenges,
 }
 
 impl Gantry {
@@ -46,16 +42,15 @@ impl Gantry {
         let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
         let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
         let jobs = crate::jobs::Jobs::new(config.executors);
+        let routing = crate::routing::Routing::new(config.proxy_socket());
         Ok(Gantry {
             config,
+            routing,
             store,
             secrets,
             docker,
-            routes: Arc::new(RouteTable::new()),
             locks: AppLocks::default(),
             jobs,
-            certs: Arc::new(gantry_proxy::CertStore::new()),
-            challenges: gantry_proxy::Challenges::default(),
             pushes: PushSessions::default(),
         })
     }
@@ -103,22 +98,6 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 config.ssh_listen
             )
         })?;
-    let http_listener = TcpListener::bind(config.http_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for HTTP on {} (pass --http-listen ADDR)",
-                config.http_listen
-            )
-        })?;
-    let https_listener = TcpListener::bind(config.https_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen for HTTPS on {} (pass --https-listen ADDR)",
-                config.https_listen
-            )
-        })?;
     // The dashboard listens on loopback; the proxy routes gantry.DOMAIN to it.
     let web_listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -136,44 +115,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         crate::build::buildpack::remove_stale_builders(&gantry.docker, &names).await;
     }
 
+    crate::certs::prepare(&gantry);
+    // The proxy is a process of its own: it keeps serving while `serve`
+    // restarts. Start it if it is not running, with the routes it saved.
+    let proxy_pid = crate::routing::ensure_running(&gantry.config)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot run the proxy on {} and {} (pass --http-listen ADDR / --https-listen ADDR)",
+                gantry.config.http_listen, gantry.config.https_listen
+            )
+        })?;
     crate::certs::load_all(&gantry).await;
-    print_banner(&gantry, &ssh_listener, &http_listener, first_key.as_deref());
-    if let Ok(addr) = https_listener.local_addr() {
-        println!(
-            "  https:     https://{addr}{}",
-            if gantry.config.domain == "localhost" {
-                " (a self-signed certificate for *.localhost; gantry certs:add for your own)"
-            } else {
-                " (gantry certs:add APP CERT KEY gives an app its certificate)"
-            }
-        );
-    }
-
     let gantry = Arc::new(gantry);
+    // Runs a crash left `running` are marked interrupted before serve says
+    // it is up, so nobody reads a stale state.
+    crate::jobs::Jobs::set_serving(&gantry);
+    crate::jobs::resume(&gantry).await;
+    print_banner(&gantry, &ssh_listener, first_key.as_deref(), proxy_pid);
+
     let shutdown = CancellationToken::new();
-    let proxy = Arc::new(Proxy::new(gantry.routes.clone(), gantry.challenges.clone()));
     let mut tasks = tokio::task::JoinSet::new();
-    gantry.routes.set(
-        &gantry.config.dashboard_host,
-        gantry_proxy::Route::new(
+    gantry
+        .routing
+        .set(
+            &gantry.config.dashboard_host,
             "gantry dashboard",
-            vec![gantry_proxy::Backend::new(web_addr)],
-        ),
-    );
+            vec![web_addr],
+            false,
+        )
+        .await;
     tasks.spawn(crate::web::serve(
         web_listener,
         gantry.clone(),
-        shutdown.child_token(),
-    ));
-    tasks.spawn(gantry_proxy::serve_tls(
-        https_listener,
-        proxy.clone(),
-        gantry.certs.clone(),
-        shutdown.child_token(),
-    ));
-    tasks.spawn(gantry_proxy::serve(
-        http_listener,
-        proxy,
         shutdown.child_token(),
     ));
     tasks.spawn(git::ssh::serve(
@@ -191,18 +165,27 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     {
         let gantry = gantry.clone();
-        tokio::spawn(async move { crate::deploy::restore(&gantry).await });
-    }
-    crate::jobs::Jobs::set_serving(&gantry);
-    {
-        let gantry = gantry.clone();
-        let shutdown = shutdown.child_token();
         tokio::spawn(async move {
-            crate::jobs::resume(&gantry).await;
-            crate::jobs::scheduler::run_forever(gantry, shutdown).await;
+            // Until every app is restored, the proxy keeps the routes it
+            // saved; then the mirror is the truth, and replaces them.
+            while !crate::deploy::restore(&gantry).await {
+                tracing::warn!(
+                    "restore incomplete; the proxy keeps its saved routes; retrying in 10 s"
+                );
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+            }
+            gantry.routing.take_over().await;
         });
     }
+    tokio::spawn(crate::jobs::scheduler::run_forever(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
     tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
+    tokio::spawn(crate::routing::supervise(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
     tokio::spawn(crate::deploy::restore::reconcile_forever(
         gantry.clone(),
         shutdown.child_token(),
@@ -220,7 +203,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Err(err) => Err(anyhow::Error::from(err).context("a listener panicked")),
         },
     };
-    tracing::info!("shutting down; app containers keep running");
+    tracing::info!("shutting down; app containers and the proxy keep running");
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&socket_path);
@@ -311,10 +294,10 @@ async fn register_first_key(store: &Store) -> anyhow::Result<Option<String>> {
     Ok(None)
 }
 
-fn print_banner(gantry: &Gantry, ssh: &TcpListener, http: &TcpListener, first_key: Option<&str>) {
+fn print_banner(gantry: &Gantry, ssh: &TcpListener, first_key: Option<&str>, proxy_pid: u32) {
     let config = &gantry.config;
     let ssh_addr = ssh.local_addr().map_or(config.ssh_listen, |a| a);
-    let http_addr = http.local_addr().map_or(config.http_listen, |a| a);
+    let http_addr = config.http_listen;
     let example = crate::names::AppName::parse("myapp").ok();
     let (remote, url) = example
         .map(|app| {
@@ -329,6 +312,18 @@ fn print_banner(gantry: &Gantry, ssh: &TcpListener, http: &TcpListener, first_ke
     println!("  database:  {}", redact(&config.database_url));
     println!("  git (ssh): {ssh_addr}");
     println!("  apps:      http://{http_addr}, as {url}");
+    println!(
+        "  https:     https://{}{}",
+        config.https_listen,
+        if config.domain == "localhost" {
+            " (certificates from a local development CA for *.localhost; gantry certs:add for your own)"
+        } else {
+            " (gantry certs:add APP CERT KEY gives an app its certificate)"
+        }
+    );
+    println!(
+        "  proxy:     pid {proxy_pid}, a process of its own: it keeps serving while serve restarts"
+    );
     if let Some(path) = first_key {
         println!("  registered your key {path} as admin \"admin\" (gantry keys:list)");
     }
@@ -377,7 +372,7 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
         .with_context(|| format!("cannot set permissions on {}", path.display()))
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(term) => term,

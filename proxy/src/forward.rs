@@ -41,6 +41,20 @@ pub fn request_host<B>(req: &Request<B>) -> Option<String> {
         .filter(|h| !h.is_empty())
 }
 
+/// Whether `req` asks to switch protocols (a WebSocket handshake): an HTTP/1.1
+/// request with `Upgrade` named in `Connection`.
+pub fn is_upgrade<B>(req: &Request<B>) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
 /// Rewrites `req` in place to go to `backend`.
 ///
 /// `client` is the peer's address and `scheme` what the client spoke to us
@@ -51,6 +65,7 @@ pub fn prepare_request<B>(
     client: IpAddr,
     scheme: &str,
 ) -> Result<(), ForwardError> {
+    let upgrade = is_upgrade(req);
     let host = request_host(req).ok_or(ForwardError::NoHost)?;
     let path_and_query = req
         .uri()
@@ -69,9 +84,13 @@ pub fn prepare_request<B>(
     *req.version_mut() = Version::HTTP_11;
 
     let headers = req.headers_mut();
+    let protocol = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(headers);
-    // Upgrade is hop-by-hop too; WebSocket pass-through is not supported yet.
     headers.remove(header::UPGRADE);
+    if let (true, Some(protocol)) = (upgrade, protocol) {
+        headers.insert(header::UPGRADE, protocol);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
     if let Ok(value) = HeaderValue::from_str(&host) {
         headers.insert(header::HOST, value);
     }
@@ -92,9 +111,56 @@ pub fn prepare_request<B>(
     Ok(())
 }
 
-/// Strips hop-by-hop headers from a backend's response before it goes back.
+/// Strips hop-by-hop headers from a backend's response before it goes back
+/// (a `101 Switching Protocols` keeps `Upgrade` and `Connection`: the client
+/// needs them to finish its handshake).
 pub fn prepare_response<B>(resp: &mut Response<B>) {
+    if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
     strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(header::UPGRADE);
+}
+
+/// The request's `X-Request-Id`, set to a new one if the client sent none,
+/// so the app, the access log and the client all name the request the same.
+pub fn request_id<B>(req: &mut Request<B>) -> HeaderValue {
+    if let Some(id) = req.headers().get("x-request-id") {
+        if !id.is_empty() && id.len() <= 200 {
+            return id.clone();
+        }
+    }
+    let id = new_request_id();
+    req.headers_mut().insert("x-request-id", id.clone());
+    id
+}
+
+/// 32 hex digits: this process's random seed and a counter, mixed so ids
+/// from two proxies (or two restarts) do not collide.
+fn new_request_id() -> HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static SEED: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let seed = *SEED.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    // splitmix64 of the counter: ids look random, cost nothing.
+    let mut z = n.wrapping_add(seed).wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    HeaderValue::from_str(&format!("{seed:016x}{z:016x}"))
+        .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
@@ -170,6 +236,42 @@ mod tests {
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()["host"], "app.example.com");
         assert_eq!(req.headers()["x-forwarded-port"], "443");
+    }
+
+    #[test]
+    fn websocket_upgrades_keep_their_upgrade_header() {
+        let mut req = Request::builder()
+            .uri("/ws")
+            .header("host", "app.localhost")
+            .header("connection", "Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
+            .body(())
+            .expect("request");
+        assert!(is_upgrade(&req));
+        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
+        prepare_request(&mut req, backend, "::1".parse().expect("ip"), "http").expect("prepare");
+        assert_eq!(req.headers()["upgrade"], "websocket");
+        assert_eq!(req.headers()["connection"], "upgrade");
+        assert!(req.headers().contains_key("sec-websocket-key"));
+        let mut plain = request("app.localhost");
+        prepare_request(&mut plain, backend, "::1".parse().expect("ip"), "http").expect("prepare");
+        assert!(!plain.headers().contains_key("upgrade"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_made() {
+        let mut req = request("a.test");
+        let made = request_id(&mut req);
+        assert_eq!(made.len(), 32);
+        assert_eq!(req.headers()["x-request-id"], made);
+        let mut other = request("a.test");
+        assert_ne!(request_id(&mut other), made, "ids are unique");
+        let mut given = Request::builder()
+            .header("x-request-id", "abc-123")
+            .body(())
+            .expect("request");
+        assert_eq!(request_id(&mut given), "abc-123");
     }
 
     #[test]

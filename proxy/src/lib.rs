@@ -2,21 +2,26 @@
 //!
 //! One job: host-based routing of HTTP traffic to app backends. It knows nothing of
 //! apps, releases, git or Docker: gantry tells it "host H is served by these
-//! addresses" through [`RouteTable`], and it answers from that table alone.
-//! Unknown hosts get a small 404 page; a backend that fails gets a 502 page.
+//! addresses", and it answers from that table alone. Unknown hosts get a
+//! small 404 page; a backend that fails gets a 502 page.
 //!
 //! Layout: [`routes`] holds the swappable route table, [`forward`] rewrites and
-//! forwards one request, [`pages`] renders the proxy's own error pages, and
-//! [`serve`] accepts connections and ties them together, [`tls`] holds the
-//! certificates HTTPS picks by SNI.
+//! forwards one request, [`pages`] renders the proxy's own error pages,
+//! `serve` accepts connections and ties them together, [`tls`] holds the
+//! certificates HTTPS picks by SNI. [`daemon`] runs it all as a process of
+//! its own (`gantry proxy`), driven over [`control`] and persisted by [`state`].
 
+pub mod control;
+pub mod daemon;
 pub mod forward;
+mod idle;
 pub mod pages;
 pub mod routes;
 mod serve;
+pub mod state;
 pub mod tls;
 mod tracked;
 
-pub use routes::{Backend, InFlight, Route, RouteTable};
-pub use serve::{serve, serve_tls, Challenges, Proxy};
+pub use routes::{Backend, Balance, InFlight, Route, RouteTable};
+pub use serve::{serve, serve_tls, Challenges, Proxy, Settings};
 pub use tls::{CertStore, LocalCa};

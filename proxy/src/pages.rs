@@ -55,6 +55,31 @@ pub fn gateway_timeout(app: &str) -> Response<Full<Bytes>> {
     )
 }
 
+/// The page for an app whose every replica refused connections lately.
+pub fn no_healthy_backend(app: &str) -> Response<Full<Bytes>> {
+    let mut resp = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "App unavailable",
+        &format!(
+            "No replica of the app <code>{}</code> is accepting connections right now; \
+             gantry tries them again in a moment.",
+            escape(app)
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+    resp
+}
+
+/// The page for a request body over the proxy's size limit.
+pub fn too_large(limit: u64) -> Response<Full<Bytes>> {
+    page(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Request too large",
+        &format!("This server takes request bodies of at most {limit} bytes."),
+    )
+}
+
 /// The page for a request without a usable `Host` header.
 pub fn bad_request(reason: &str) -> Response<Full<Bytes>> {
     page(StatusCode::BAD_REQUEST, "Bad request", &escape(reason))

@@ -7,8 +7,24 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
+
+/// How long a backend that refused a connection is left out before it is
+/// tried again.
+const DOWN_FOR: Duration = Duration::from_secs(2);
+
+/// What the proxy knows of one backend address, shared by every route that
+/// uses it: requests in flight (for drains and least-connections) and whether
+/// it refused a connection lately.
+#[derive(Debug, Default)]
+struct Stats {
+    in_flight: AtomicUsize,
+    /// Milliseconds since the table's epoch before which the backend is left
+    /// out; 0: healthy.
+    down_until: AtomicU64,
+}
 
 /// One address that can serve a route's requests (an app container's `IP:PORT`),
 /// with the count of requests in flight to it. The count belongs to the address:
@@ -17,27 +33,31 @@ use std::sync::{Arc, RwLock};
 #[derive(Debug, Clone)]
 pub struct Backend {
     pub addr: SocketAddr,
-    in_flight: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
 }
 
 impl Backend {
     pub fn new(addr: SocketAddr) -> Self {
         Backend {
             addr,
-            in_flight: Arc::new(AtomicUsize::new(0)),
+            stats: Arc::default(),
         }
     }
 
     /// Counts a request as in flight to this backend until the guard drops.
     pub fn begin(&self) -> InFlight {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.stats.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight {
-            count: self.in_flight.clone(),
+            stats: self.stats.clone(),
         }
     }
 
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
+        self.stats.in_flight.load(Ordering::Acquire)
+    }
+
+    fn is_up(&self, now: u64) -> bool {
+        self.stats.down_until.load(Ordering::Relaxed) <= now
     }
 }
 
@@ -49,25 +69,50 @@ impl PartialEq for Backend {
 
 impl Eq for Backend {}
 
-/// The backends of one host, picked round-robin.
+/// How a route with several backends picks one.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// The backend with the fewest requests in flight (ties: round-robin).
+    LeastConnections,
+}
+
+impl std::str::FromStr for Balance {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "round-robin" => Ok(Balance::RoundRobin),
+            "least-connections" | "least-conn" => Ok(Balance::LeastConnections),
+            other => Err(format!(
+                "unknown balance {other:?}: use round-robin or least-connections"
+            )),
+        }
+    }
+}
+
+/// The backends of one host.
 #[derive(Debug)]
 pub struct Route {
     /// Name shown in logs and error pages (the app's name).
     pub name: String,
     backends: Vec<Backend>,
     next: AtomicUsize,
+    /// Plain-HTTP requests are redirected to HTTPS once the host has a
+    /// certificate of its own.
+    pub https_redirect: bool,
 }
 
 /// Counts one request as in flight on a backend until dropped (when its
 /// response body has been sent, or it failed).
 #[derive(Debug)]
 pub struct InFlight {
-    count: Arc<AtomicUsize>,
+    stats: Arc<Stats>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::AcqRel);
+        self.stats.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -77,7 +122,14 @@ impl Route {
             name: name.into(),
             backends,
             next: AtomicUsize::new(0),
+            https_redirect: false,
         }
+    }
+
+    /// The same route, redirecting plain HTTP to HTTPS when `on`.
+    pub fn with_https_redirect(mut self, on: bool) -> Self {
+        self.https_redirect = on;
+        self
     }
 
     pub fn backends(&self) -> &[Backend] {
@@ -93,6 +145,24 @@ impl Route {
         self.backends.get(i)
     }
 
+    /// A backend to send the next request to, among those that have not
+    /// refused a connection lately, skipping `not` (one that just failed);
+    /// `None` when none is left.
+    pub fn choose(&self, balance: Balance, now: u64, not: Option<SocketAddr>) -> Option<&Backend> {
+        let n = self.backends.len();
+        if n == 0 {
+            return None;
+        }
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let candidates = (0..n)
+            .map(|k| &self.backends[(start + k) % n])
+            .filter(|b| b.is_up(now) && Some(b.addr) != not);
+        match balance {
+            Balance::RoundRobin => candidates.into_iter().next(),
+            Balance::LeastConnections => candidates.min_by_key(|b| b.in_flight()),
+        }
+    }
+
     /// Requests in flight to this route's backends.
     pub fn in_flight(&self) -> usize {
         self.backends.iter().map(Backend::in_flight).sum()
@@ -100,24 +170,42 @@ impl Route {
 
     /// Waits until no request is in flight to this route's backends, or
     /// `timeout` passes; returns how many were still in flight then (0: drained).
-    pub async fn drain(&self, timeout: std::time::Duration) -> usize {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let n = self.in_flight();
-            if n == 0 || tokio::time::Instant::now() >= deadline {
-                return n;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        wait_until_idle(|| self.in_flight(), timeout).await
+    }
+}
+
+async fn wait_until_idle(count: impl Fn() -> usize, timeout: Duration) -> usize {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let n = count();
+        if n == 0 || tokio::time::Instant::now() >= deadline {
+            return n;
         }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 /// Host name → route. Host names are matched lowercased and without a port.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct RouteTable {
     routes: RwLock<HashMap<String, Arc<Route>>>,
     /// Extra host names (custom domains) → the host whose route serves them.
     aliases: RwLock<HashMap<String, String>>,
+    /// Every address's stats, while a route or a request still holds them.
+    stats: RwLock<HashMap<SocketAddr, Weak<Stats>>>,
+    epoch: Instant,
+}
+
+impl Default for RouteTable {
+    fn default() -> Self {
+        RouteTable {
+            routes: RwLock::default(),
+            aliases: RwLock::default(),
+            stats: RwLock::default(),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl RouteTable {
@@ -125,19 +213,39 @@ impl RouteTable {
         Self::default()
     }
 
+    /// Milliseconds since the table was made: the clock of [`Route::choose`].
+    pub fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Leaves `addr` out of every route for a while: it refused a connection.
+    pub fn mark_down(&self, addr: SocketAddr) {
+        let stats = self.stats.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(stats) = stats.get(&addr).and_then(Weak::upgrade) {
+            let until = self.now() + u64::try_from(DOWN_FOR.as_millis()).unwrap_or(2000);
+            stats.down_until.store(until, Ordering::Relaxed);
+        }
+    }
+
     /// Routes `host` to `route`, replacing whatever served it before; returns
     /// the replaced route, so its in-flight requests can be drained.
     pub fn set(&self, host: &str, mut route: Route) -> Option<Arc<Route>> {
         let host = normalize_host(host);
-        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(old) = routes.get(&host) {
-            // Same address, same count: requests already in flight stay visible.
+        {
+            // Same address, same stats: requests already in flight stay
+            // visible, whichever route sends them.
+            let mut stats = self.stats.write().unwrap_or_else(|e| e.into_inner());
+            stats.retain(|_, s| s.strong_count() > 0);
             for backend in &mut route.backends {
-                if let Some(same) = old.backends.iter().find(|b| b.addr == backend.addr) {
-                    backend.in_flight = same.in_flight.clone();
+                match stats.get(&backend.addr).and_then(Weak::upgrade) {
+                    Some(shared) => backend.stats = shared,
+                    None => {
+                        stats.insert(backend.addr, Arc::downgrade(&backend.stats));
+                    }
                 }
             }
         }
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         routes.insert(host, Arc::new(route))
     }
 
@@ -146,6 +254,22 @@ impl RouteTable {
         let host = normalize_host(host);
         let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
         routes.remove(&host)
+    }
+
+    /// Requests in flight to any of `addrs`, through any route, old or new.
+    pub fn in_flight_to(&self, addrs: &[SocketAddr]) -> usize {
+        let stats = self.stats.read().unwrap_or_else(|e| e.into_inner());
+        addrs
+            .iter()
+            .filter_map(|a| stats.get(a).and_then(Weak::upgrade))
+            .map(|s| s.in_flight.load(Ordering::Acquire))
+            .sum()
+    }
+
+    /// Waits until no request is in flight to `addrs`, or `timeout` passes;
+    /// returns how many were still in flight then (0: drained).
+    pub async fn drain(&self, addrs: &[SocketAddr], timeout: Duration) -> usize {
+        wait_until_idle(|| self.in_flight_to(addrs), timeout).await
     }
 
     /// The route for a `Host` header value (`Example.com:8080` finds `example.com`),
@@ -186,6 +310,53 @@ impl RouteTable {
         let mut hosts: Vec<String> = routes.keys().cloned().collect();
         hosts.sort();
         hosts
+    }
+
+    /// Every route and alias, as the proxy persists and reports them.
+    pub fn snapshot(&self) -> crate::state::State {
+        let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        let mut specs: Vec<crate::state::RouteSpec> = routes
+            .iter()
+            .map(|(host, route)| crate::state::RouteSpec {
+                host: host.clone(),
+                name: route.name.clone(),
+                backends: route.backends.iter().map(|b| b.addr).collect(),
+                https_redirect: route.https_redirect,
+            })
+            .collect();
+        specs.sort_by(|a, b| a.host.cmp(&b.host));
+        let aliases = self
+            .aliases
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(a, h)| (a.clone(), h.clone()))
+            .collect();
+        crate::state::State {
+            routes: specs,
+            aliases,
+        }
+    }
+
+    /// Makes the table exactly `state`: hosts not in it stop being routed.
+    pub fn replace(&self, state: &crate::state::State) {
+        let keep: std::collections::HashSet<String> = state
+            .routes
+            .iter()
+            .map(|r| normalize_host(&r.host))
+            .collect();
+        for spec in &state.routes {
+            self.set(&spec.host, spec.to_route());
+        }
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|host, _| keep.contains(host));
+        let mut aliases = self.aliases.write().unwrap_or_else(|e| e.into_inner());
+        aliases.clear();
+        for (alias, host) in &state.aliases {
+            aliases.insert(normalize_host(alias), normalize_host(host));
+        }
     }
 }
 

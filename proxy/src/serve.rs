@@ -2,14 +2,17 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt};
-use hyper::body::Incoming;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -17,20 +20,55 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::routes::Balance;
 use crate::tracked::Tracked;
-use crate::{forward, pages, RouteTable};
+use crate::{forward, pages, CertStore, RouteTable};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
-/// How long a backend may take to send its response headers (the body may
-/// stream for longer: server-sent events, downloads).
-const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How the proxy treats clients and backends; every field has a safe default.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// How long a backend may take to send its response headers (the body may
+    /// stream for longer: server-sent events, downloads).
+    pub response_timeout: Duration,
+    /// How long a client has to send a request's headers; on HTTP/1.1 it is
+    /// also how long an idle keep-alive connection stays open (no slowloris).
+    pub header_timeout: Duration,
+    /// How long a connection may sit with no bytes moving and no request in
+    /// flight (HTTP/2 and TLS included).
+    pub idle_timeout: Duration,
+    /// The largest request body accepted, in bytes (`None`: no limit).
+    pub max_body: Option<u64>,
+    pub balance: Balance,
+    /// Log one structured line per request (target `gantry_proxy::access`).
+    pub access_log: bool,
+    /// The port HTTPS redirects point at (443 leaves it out of the URL).
+    pub https_port: u16,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            response_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(120),
+            max_body: None,
+            balance: Balance::RoundRobin,
+            access_log: false,
+            https_port: 443,
+        }
+    }
+}
 
 /// The proxy's shared state: the route table and a pooled upstream client.
 pub struct Proxy {
     routes: Arc<RouteTable>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<HttpConnector, Upstream>,
     challenges: Challenges,
+    certs: Option<Arc<CertStore>>,
+    settings: Settings,
 }
 
 /// ACME HTTP-01 answers by token, shared with whoever runs the ACME client.
@@ -39,6 +77,17 @@ pub type Challenges = Arc<std::sync::RwLock<std::collections::HashMap<String, St
 impl Proxy {
     /// `challenges` holds the ACME HTTP-01 answers to serve (token → answer).
     pub fn new(routes: Arc<RouteTable>, challenges: Challenges) -> Self {
+        Self::with_settings(routes, challenges, None, Settings::default())
+    }
+
+    /// A proxy with its settings; `certs` (the HTTPS certificates) decides
+    /// which hosts plain HTTP may redirect to HTTPS.
+    pub fn with_settings(
+        routes: Arc<RouteTable>,
+        challenges: Challenges,
+        certs: Option<Arc<CertStore>>,
+        settings: Settings,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(5)));
@@ -51,11 +100,17 @@ impl Proxy {
             routes,
             client,
             challenges,
+            certs,
+            settings,
         }
     }
 
     pub fn routes(&self) -> &Arc<RouteTable> {
         &self.routes
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// The HTTP-01 challenge answers an ACME client has asked the proxy to
@@ -76,44 +131,248 @@ impl Proxy {
         )))))
     }
 
-    /// Answers one request: route by host, forward, or say why not.
+    /// Answers one request, and writes its access-log line when asked to.
     async fn handle(
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
         proto: &'static str,
     ) -> Result<Response<ProxyBody>, Infallible> {
+        let started = Instant::now();
+        let id = forward::request_id(&mut req);
+        let log = self.settings.access_log.then(|| {
+            (
+                req.method().clone(),
+                forward::request_host(&req).unwrap_or_default(),
+                req.uri().path().to_owned(),
+            )
+        });
+        let (mut resp, backend) = self.route(req, peer, proto).await;
+        resp.headers_mut().insert("x-request-id", id.clone());
+        if let Some((method, host, path)) = log {
+            tracing::info!(
+                target: "gantry_proxy::access",
+                %peer, %method, %host, %path, proto,
+                status = resp.status().as_u16(),
+                backend = %backend.map_or_else(|| "-".to_owned(), |b| b.to_string()),
+                ms = started.elapsed().as_millis() as u64,
+                request_id = id.to_str().unwrap_or("-"),
+            );
+        }
+        Ok(resp)
+    }
+
+    /// Route by host, forward, or say why not; also returns the backend used.
+    async fn route(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        proto: &'static str,
+    ) -> (Response<ProxyBody>, Option<SocketAddr>) {
         if let Some(answer) = self.acme_answer(&req) {
-            return Ok(answer);
+            return (answer, None);
         }
         let Some(host) = forward::request_host(&req) else {
-            return Ok(full(pages::bad_request("The request has no Host header.")));
+            return (
+                full(pages::bad_request("The request has no Host header.")),
+                None,
+            );
         };
         let Some(route) = self.routes.lookup(&host) else {
-            return Ok(full(pages::not_found(&host)));
+            return (full(pages::not_found(&host)), None);
         };
-        let Some(backend) = route.pick() else {
-            return Ok(full(pages::unavailable(&route.name)));
-        };
-        let in_flight = backend.begin();
-        if let Err(err) = forward::prepare_request(&mut req, backend.addr, peer.ip(), proto) {
-            tracing::debug!(%err, "cannot forward");
-            return Ok(full(pages::bad_request(&err.to_string())));
-        }
-        match tokio::time::timeout(RESPONSE_TIMEOUT, self.client.request(req)).await {
-            Ok(Ok(mut resp)) => {
-                forward::prepare_response(&mut resp);
-                Ok(resp.map(|b| Tracked::new(b, in_flight).boxed()))
-            }
-            Ok(Err(err)) => {
-                tracing::warn!(app = %route.name, backend = %backend.addr, error = %err, "backend failed");
-                Ok(full(pages::bad_gateway(&route.name)))
-            }
-            Err(_) => {
-                tracing::warn!(app = %route.name, backend = %backend.addr, "backend sent no response headers in time");
-                Ok(full(pages::gateway_timeout(&route.name)))
+        if proto == "http" && route.https_redirect {
+            if let Some(resp) = self.https_redirect(&req, &host) {
+                return (resp, None);
             }
         }
+        if let Some(limit) = self.settings.max_body {
+            let declared = req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            if declared.is_some_and(|n| n > limit) {
+                return (full(pages::too_large(limit)), None);
+            }
+        }
+        if route.backends().is_empty() {
+            return (full(pages::unavailable(&route.name)), None);
+        }
+        let upgrade = forward::is_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // A request without a body can go to another replica if the first
+        // refuses the connection: nothing of it was sent.
+        let retry =
+            (route.backends().len() > 1 && req.body().is_end_stream() && !upgrade).then(|| {
+                let mut copy = Request::new(());
+                *copy.method_mut() = req.method().clone();
+                *copy.uri_mut() = req.uri().clone();
+                *copy.version_mut() = req.version();
+                *copy.headers_mut() = req.headers().clone();
+                copy
+            });
+        let (parts, body) = req.into_parts();
+        let mut req = Request::from_parts(parts, Upstream::new(body, self.settings.max_body));
+        let mut retry = retry;
+        let mut failed = None;
+        loop {
+            let now = self.routes.now();
+            let Some(backend) = route.choose(self.settings.balance, now, failed) else {
+                return (full(pages::no_healthy_backend(&route.name)), failed);
+            };
+            let addr = backend.addr;
+            let in_flight = backend.begin();
+            if let Err(err) = forward::prepare_request(&mut req, addr, peer.ip(), proto) {
+                tracing::debug!(%err, "cannot forward");
+                return (full(pages::bad_request(&err.to_string())), None);
+            }
+            let result =
+                tokio::time::timeout(self.settings.response_timeout, self.client.request(req))
+                    .await;
+            match result {
+                Ok(Ok(mut resp)) => {
+                    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                        if let Some(client_upgrade) = client_upgrade {
+                            let backend_upgrade = hyper::upgrade::on(&mut resp);
+                            tokio::spawn(tunnel(client_upgrade, backend_upgrade, in_flight));
+                            forward::prepare_response(&mut resp);
+                            return (resp.map(|b| b.boxed()), Some(addr));
+                        }
+                    }
+                    forward::prepare_response(&mut resp);
+                    return (resp.map(|b| Tracked::new(b, in_flight).boxed()), Some(addr));
+                }
+                Ok(Err(err)) if err.is_connect() => {
+                    tracing::warn!(app = %route.name, backend = %addr, error = %err, "backend refused the connection; leaving it out for a while");
+                    self.routes.mark_down(addr);
+                    failed = Some(addr);
+                    match retry.take() {
+                        Some(copy) => {
+                            let (parts, ()) = copy.into_parts();
+                            req = Request::from_parts(parts, Upstream::empty());
+                        }
+                        None => return (full(pages::bad_gateway(&route.name)), Some(addr)),
+                    }
+                }
+                Ok(Err(err)) => {
+                    tracing::warn!(app = %route.name, backend = %addr, error = %err, "backend failed");
+                    return (full(pages::bad_gateway(&route.name)), Some(addr));
+                }
+                Err(_) => {
+                    tracing::warn!(app = %route.name, backend = %addr, "backend sent no response headers in time");
+                    return (full(pages::gateway_timeout(&route.name)), Some(addr));
+                }
+            }
+        }
+    }
+
+    /// A `308` to the same URL over HTTPS, once the host has a certificate of
+    /// its own (a development certificate does not count).
+    fn https_redirect(&self, req: &Request<Incoming>, host: &str) -> Option<Response<ProxyBody>> {
+        let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+        if !self.certs.as_ref()?.has_own(name) {
+            return None;
+        }
+        let port = match self.settings.https_port {
+            443 => String::new(),
+            port => format!(":{port}"),
+        };
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = HeaderValue::from_str(&format!("https://{name}{port}{path}")).ok()?;
+        let mut resp = Response::new(http_body_util::Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut().insert(header::LOCATION, location);
+        Some(full(resp))
+    }
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// backend's, counting the tunnel as a request in flight until it closes.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    backend: hyper::upgrade::OnUpgrade,
+    in_flight: crate::InFlight,
+) {
+    let _in_flight = in_flight;
+    match tokio::try_join!(client, backend) {
+        Ok((client, backend)) => {
+            let mut client = TokioIo::new(client);
+            let mut backend = TokioIo::new(backend);
+            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                tracing::debug!(error = %err, "upgraded connection ended with an error");
+            }
+        }
+        Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+    }
+}
+
+/// The request body sent to a backend: the client's, cut off with an error
+/// once it passes the size limit (a chunked upload declares no length).
+pub struct Upstream {
+    inner: Option<Incoming>,
+    limit: Option<u64>,
+    seen: u64,
+}
+
+impl Upstream {
+    fn new(inner: Incoming, limit: Option<u64>) -> Self {
+        Upstream {
+            inner: Some(inner),
+            limit,
+            seen: 0,
+        }
+    }
+
+    fn empty() -> Self {
+        Upstream {
+            inner: None,
+            limit: None,
+            seen: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the request body is over the limit of {0} bytes")]
+struct TooLarge(u64);
+
+impl Body for Upstream {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+                    this.seen += data.len() as u64;
+                    if this.seen > limit {
+                        return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(err))) => Poll::Ready(Some(Err(Box::new(err)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -128,19 +387,25 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    accept_loop(listener, shutdown, move |stream, peer, builder, watcher| {
-        let proxy = proxy.clone();
-        async move {
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer, "http").await }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %err, "connection ended with an error");
+    let settings = proxy.settings.clone();
+    accept_loop(
+        listener,
+        &settings,
+        shutdown,
+        move |stream, peer, builder, watcher| {
+            let proxy = proxy.clone();
+            async move {
+                let service = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { proxy.handle(req, peer, "http").await }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -155,30 +420,41 @@ pub async fn serve_tls(
 ) -> std::io::Result<()> {
     let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    accept_loop(listener, shutdown, move |stream, peer, builder, watcher| {
-        let (acceptor, proxy) = (acceptor.clone(), proxy.clone());
-        async move {
-            // A client that never finishes its handshake is dropped.
-            let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                .await
-            {
-                Ok(Ok(tls)) => tls,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
+    let settings = proxy.settings.clone();
+    accept_loop(
+        listener,
+        &settings,
+        shutdown,
+        move |stream, peer, builder, watcher| {
+            let (acceptor, proxy) = (acceptor.clone(), proxy.clone());
+            async move {
+                // A client that never finishes its handshake is dropped.
+                let tls =
+                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
+                        .await
+                    {
+                        Ok(Ok(tls)) => tls,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
+                    // A TLS-ALPN-01 validation: the handshake was the answer.
                     return;
                 }
-                Err(_) => return,
-            };
-            let service = service_fn(move |req| {
-                let proxy = proxy.clone();
-                async move { proxy.handle(req, peer, "https").await }
-            });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-            if let Err(err) = watcher.watch(conn.into_owned()).await {
-                tracing::debug!(error = %err, "TLS connection ended with an error");
+                let service = service_fn(move |req| {
+                    let proxy = proxy.clone();
+                    async move { proxy.handle(req, peer, "https").await }
+                });
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
+                if let Err(err) = watcher.watch(conn.into_owned()).await {
+                    tracing::debug!(error = %err, "TLS connection ended with an error");
+                }
             }
-        }
-    })
+        },
+    )
     .await
 }
 
@@ -187,18 +463,23 @@ pub async fn serve_tls(
 /// then waits (up to 30 s) for the connections to finish.
 async fn accept_loop<F, Fut>(
     listener: TcpListener,
+    settings: &Settings,
     shutdown: CancellationToken,
     serve_one: F,
 ) -> std::io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr, auto::Builder<TokioExecutor>, Watcher) -> Fut,
+    F: Fn(crate::idle::IdleIo<TcpStream>, SocketAddr, auto::Builder<TokioExecutor>, Watcher) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(settings.header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(30)));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -214,6 +495,7 @@ where
             },
         };
         let _ = stream.set_nodelay(true);
+        let stream = crate::idle::IdleIo::new(stream, settings.idle_timeout);
         tokio::spawn(serve_one(stream, peer, builder.clone(), graceful.watcher()));
     }
     tokio::select! {

@@ -39,7 +39,17 @@ pub struct CertStore {
     default: RwLock<Option<Arc<CertifiedKey>>>,
     /// Issues certificates on first use for `localhost` and `*.localhost`.
     local: RwLock<Option<LocalCa>>,
+    /// TLS-ALPN-01 validation certificates, by host, while an order is open.
+    alpn: RwLock<HashMap<String, Arc<CertifiedKey>>>,
+    /// Hosts whose certificate the development CA issued (not "their own").
+    issued_locally: RwLock<std::collections::HashSet<String>>,
 }
+
+/// The ALPN protocol of ACME's TLS-ALPN-01 validation (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// The file stem of the development CA in a certificate directory.
+pub const LOCAL_CA_STEM: &str = "_localhost-ca";
 
 impl std::fmt::Debug for CertStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -165,7 +175,122 @@ impl CertStore {
             }
         };
         self.set(host, key.clone());
+        self.issued_locally
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_owned());
         Some(key)
+    }
+
+    /// Whether `host` has a certificate of its own (its own name or a
+    /// wildcard over it), not one the development CA made up.
+    pub fn has_own(&self, host: &str) -> bool {
+        let host = host.to_ascii_lowercase();
+        if self
+            .issued_locally
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&host)
+        {
+            return false;
+        }
+        let certs = self.certs.read().unwrap_or_else(|e| e.into_inner());
+        certs.contains_key(&host)
+            || host
+                .split_once('.')
+                .is_some_and(|(_, parent)| certs.contains_key(&format!("*.{parent}")))
+    }
+
+    /// Answers TLS-ALPN-01 for `host` with a certificate carrying the ACME
+    /// identifier extension over `digest` (SHA-256 of the key authorization).
+    pub fn set_alpn_challenge(&self, host: &str, digest: &[u8]) -> Result<(), TlsError> {
+        let gen = |e: rcgen::Error| TlsError::Generate(e.to_string());
+        let key_pair = rcgen::KeyPair::generate().map_err(gen)?;
+        let mut params = rcgen::CertificateParams::new(vec![host.to_owned()]).map_err(gen)?;
+        params.custom_extensions = vec![rcgen::CustomExtension::new_acme_identifier(digest)];
+        let cert = params.self_signed(&key_pair).map_err(gen)?;
+        let key = PrivateKeyDer::from_pem_slice(key_pair.serialize_pem().as_bytes())
+            .map_err(|e| TlsError::NoKey(e.to_string()))?;
+        // Not `from_der`: its consistency check parses the certificate with
+        // webpki, which refuses the critical acmeIdentifier extension.
+        let signing = aws_lc_rs::default_provider()
+            .key_provider
+            .load_private_key(key)
+            .map_err(|e| TlsError::BadKey(e.to_string()))?;
+        let certified = CertifiedKey::new(vec![cert.der().clone()], signing);
+        self.alpn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_ascii_lowercase(), Arc::new(certified));
+        Ok(())
+    }
+
+    pub fn remove_alpn_challenge(&self, host: &str) {
+        self.alpn
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&host.to_ascii_lowercase());
+    }
+
+    /// Makes the store exactly what `dir` holds: `HOST.pem` (chain) with
+    /// `HOST.key`, `_wildcard.DOMAIN.pem` for `*.DOMAIN`, and the development
+    /// CA (`_localhost-ca.pem`/`.key`) if it is there. Returns the files that
+    /// could not be loaded, with why.
+    pub fn load_dir(&self, dir: &std::path::Path) -> Vec<(std::path::PathBuf, TlsError)> {
+        let mut failed = Vec::new();
+        let mut loaded = HashMap::new();
+        let (ca_cert, ca_key) = (
+            dir.join(format!("{LOCAL_CA_STEM}.pem")),
+            dir.join(format!("{LOCAL_CA_STEM}.key")),
+        );
+        let local = if ca_cert.exists() && ca_key.exists() {
+            match LocalCa::load_or_create(&ca_cert, &ca_key) {
+                Ok(ca) => Some(ca),
+                Err(err) => {
+                    failed.push((ca_cert.clone(), err));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for path in entries.flatten().map(|e| e.path()) {
+                let Some(stem) = path
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .and_then(|n| n.strip_suffix(".pem"))
+                    .filter(|s| *s != LOCAL_CA_STEM)
+                    .map(str::to_owned)
+                else {
+                    continue;
+                };
+                let read = std::fs::read(&path).and_then(|chain| {
+                    std::fs::read(path.with_extension("key")).map(|key| (chain, key))
+                });
+                match read {
+                    Ok((chain, key)) => match certified_key(&chain, &key) {
+                        Ok(key) => {
+                            loaded.insert(stem.replace("_wildcard", "*"), Arc::new(key));
+                        }
+                        Err(err) => failed.push((path, err)),
+                    },
+                    Err(err) => failed.push((path, TlsError::Generate(err.to_string()))),
+                }
+            }
+        }
+        let default = local
+            .as_ref()
+            .and_then(|ca| ca.issue("localhost").ok())
+            .map(Arc::new);
+        *self.certs.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        self.issued_locally
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        *self.default.write().unwrap_or_else(|e| e.into_inner()) = default;
+        *self.local.write().unwrap_or_else(|e| e.into_inner()) = local;
+        failed
     }
 
     /// The certificate a handshake for `host` gets.
@@ -194,6 +319,19 @@ impl CertStore {
 
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        if acme {
+            // Only a validation certificate answers acme-tls/1 (RFC 8737 §3).
+            let host = hello.server_name()?.to_ascii_lowercase();
+            return self
+                .alpn
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&host)
+                .cloned();
+        }
         self.find(hello.server_name())
     }
 }
@@ -232,7 +370,7 @@ pub fn server_config(certs: Arc<CertStore>) -> Result<rustls::ServerConfig, TlsE
         .map_err(|e| TlsError::Config(e.to_string()))?
         .with_no_client_auth()
         .with_cert_resolver(certs);
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Ok(config)
 }
 

@@ -47,6 +47,16 @@ pub async fn show_certs(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow:
     certs::show(gantry, &app).await
 }
 
+pub async fn set_redirect(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+    on: bool,
+) -> anyhow::Result<String> {
+    let app = app(gantry, caller, name).await?;
+    certs::set_redirect(gantry, &app, on).await
+}
+
 /// `pem` holds the chain and the key, one after the other (PEM blocks say
 /// what they are), as the CLI sends them.
 pub async fn add_cert(

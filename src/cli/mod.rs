@@ -46,6 +46,8 @@ pub struct Cli {
 pub enum Command {
     /// Run gantry: the SSH git endpoint, builds, deploys and the HTTP proxy
     Serve(ServeArgs),
+    /// Run the reverse proxy on its own (serve starts it when it is not running)
+    Proxy(ProxyArgs),
     /// Build the default stack image (Debian bookworm via debootstrap, needs root)
     #[command(name = "stack:build")]
     StackBuild,
@@ -57,6 +59,16 @@ pub enum Command {
         #[arg(value_parser = ["pre-receive"])]
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address of the HTTP listener [default: 0.0.0.0:8080]
+    #[arg(long, env = "GANTRY_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
+    /// Address of the HTTPS listener [default: 0.0.0.0:8443]
+    #[arg(long, env = "GANTRY_HTTPS_LISTEN", value_name = "ADDR")]
+    pub https_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Args)]
@@ -176,6 +188,13 @@ pub enum ManageCommand {
         app: String,
         cert_file: String,
         key_file: String,
+    },
+    /// Redirect plain HTTP to HTTPS for an app's hosts that have a certificate (on|off)
+    #[command(name = "certs:redirect")]
+    CertsRedirect {
+        app: String,
+        #[arg(value_parser = ["on", "off"])]
+        state: String,
     },
     /// Jobs: host jobs and app cron jobs, with their last run and next scheduled time
     Jobs,
@@ -461,6 +480,9 @@ pub async fn execute(
             domains::remove(gantry, caller, &app, &domain).await
         }
         ManageCommand::Certs { app } => domains::show_certs(gantry, caller, &app).await,
+        ManageCommand::CertsRedirect { app, state } => {
+            domains::set_redirect(gantry, caller, &app, state == "on").await
+        }
         ManageCommand::CertsAdd { app, .. } => domains::add_cert(gantry, caller, &app, stdin).await,
         ManageCommand::Jobs => jobs::list(gantry, caller).await,
         ManageCommand::JobsRun {
@@ -609,6 +631,27 @@ pub fn format_age(since: i64, now: i64) -> String {
 }
 
 /// The binary's entry: runs what `cli` says and returns the exit code.
+/// `gantry proxy`: the proxy alone, until SIGINT or SIGTERM.
+async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides {
+        home,
+        http_listen: args.http_listen,
+        https_listen: args.https_listen,
+        ..Overrides::default()
+    })?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            crate::server::shutdown_signal().await;
+            tracing::info!("proxy shutting down; requests in flight finish first");
+            shutdown.cancel();
+        });
+    }
+    gantry_proxy::daemon::run(config.proxy_daemon(), shutdown).await?;
+    Ok(0)
+}
+
 pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve(args) => {
@@ -625,6 +668,7 @@ pub async fn run(cli: Cli) -> i32 {
                 Err(err) => Err(err.into()),
             }
         }
+        Command::Proxy(args) => run_proxy(cli.home, args).await,
         Command::StackBuild => stack_build(cli.home).await,
         Command::Manage(command) => run_local(cli.home, command).await,
         Command::Hook { .. } => crate::git::hook::pre_receive().await,

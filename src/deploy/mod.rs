@@ -23,10 +23,7 @@ pub mod restore;
 pub mod watch;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Instant;
-
-use gantry_proxy::{Backend, Route};
 
 use crate::names::AppName;
 use crate::server::Gantry;
@@ -226,13 +223,21 @@ pub fn release_env(gantry: &Gantry, release: &Release) -> Result<Vec<String>, De
 }
 
 /// Routes the app's host to `addrs` (none: the proxy answers 503); returns the
-/// route it replaced, so its requests in flight can be drained.
-pub(crate) fn route(gantry: &Gantry, app: &AppName, addrs: Vec<SocketAddr>) -> Option<Arc<Route>> {
-    let backends = addrs.into_iter().map(Backend::new).collect();
-    gantry.routes.set(
-        &gantry.config.app_host(app),
-        Route::new(app.as_str(), backends),
-    )
+/// addresses the replaced route had and the new one does not, so requests in
+/// flight to them can be drained.
+pub(crate) async fn route(
+    gantry: &Gantry,
+    app: &AppName,
+    addrs: Vec<SocketAddr>,
+) -> Vec<SocketAddr> {
+    let redirect = match gantry.store.get_app(app).await {
+        Ok(Some(record)) => record.https_redirect,
+        _ => false,
+    };
+    gantry
+        .routing
+        .set(&gantry.config.app_host(app), app.as_str(), addrs, redirect)
+        .await
 }
 
 /// Routes the app to the running containers of its live release, as Docker
@@ -251,7 +256,7 @@ pub async fn reroute(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
         }
     }
     addrs.sort();
-    route(gantry, app, addrs);
+    route(gantry, app, addrs).await;
     Ok(())
 }
 
@@ -260,7 +265,7 @@ pub async fn remove_app(
     gantry: &Gantry,
     app: &AppName,
 ) -> anyhow::Result<(usize, crate::artifacts::PruneReport)> {
-    gantry.routes.remove(&gantry.config.app_host(app));
+    gantry.routing.remove(&gantry.config.app_host(app)).await;
     let docker = &gantry.docker;
     let containers = container::list_for_app(docker, app).await?;
     for c in &containers {

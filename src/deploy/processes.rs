@@ -92,7 +92,7 @@ pub async fn scale(
         }
         extra.extend(more_extra);
     }
-    let replaced = route(gantry, app, web_addrs);
+    let replaced = route(gantry, app, web_addrs).await;
     replicas::drain(gantry, app, replaced).await;
     replicas::stop_all(gantry, &extra).await;
     Ok(format!(
@@ -105,7 +105,7 @@ pub async fn scale(
 /// Stops every process; the proxy answers 503 until `start` or a deploy.
 pub async fn stop(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
     gantry.store.set_stopped(app, true).await?;
-    let replaced = route(gantry, app, Vec::new());
+    let replaced = route(gantry, app, Vec::new()).await;
     replicas::drain(gantry, app, replaced).await;
     let ids: Vec<String> = container::list_for_app(&gantry.docker, app)
         .await?

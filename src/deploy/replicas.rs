@@ -185,7 +185,7 @@ pub async fn discard(gantry: &Gantry, started: &Started) {
 /// finish (up to `drain_timeout`), then stops every other container of the app.
 /// Returns how many old containers were stopped.
 pub async fn switch(gantry: &Gantry, app: &AppName, started: &Started) -> usize {
-    let replaced = route(gantry, app, started.addrs());
+    let replaced = route(gantry, app, started.addrs()).await;
     let keep: Vec<&str> = started.0.iter().map(|r| r.id.as_str()).collect();
     let old: Vec<String> = match container::list_for_app(&gantry.docker, app).await {
         Ok(list) => list
@@ -204,16 +204,13 @@ pub async fn switch(gantry: &Gantry, app: &AppName, started: &Started) -> usize 
 }
 
 /// Waits for requests in flight on a replaced route, up to `drain_timeout`.
-pub async fn drain(
-    gantry: &Gantry,
-    app: &AppName,
-    replaced: Option<std::sync::Arc<gantry_proxy::Route>>,
-) {
-    if let Some(replaced) = replaced {
-        let left = replaced.drain(gantry.config.drain_timeout).await;
-        if left > 0 {
-            tracing::warn!(%app, left, "drain timeout: stopping old containers with requests in flight");
-        }
+pub async fn drain(gantry: &Gantry, app: &AppName, replaced: Vec<SocketAddr>) {
+    let left = gantry
+        .routing
+        .drain(&replaced, gantry.config.drain_timeout)
+        .await;
+    if left > 0 {
+        tracing::warn!(%app, left, "drain timeout: stopping old containers with requests in flight");
     }
 }
 

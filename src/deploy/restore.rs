@@ -11,7 +11,7 @@ use crate::build::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 
-pub async fn restore(gantry: &Gantry) {
+pub async fn restore(gantry: &Gantry) -> bool {
     match gantry.store.fail_interrupted_releases().await {
         Ok(0) => {}
         Ok(n) => tracing::warn!("marked {n} interrupted deploy(s) as failed"),
@@ -21,16 +21,23 @@ pub async fn restore(gantry: &Gantry) {
         Ok(apps) => apps,
         Err(err) => {
             tracing::error!(error = %err, "cannot list apps to restore");
-            return;
+            return false;
         }
     };
     let restores = apps.into_iter().map(|app| async move {
         let _lock = gantry.locks.get(&app.name).lock_owned().await;
-        if let Err(err) = restore_app(gantry, &app.name).await {
-            tracing::error!(app = %app.name, error = %err, "cannot restore app");
+        match restore_app(gantry, &app.name).await {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::error!(app = %app.name, error = %err, "cannot restore app");
+                false
+            }
         }
     });
-    futures_util::future::join_all(restores).await;
+    futures_util::future::join_all(restores)
+        .await
+        .into_iter()
+        .all(|ok| ok)
 }
 
 /// Every 30 s: restores apps whose containers or route differ from what the
@@ -90,7 +97,7 @@ async fn drifted(gantry: &Gantry, app: &AppName) -> anyhow::Result<bool> {
         }
         if process == "web" {
             let routed = gantry
-                .routes
+                .routing
                 .lookup(&gantry.config.app_host(app))
                 .map_or(0, |r| r.backends().len());
             if routed != want {
@@ -114,7 +121,7 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
             let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
             replicas::stop_all(gantry, &ids).await;
             if current.is_some() {
-                route(gantry, app, Vec::new());
+                route(gantry, app, Vec::new()).await;
             }
             return Ok(());
         }
@@ -166,7 +173,7 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
         }
         extra.extend(more_extra);
     }
-    route(gantry, app, web_addrs);
+    route(gantry, app, web_addrs).await;
     replicas::stop_all(gantry, &extra).await;
     tracing::info!(%app, release = release.version, formation = %replicas::describe_formation(&release, &formation), "restored");
     Ok(())

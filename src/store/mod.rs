@@ -196,7 +196,7 @@ impl Store {
 
     pub async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>> {
         let row = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped FROM apps WHERE name = $1",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect FROM apps WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&self.pool)
@@ -206,7 +206,7 @@ impl Store {
 
     pub async fn list_apps(&self) -> Result<Vec<AppRecord>> {
         let rows = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped FROM apps ORDER BY name",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect FROM apps ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -239,6 +239,16 @@ impl Store {
             app,
             "UPDATE apps SET stopped = $1 WHERE name = $2",
             i64::from(stopped),
+        )
+        .await
+    }
+
+    /// Whether plain HTTP to the app redirects to HTTPS (`certs:redirect`).
+    pub async fn set_https_redirect(&self, app: &AppName, on: bool) -> Result<()> {
+        self.update_app(
+            app,
+            "UPDATE apps SET https_redirect = $1 WHERE name = $2",
+            i64::from(on),
         )
         .await
     }
@@ -566,6 +576,7 @@ fn app_from_row(row: &AnyRow) -> Result<AppRecord> {
         keep_releases: row.try_get("keep_releases")?,
         formation: row.try_get("formation")?,
         stopped: row.try_get::<i64, _>("stopped")? != 0,
+        https_redirect: row.try_get::<i64, _>("https_redirect")? != 0,
     })
 }
 

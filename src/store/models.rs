@@ -64,6 +64,8 @@ pub struct AppRecord {
     pub formation: String,
     /// Stopped with `ps:stop`: no containers run until `ps:start` or a deploy.
     pub stopped: bool,
+    /// Plain HTTP redirects to HTTPS once the app's host has a certificate.
+    pub https_redirect: bool,
 }
 
 impl AppRecord {

@@ -47,7 +47,7 @@ fn wait_run(server: &Server, pred: impl Fn(&str) -> bool) -> String {
 }
 
 #[test]
-fn certificates_come_from_an_acme_server_over_http_01() {
+fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
     if Command::new("pebble").arg("-h").output().is_err() {
         panic!("pebble is not installed (apt-get install pebble)");
     }
@@ -255,4 +255,43 @@ fn certificates_come_from_an_acme_server_over_http_01() {
         line.contains("rejectedIdentifier") || line.contains("blocked"),
         "{line}"
     );
+    let shown = stdout(&server.cli(&["certs", &app]));
+    assert!(
+        shown.contains("blocked.example.test: no certificate")
+            && shown.contains("failed (1 in a row; next try after"),
+        "{shown}"
+    );
+
+    // TLS-ALPN-01: the proxy answers the CA's acme-tls/1 handshake itself.
+    // The blocked host waits out its backoff instead of asking the CA again.
+    server.stop();
+    let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
+    text.push_str("challenge = \"tls-alpn-01\"\n");
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    server.launch();
+    let alpn = format!("alpn-{app}.example.test");
+    let out = server.cli(&["domains:add", &app, &alpn]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = wait_run(&server, |l| {
+        l.starts_with("#3 ") && !l.contains("queued") && !l.contains("running")
+    });
+    let log = stdout(&server.cli(&["jobs:log", "gantry.certs", "3"]));
+    assert!(line.contains("succeeded"), "{line}\n{log}");
+    assert!(
+        log.contains(&format!("{alpn}: ordering")) && log.contains("TLS-ALPN-01"),
+        "{log}"
+    );
+    assert!(log.contains("blocked.example.test: backing off"), "{log}");
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "10", "--cacert"])
+        .arg(&root)
+        .args([
+            "--resolve",
+            &format!("{alpn}:{}:127.0.0.1", server.https_port),
+        ])
+        .arg(format!("https://{alpn}:{}/", server.https_port))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), body);
 }

@@ -579,6 +579,9 @@ fn failures_recoveries_and_missed_critical_runs_are_sent() {
         body.contains("\"job\":\"backup\"") && body.contains("no successful run since"),
         "{body}"
     );
+    wait_run(&server, "backup", Duration::from_secs(20), |l| {
+        l.starts_with("#1")
+    });
     let out = server.cli(&["jobs:cancel", "backup", "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -10,6 +10,7 @@ mod https;
 mod jobs;
 mod manifest;
 mod processes;
+mod proxy;
 mod push;
 mod releases;
 mod runlogs;

@@ -322,6 +322,37 @@ impl Drop for Server {
         let _ = Command::new("docker")
             .args(["network", "rm", &self.network])
             .output();
+        self.stop_proxy();
+    }
+}
+
+impl Server {
+    /// The pid of the proxy process `serve` started, while it runs.
+    pub fn proxy_pid(&self) -> Option<u32> {
+        std::fs::read_to_string(self.home_path().join("run/proxy.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+    }
+
+    /// Stops the proxy process (it outlives `serve` on purpose) and waits.
+    pub fn stop_proxy(&self) {
+        if let Some(pid) = self.proxy_pid() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let deadline = Instant::now() + Duration::from_secs(35);
+            // A zombie (nobody reaped it yet) is gone as far as ports go.
+            let alive = || {
+                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+                    !s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
+            };
+            while Instant::now() < deadline && alive() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
     }
 }
 

@@ -1,0 +1,188 @@
+//! The proxy's local control socket: `gantry serve` tells a running proxy
+//! about route, certificate and challenge changes, and asks it to drain.
+//!
+//! One JSON request line, one JSON reply line, per connection. A connection
+//! per request keeps a 30-second drain from holding up another app's route
+//! change.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::state::{RouteSpec, State};
+
+/// What `serve` can ask of the proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    /// Route a host to backends (replacing its route).
+    Route {
+        route: RouteSpec,
+    },
+    Unroute {
+        host: String,
+    },
+    Alias {
+        alias: String,
+        host: String,
+    },
+    Unalias {
+        alias: String,
+    },
+    /// Make the whole table this state (what `serve` knows after it restored).
+    Replace {
+        state: State,
+    },
+    /// Read the certificate directory again.
+    ReloadCerts,
+    /// Serve an ACME HTTP-01 answer at `/.well-known/acme-challenge/TOKEN`.
+    Challenge {
+        token: String,
+        answer: String,
+    },
+    Unchallenge {
+        token: String,
+    },
+    /// Answer TLS-ALPN-01 for `host`: `digest` is the SHA-256 of the key
+    /// authorization.
+    AlpnChallenge {
+        host: String,
+        digest: Vec<u8>,
+    },
+    AlpnUnchallenge {
+        host: String,
+    },
+    /// Wait until no request is in flight to `backends` (or the timeout).
+    Drain {
+        backends: Vec<SocketAddr>,
+        timeout_ms: u64,
+    },
+    Status,
+}
+
+/// The proxy's answer.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// After a drain: requests still in flight when it gave up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<State>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+}
+
+impl Reply {
+    fn ok() -> Reply {
+        Reply {
+            ok: true,
+            ..Reply::default()
+        }
+    }
+
+    fn error(message: impl Into<String>) -> Reply {
+        Reply {
+            ok: false,
+            error: Some(message.into()),
+            ..Reply::default()
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("the proxy is not running (no answer on {path}: {source})")]
+    Unreachable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("the proxy's control socket failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the proxy sent a reply gantry cannot read: {0}")]
+    Protocol(String),
+    #[error("the proxy refused: {0}")]
+    Refused(String),
+}
+
+/// Sends one request to the proxy listening on `socket` and waits for its reply.
+pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|source| ControlError::Unreachable {
+            path: socket.display().to_string(),
+            source,
+        })?;
+    let (read, mut write) = stream.into_split();
+    let mut line =
+        serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut reply = String::new();
+    BufReader::new(read).read_line(&mut reply).await?;
+    let reply: Reply =
+        serde_json::from_str(&reply).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    if reply.ok {
+        Ok(reply)
+    } else {
+        Err(ControlError::Refused(reply.error.unwrap_or_default()))
+    }
+}
+
+/// What carries out requests: the running proxy.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, request: Request) -> impl std::future::Future<Output = Reply> + Send;
+}
+
+/// Answers requests on `listener` until `shutdown`.
+pub async fn serve<H: Handler>(
+    listener: UnixListener,
+    handler: Arc<H>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let (read, mut write) = stream.into_split();
+            let mut line = String::new();
+            let reply = match BufReader::new(read).read_line(&mut line).await {
+                Ok(0) => return,
+                Ok(_) => match serde_json::from_str::<Request>(&line) {
+                    Ok(request) => handler.handle(request).await,
+                    Err(err) => Reply::error(format!("bad request: {err}")),
+                },
+                Err(err) => Reply::error(format!("cannot read the request: {err}")),
+            };
+            let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+            out.push(b'\n');
+            let _ = write.write_all(&out).await;
+        });
+    }
+}
+
+pub(crate) fn ok() -> Reply {
+    Reply::ok()
+}
+
+pub(crate) fn refused(message: impl Into<String>) -> Reply {
+    Reply::error(message)
+}

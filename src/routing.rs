@@ -1,0 +1,299 @@
+//! `serve`'s side of the proxy: it keeps its own copy of the routes (the
+//! mirror), sends every change to the proxy process, and keeps that process
+//! running.
+//!
+//! The proxy is a process of its own (`gantry proxy`) so that restarting or
+//! crashing `serve` never drops a request. The mirror is what `serve`
+//! believes; once `serve` has restored every app after its start, it is the
+//! whole truth, and a proxy that restarted is handed all of it at once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use gantry_proxy::control::{self, Request};
+use gantry_proxy::state::RouteSpec;
+use gantry_proxy::{Backend, Route, RouteTable};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+
+/// The routes as `serve` knows them, and the link to the proxy.
+pub struct Routing {
+    mirror: RouteTable,
+    socket: PathBuf,
+    /// Every app has been restored: the mirror may replace the proxy's table.
+    authoritative: AtomicBool,
+    /// The last send failed (logged once, not on every change).
+    unreachable: AtomicBool,
+}
+
+impl Routing {
+    pub fn new(socket: PathBuf) -> Routing {
+        Routing {
+            mirror: RouteTable::new(),
+            socket,
+            authoritative: AtomicBool::new(false),
+            unreachable: AtomicBool::new(false),
+        }
+    }
+
+    /// Routes `host` to `addrs` (none: the proxy answers 503); returns the
+    /// addresses the replaced route had that the new one does not, the ones
+    /// to drain before their containers stop.
+    pub async fn set(
+        &self,
+        host: &str,
+        name: &str,
+        addrs: Vec<SocketAddr>,
+        https_redirect: bool,
+    ) -> Vec<SocketAddr> {
+        let route = Route::new(name, addrs.iter().copied().map(Backend::new).collect())
+            .with_https_redirect(https_redirect);
+        let replaced = self.mirror.set(host, route);
+        self.send(Request::Route {
+            route: RouteSpec {
+                host: host.to_owned(),
+                name: name.to_owned(),
+                backends: addrs.clone(),
+                https_redirect,
+            },
+        })
+        .await;
+        gone(replaced, &addrs)
+    }
+
+    /// Stops routing `host`; returns the addresses it had.
+    pub async fn remove(&self, host: &str) -> Vec<SocketAddr> {
+        let replaced = self.mirror.remove(host);
+        self.send(Request::Unroute {
+            host: host.to_owned(),
+        })
+        .await;
+        gone(replaced, &[])
+    }
+
+    pub async fn alias(&self, alias: &str, host: &str) {
+        self.mirror.alias(alias, host);
+        self.send(Request::Alias {
+            alias: alias.to_owned(),
+            host: host.to_owned(),
+        })
+        .await;
+    }
+
+    pub async fn unalias(&self, alias: &str) {
+        self.mirror.unalias(alias);
+        self.send(Request::Unalias {
+            alias: alias.to_owned(),
+        })
+        .await;
+    }
+
+    /// The route `serve` set for a host.
+    pub fn lookup(&self, host: &str) -> Option<Arc<Route>> {
+        self.mirror.lookup(host)
+    }
+
+    /// Waits until the proxy has no request in flight to `addrs`, up to
+    /// `timeout`; returns how many were left (0 when the proxy is not
+    /// reachable: nothing can be in flight through it).
+    pub async fn drain(&self, addrs: &[SocketAddr], timeout: Duration) -> usize {
+        if addrs.is_empty() {
+            return 0;
+        }
+        let request = Request::Drain {
+            backends: addrs.to_vec(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        self.send(request).await.and_then(|r| r.left).unwrap_or(0)
+    }
+
+    /// Tells the proxy to read the certificate directory again.
+    pub async fn reload_certs(&self) {
+        self.send(Request::ReloadCerts).await;
+    }
+
+    /// Has the proxy answer an HTTP-01 challenge; an error if it cannot,
+    /// since the CA would then fail the order.
+    pub async fn challenge(&self, token: &str, answer: &str) -> anyhow::Result<()> {
+        self.call(Request::Challenge {
+            token: token.to_owned(),
+            answer: answer.to_owned(),
+        })
+        .await
+    }
+
+    pub async fn unchallenge(&self, token: &str) {
+        self.send(Request::Unchallenge {
+            token: token.to_owned(),
+        })
+        .await;
+    }
+
+    /// Has the proxy answer a TLS-ALPN-01 challenge for `host`.
+    pub async fn alpn_challenge(&self, host: &str, digest: &[u8]) -> anyhow::Result<()> {
+        self.call(Request::AlpnChallenge {
+            host: host.to_owned(),
+            digest: digest.to_vec(),
+        })
+        .await
+    }
+
+    pub async fn alpn_unchallenge(&self, host: &str) {
+        self.send(Request::AlpnUnchallenge {
+            host: host.to_owned(),
+        })
+        .await;
+    }
+
+    /// Marks the mirror complete (every app restored) and hands all of it to
+    /// the proxy, which drops any route `serve` no longer has.
+    pub async fn take_over(&self) {
+        self.authoritative.store(true, Ordering::Release);
+        self.resync().await;
+    }
+
+    /// Sends the whole mirror, if it is complete.
+    async fn resync(&self) {
+        if self.authoritative.load(Ordering::Acquire) {
+            let state = self.mirror.snapshot();
+            self.send(Request::Replace { state }).await;
+        }
+        self.send(Request::ReloadCerts).await;
+    }
+
+    async fn call(&self, request: Request) -> anyhow::Result<()> {
+        control::call(&self.socket, &request)
+            .await
+            .map(|_| ())
+            .context("the proxy did not take the change")
+    }
+
+    /// Sends a change; a proxy that is down gets it with the next resync.
+    async fn send(&self, request: Request) -> Option<control::Reply> {
+        match control::call(&self.socket, &request).await {
+            Ok(reply) => {
+                self.unreachable.store(false, Ordering::Relaxed);
+                Some(reply)
+            }
+            Err(err) => {
+                if !self.unreachable.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %err, "cannot reach the proxy; it gets the routes when it is back");
+                }
+                None
+            }
+        }
+    }
+}
+
+fn gone(replaced: Option<Arc<Route>>, kept: &[SocketAddr]) -> Vec<SocketAddr> {
+    replaced
+        .map(|r| {
+            r.backends()
+                .iter()
+                .map(|b| b.addr)
+                .filter(|a| !kept.contains(a))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether a proxy answers on `config`'s socket; its pid if so.
+pub async fn running(config: &Config) -> Option<u32> {
+    control::call(&config.proxy_socket(), &Request::Status)
+        .await
+        .ok()
+        .and_then(|r| r.pid)
+}
+
+/// Starts `gantry proxy` for `config` unless one is running, detached in a
+/// session of its own (a signal to `serve`'s process group, or `serve`'s
+/// death, does not reach it); waits until it answers. Returns its pid.
+pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
+    if let Some(pid) = running(config).await {
+        return Ok(pid);
+    }
+    let exe =
+        std::env::current_exe().context("cannot find the gantry binary to start the proxy")?;
+    let log_path = config.home.join("proxy.log");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .with_context(|| format!("cannot open {}", log_path.display()))?;
+    let log_err = log.try_clone()?;
+    let mut command = tokio::process::Command::new(exe);
+    command
+        .arg("--home")
+        .arg(&config.home)
+        .arg("proxy")
+        .arg("--http-listen")
+        .arg(config.http_listen.to_string())
+        .arg("--https-listen")
+        .arg(config.https_listen.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .kill_on_drop(false);
+    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().context("cannot start gantry proxy")?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(pid) = running(config).await {
+            tracing::info!(pid, "started the proxy");
+            // Reap it whenever it exits, so it never lingers as a zombie.
+            tokio::spawn(async move {
+                if let Ok(status) = child.wait().await {
+                    tracing::warn!(%status, "the proxy exited");
+                }
+            });
+            return Ok(pid);
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            anyhow::bail!(
+                "the proxy exited ({status}) before it was ready:\n{}",
+                tail.join("\n")
+            );
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the proxy did not answer on {} within 15 s (see {})",
+                config.proxy_socket().display(),
+                log_path.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Checks the proxy every second; starts it again if it died, and hands it
+/// the routes.
+pub async fn supervise(gantry: Arc<crate::server::Gantry>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        if running(&gantry.config).await.is_some() {
+            continue;
+        }
+        tracing::warn!("the proxy is not answering; starting it again");
+        match ensure_running(&gantry.config).await {
+            Ok(_) => gantry.routing.resync().await,
+            Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot start the proxy"),
+        }
+    }
+}
