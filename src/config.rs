@@ -104,6 +104,9 @@ struct FileConfig {
     runs_keep_days: Option<i64>,
     /// Certificates from an ACME CA: `email`, `directory`, `ca_root`.
     acme: Option<crate::acme::AcmeConfig>,
+    /// Per-app settings: `[apps.NAME]`.
+    #[serde(default)]
+    apps: std::collections::BTreeMap<String, AppSettings>,
     /// The reverse proxy's limits and timeouts.
     #[serde(default)]
     proxy: ProxyFileConfig,
@@ -126,6 +129,25 @@ struct ProxyFileConfig {
     balance: Option<String>,
     /// One structured log line per request.
     access_log: Option<bool>,
+}
+
+/// `[apps.NAME]` in `gantry.toml`: settings of one app that are the host
+/// operator's to choose, not the pusher's (so not in the pushed tree).
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppSettings {
+    #[serde(default)]
+    pub deploy: DeploySettings,
+}
+
+/// `deploy.*` of an app.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploySettings {
+    /// Pushes wait in the job queue (executors, one deploy at a time, in
+    /// order) instead of building as soon as they arrive.
+    #[serde(default)]
+    pub queue: bool,
 }
 
 /// gantry's resolved settings.
@@ -152,6 +174,8 @@ pub struct Config {
     pub runs_keep_days: i64,
     pub acme: Option<crate::acme::AcmeConfig>,
     pub proxy: gantry_proxy::Settings,
+    /// `[apps.NAME]` tables, by app name.
+    pub apps: std::collections::BTreeMap<String, AppSettings>,
 }
 
 impl Config {
@@ -211,11 +235,19 @@ impl Config {
             runs_keep_days: file.runs_keep_days.filter(|n| *n >= 0).unwrap_or(90),
             acme: file.acme,
             proxy,
+            apps: file.apps,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
             home,
         })
+    }
+
+    /// Whether the app's pushes go through the job queue (`deploy.queue = true`).
+    pub fn deploy_queued(&self, app: &crate::names::AppName) -> bool {
+        self.apps
+            .get(app.as_str())
+            .is_some_and(|settings| settings.deploy.queue)
     }
 
     /// The public host name of an app.
@@ -390,6 +422,27 @@ mod tests {
         assert_eq!(config.health_timeout, Duration::from_secs(5));
         let app = crate::names::AppName::parse("web").expect("name");
         assert_eq!(config.app_url(&app), "http://web.apps.example.com:9001");
+    }
+
+    #[test]
+    fn per_app_tables_set_the_deploy_queue() {
+        let dir = home_with("[apps.shop]\ndeploy.queue = true\n\n[apps.blog]\n");
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect("config");
+        let name = |n| crate::names::AppName::parse(n).expect("name");
+        assert!(config.deploy_queued(&name("shop")));
+        assert!(!config.deploy_queued(&name("blog")));
+        assert!(!config.deploy_queued(&name("other")));
+        let dir = home_with("[apps.shop]\ndeploy.queued = true\n");
+        let err = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect_err("typo accepted");
+        assert!(err.to_string().contains("queued"), "{err}");
     }
 
     #[test]

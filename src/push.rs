@@ -19,9 +19,10 @@ use crate::control::{Frame, HookRequest, RefUpdate};
 use crate::deploy::ConfigVars;
 use crate::git::source::Source;
 use crate::git::PushSession;
+use crate::jobs::live::LiveRun;
 use crate::names::AppName;
 use crate::server::Gantry;
-use crate::store::{Release, ReleaseKind, ReleaseStatus};
+use crate::store::{Release, ReleaseKind, ReleaseStatus, RunStatus};
 use crate::{artifacts, build, deploy};
 
 /// The port an app listens on when its image does not `EXPOSE` exactly one.
@@ -48,11 +49,20 @@ impl AppLocks {
 /// How much of a push's output is kept as its build log (all of it streams).
 const MAX_KEPT_LOG: usize = 1 << 20;
 
-/// What the pusher sees, kept as the build log as well.
+/// What the pusher sees, kept as the build log and, live, as the log of the
+/// push's `APP/deploy` run.
 pub struct PushLog {
     tx: UnboundedSender<Frame>,
     text: String,
+    /// Cancelled when the pusher disconnects.
     gone: CancellationToken,
+    /// A child of `gone`, also cancelled by `jobs:cancel` of the deploy run:
+    /// either way the push stops before anything changes.
+    stop: CancellationToken,
+    run: Option<LiveRun>,
+    /// Why the push failed, for its run: a stage's one-line reason, else the
+    /// first line of the latest error.
+    last_error: Option<String>,
 }
 
 impl PushLog {
@@ -61,11 +71,17 @@ impl PushLog {
         PushLog {
             tx,
             text: String::new(),
+            stop: gone.child_token(),
             gone,
+            run: None,
+            last_error: None,
         }
     }
 
     fn write(&mut self, text: &str) {
+        if let Some(run) = &mut self.run {
+            run.write(text);
+        }
         if self.text.len() < MAX_KEPT_LOG {
             self.text.push_str(text);
             if self.text.len() >= MAX_KEPT_LOG {
@@ -102,6 +118,9 @@ impl PushLog {
 
     /// A failure, set apart so it stands out among `remote:` lines.
     pub fn error(&mut self, text: &str) {
+        if let Some(first) = text.lines().next() {
+            self.last_error = Some(first.to_owned());
+        }
         for line in text.lines() {
             self.write(&format!(" !     {line}\n"));
         }
@@ -111,14 +130,29 @@ impl PushLog {
         self.line(&format!("{what} in {:.1}s", since.elapsed().as_secs_f64()));
     }
 
-    /// False once the pusher has gone away (its hook died with the connection).
+    /// False once the pusher has gone away (its hook died with the connection)
+    /// or the deploy run was cancelled.
     pub fn is_connected(&self) -> bool {
-        !self.gone.is_cancelled() && !self.tx.is_closed()
+        !self.stop.is_cancelled() && !self.tx.is_closed()
     }
 
-    /// Resolves when the pusher goes away.
+    /// Resolves when the pusher goes away or the deploy run is cancelled.
     pub fn disconnected(&self) -> tokio_util::sync::WaitForCancellationFutureOwned {
-        self.gone.clone().cancelled_owned()
+        self.stop.clone().cancelled_owned()
+    }
+
+    /// Whether `jobs:cancel` stopped this push (the pusher is still there).
+    fn cancelled_by_command(&self) -> bool {
+        self.stop.is_cancelled() && !self.gone.is_cancelled() && !self.tx.is_closed()
+    }
+
+    /// Why the push stopped early, for the pusher and the run.
+    fn stop_reason(&self, when: &str) -> String {
+        if self.cancelled_by_command() {
+            format!("cancelled with jobs:cancel {when}; nothing changed")
+        } else {
+            format!("the pusher disconnected {when}; nothing changed")
+        }
     }
 
     pub fn text(&self) -> &str {
@@ -135,6 +169,9 @@ impl deploy::Progress for PushLog {
     }
     fn proceed(&self) -> bool {
         self.is_connected()
+    }
+    fn run(&self) -> Option<String> {
+        self.run.as_ref().map(LiveRun::reference)
     }
 }
 
@@ -213,6 +250,10 @@ pub async fn handle_hook(
 /// Marker: the push failed and the pusher has been told why.
 pub struct Failed;
 
+/// Runs one push's deploy as a run of `APP/deploy`, recorded from the start
+/// with its log written as the pusher sees it. With `deploy.queue = true` the
+/// run waits in the queue (its turn among the app's deploys, then an executor
+/// slot); otherwise it starts at once and only waits for a deploy going now.
 async fn deploy_push(
     gantry: &Gantry,
     session: &PushSession,
@@ -222,19 +263,109 @@ async fn deploy_push(
 ) -> Result<(), Failed> {
     let app = &session.app;
     let started = Instant::now();
+    let queued = gantry.config.deploy_queued(app);
+    let job = format!("{app}/deploy");
+    let key = session.key.to_string();
+    match LiveRun::queue(gantry, &job, "push", &key, "", log.stop.clone()).await {
+        Ok(run) => log.run = Some(run),
+        // The job log is a record; a push still deploys without it.
+        Err(err) => tracing::warn!(%app, error = %err, "cannot record the push in the job log"),
+    }
+    let number = log.run.as_ref().map_or(0, |r| r.number);
+    if queued {
+        log.stage(&format!("Queued: {job} #{number} (deploy.queue = true)"));
+    } else {
+        start_run(gantry, log).await;
+    }
     let lock = gantry.locks.get(app);
     let guard = match lock.clone().try_lock_owned() {
         Ok(guard) => guard,
         Err(_) => {
-            log.stage(&format!("Waiting: another deploy of {app} is running"));
-            let guard = lock.lock_owned().await;
+            let ahead = gantry.jobs.going(&job);
+            let ahead: Vec<String> = ahead
+                .iter()
+                .filter(|n| **n < number)
+                .map(|n| format!("#{n}"))
+                .collect();
+            log.stage(&format!(
+                "Waiting: another deploy of {app} is running{}",
+                if ahead.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({job} {} ahead)", ahead.join(", "))
+                }
+            ));
+            let waited = tokio::select! {
+                guard = lock.lock_owned() => Some(guard),
+                _ = log.disconnected() => None,
+            };
+            let Some(guard) = waited else {
+                return stopped_waiting(gantry, log).await;
+            };
             log.line(&format!("waited {:.1}s", started.elapsed().as_secs_f64()));
             guard
         }
     };
+    let mut slot = None;
+    if queued {
+        let (busy, total) = gantry.jobs.executors();
+        if busy >= total {
+            log.line(&format!("waiting for an executor ({busy} of {total} busy)"));
+        }
+        let waiting = tokio::select! {
+            permit = gantry.jobs.slot() => permit,
+            _ = log.disconnected() => None,
+        };
+        if waiting.is_none() || !log.is_connected() {
+            drop(guard);
+            return stopped_waiting(gantry, log).await;
+        }
+        slot = waiting;
+        log.stage(&format!(
+            "Start: {job} #{number} (queued {:.1}s)",
+            started.elapsed().as_secs_f64()
+        ));
+        start_run(gantry, log).await;
+    }
     let result = deploy_locked(gantry, session, update, request, log, started).await;
+    drop(slot);
     gantry.pushes.hold_until_done(&request.token, guard);
+    if let Some(run) = log.run.take() {
+        let (status, code, reason) = match &result {
+            Ok(()) => (RunStatus::Succeeded, Some(0), String::new()),
+            Err(_) if log.cancelled_by_command() => (
+                RunStatus::Cancelled,
+                None,
+                log.stop_reason("during the deploy"),
+            ),
+            Err(Failed) => (
+                RunStatus::Failed,
+                Some(1),
+                log.last_error
+                    .clone()
+                    .unwrap_or_else(|| "the push failed".into()),
+            ),
+        };
+        run.finish(gantry, status, code, &reason).await;
+    }
     result
+}
+
+async fn start_run(gantry: &Gantry, log: &PushLog) {
+    if let Some(run) = &log.run {
+        run.start(gantry).await;
+    }
+}
+
+/// Ends a push that was stopped while it waited for its turn.
+async fn stopped_waiting(gantry: &Gantry, log: &mut PushLog) -> Result<(), Failed> {
+    let reason = log.stop_reason("while this push waited");
+    log.error(&format!("push rejected: {reason}"));
+    if let Some(run) = log.run.take() {
+        run.finish(gantry, RunStatus::Cancelled, None, &reason)
+            .await;
+    }
+    Err(Failed)
 }
 
 /// The stages of a push, run while holding the app's lock.
@@ -412,19 +543,12 @@ async fn deploy_locked(
             release.error = reason.clone();
             log.error(&format!("push rejected: {reason}"));
             log.error("the previous release (if any) is still serving");
+            log.last_error = Some(reason.clone());
         }
     }
     if let Err(err) = gantry.store.finish_release(&release).await {
         tracing::error!(%app, version = release.version, error = %err, "cannot record release outcome");
     }
-    crate::jobs::record_push(
-        gantry,
-        app,
-        &session.key.to_string(),
-        log.text(),
-        outcome.as_ref().err().map(String::as_str),
-    )
-    .await;
     outcome.map_err(|_| Failed)
 }
 
@@ -461,8 +585,8 @@ async fn build_and_deploy(
                 log.line(line)
             });
             tokio::select! {
-                built = build => built,
-                _ = disconnected => return Err(DISCONNECTED.into()),
+                built = build => Some(built),
+                _ = disconnected => None,
             }
         }
         Plan::Buildpacks { selection, env } => {
@@ -470,14 +594,19 @@ async fn build_and_deploy(
             let build =
                 build_with_buildpacks(gantry, release, &tag, &labels, selection, env, context, log);
             tokio::select! {
-                built = build => built,
-                _ = disconnected => return Err(DISCONNECTED.into()),
+                built = build => Some(built),
+                _ = disconnected => None,
             }
         }
     };
+    let Some(built) = built else {
+        return Err(log.stop_reason("during the build"));
+    };
     let built = built.map_err(|err| {
-        log.error(&err.to_string());
-        "the build failed".to_string()
+        let text = err.to_string();
+        log.error(&text);
+        let first = text.lines().next().unwrap_or_default();
+        format!("the build failed: {}", truncate(first, 200))
     })?;
     release.build_ms = t.elapsed().as_millis() as i64;
     release.image = tag.clone();
@@ -509,7 +638,14 @@ async fn build_and_deploy(
     deploy::roll_out(gantry, release, log, true).await
 }
 
-const DISCONNECTED: &str = "the pusher disconnected during the build; nothing changed";
+/// At most `max` bytes of `text`, cut at a character boundary.
+fn truncate(text: &str, max: usize) -> &str {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
 
 /// Makes sure the stack exists, runs the buildpacks, and completes the
 /// release's processes with the ones the buildpacks declared (a Procfile's

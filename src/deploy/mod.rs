@@ -41,6 +41,11 @@ pub trait Progress {
     fn proceed(&self) -> bool {
         true
     }
+    /// The job run (`APP/deploy#N`) this roll-out belongs to, if any, so the
+    /// release phase records itself as its child.
+    fn run(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Progress collected as text, for commands that answer when done.
@@ -179,11 +184,44 @@ async fn run_phase(
 ) -> Result<(), String> {
     let t = Instant::now();
     progress.line(&format!("running {label}: {command}"));
-    let code = oneoff::run_task(gantry, release, command, |line| {
-        progress.line(&format!("  {line}"))
+    // The release phase is a run of its own in the job log (`APP/release`).
+    let mut record = match label {
+        "release" => {
+            crate::jobs::live::release_phase(
+                gantry,
+                &release.app,
+                release.version,
+                progress.run().as_deref(),
+            )
+            .await
+        }
+        _ => None,
+    };
+    if let Some(run) = &mut record {
+        progress.line(&format!("recorded as {}", run.reference()));
+        run.write(&format!("$ {command}\n"));
+    }
+    let outcome = oneoff::run_task(gantry, release, command, |line| {
+        progress.line(&format!("  {line}"));
+        if let Some(run) = &mut record {
+            run.write(&format!("{line}\n"));
+        }
     })
     .await
-    .map_err(|e| format!("cannot run the {label} command: {e:#}"))?;
+    .map_err(|e| format!("cannot run the {label} command: {e:#}"));
+    if let Some(run) = record {
+        let (status, code, reason) = match &outcome {
+            Ok(0) => (crate::store::RunStatus::Succeeded, Some(0), String::new()),
+            Ok(code) => (
+                crate::store::RunStatus::Failed,
+                Some(*code),
+                format!("exit code {code}"),
+            ),
+            Err(reason) => (crate::store::RunStatus::Failed, None, reason.clone()),
+        };
+        run.finish(gantry, status, code, &reason).await;
+    }
+    let code = outcome?;
     if code != 0 {
         progress.error(&format!("the {label} command exited with {code}"));
         return Err(format!(

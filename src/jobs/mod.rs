@@ -8,6 +8,7 @@
 //! gantry that stopped are marked interrupted on the next start.
 
 pub mod definition;
+pub mod live;
 pub mod notify;
 pub mod runner;
 pub mod scheduler;
@@ -31,6 +32,11 @@ pub enum JobError {
     NoRun(String, i64),
     #[error("jobs run inside `gantry serve`, which is not running")]
     NotServing,
+    #[error("cannot write the log {path}: {source}")]
+    Log {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
@@ -73,6 +79,37 @@ impl Jobs {
         (self.total - self.slots.available_permits(), self.total)
     }
 
+    /// Waits for an executor slot; holding it counts as a run going.
+    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.slots.clone().acquire_owned().await.ok()
+    }
+
+    /// Makes a run that is not the runner's (a push's deploy) cancellable.
+    pub fn track(&self, job: &str, number: i64, cancel: CancellationToken) {
+        if let Ok(mut running) = self.running.lock() {
+            running.insert((job.to_owned(), number), cancel);
+        }
+    }
+
+    pub fn untrack(&self, job: &str, number: i64) {
+        if let Ok(mut running) = self.running.lock() {
+            running.remove(&(job.to_owned(), number));
+        }
+    }
+
+    fn is_tracked(&self, job: &str, number: i64) -> bool {
+        self.running
+            .lock()
+            .is_ok_and(|m| m.contains_key(&(job.to_owned(), number)))
+    }
+
+    /// The numbers of the runs of `job` going (or queued) in this process.
+    pub fn going(&self, job: &str) -> Vec<i64> {
+        let mut numbers: Vec<i64> = self.running_of(job).into_iter().map(|(n, _)| n).collect();
+        numbers.sort_unstable();
+        numbers
+    }
+
     fn running_of(&self, job: &str) -> Vec<(i64, CancellationToken)> {
         self.running
             .lock()
@@ -103,7 +140,7 @@ pub struct Summary {
     pub last: Option<Run>,
     /// When its schedule fires next, formatted.
     pub next: Option<String>,
-    /// `schedule @daily; after backup; critical`, `manual`, or `push`.
+    /// `schedule @daily; after backup; critical`, `manual`, `push` or `release phase`.
     pub triggers: String,
 }
 
@@ -132,6 +169,7 @@ pub async fn overview(
         .map(|name| {
             let def = defs.iter().find(|d| d.name == name);
             let triggers = match def {
+                None if name.ends_with("/release") => "release phase".to_string(),
                 None => "push".to_string(),
                 Some(def) => {
                     let mut t = Vec::new();
@@ -306,41 +344,6 @@ pub async fn cancel(gantry: &Gantry, job: &str, number: i64) -> Result<Run, JobE
     Ok(run)
 }
 
-/// Records a push deploy as a finished run of `APP/deploy`, with the push
-/// output as its log. Pushes run directly (their output streams to the
-/// pusher); this makes them visible in the job log beside everything else.
-pub async fn record_push(
-    gantry: &Gantry,
-    app: &crate::names::AppName,
-    key: &str,
-    log: &str,
-    failure: Option<&str>,
-) {
-    let job = format!("{app}/deploy");
-    let result = async {
-        let run = gantry.store.queue_run(&job, "push", key, "", "").await?;
-        gantry.store.start_run(&job, run.number).await?;
-        let path = log_path(gantry, &job, run.number);
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(&path, log)?;
-        let (status, code) = match failure {
-            None => (RunStatus::Succeeded, 0),
-            Some(_) => (RunStatus::Failed, 1),
-        };
-        gantry
-            .store
-            .finish_run(&job, run.number, status, Some(code), failure.unwrap_or(""))
-            .await?;
-        Ok::<(), anyhow::Error>(())
-    }
-    .await;
-    if let Err(err) = result {
-        tracing::warn!(%app, error = %err, "cannot record the push in the job log");
-    }
-}
-
 /// Picks up after a restart: runs left running are interrupted; queued runs
 /// of jobs that still exist go on.
 pub async fn resume(gantry: &Arc<Gantry>) {
@@ -381,8 +384,24 @@ pub async fn resume(gantry: &Arc<Gantry>) {
     }
 
     for run in queued {
+        // A push queued since this start is waiting in its own hook.
+        if gantry.jobs.is_tracked(&run.job, run.number) {
+            continue;
+        }
         match defs.iter().find(|d| d.name == run.job) {
             Some(def) => spawn(gantry.clone(), def.clone(), run),
+            None if run.trigger == "push" => {
+                let _ = gantry
+                    .store
+                    .finish_run(
+                        &run.job,
+                        run.number,
+                        RunStatus::Interrupted,
+                        None,
+                        "interrupted: gantry stopped while this push waited; push again",
+                    )
+                    .await;
+            }
             None => {
                 let _ = gantry
                     .store

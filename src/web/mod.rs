@@ -491,6 +491,12 @@ async fn app_page(
     let processes = processes::list(gantry, &app).await.unwrap_or_default();
     let recent = releases.len().min(5);
     let domains = crate::certs::hosts(gantry, &app).await?;
+    let prefix = format!("{app}/");
+    let jobs: Vec<crate::jobs::Summary> = crate::jobs::overview(gantry, caller)
+        .await?
+        .into_iter()
+        .filter(|job| job.name.starts_with(&prefix))
+        .collect();
     let page = pages::AppPage {
         name: app.as_str(),
         url: &gantry.config.app_url(&app),
@@ -499,6 +505,7 @@ async fn app_page(
         processes: &processes,
         recent: &releases[..recent],
         statuses: &statuses[..recent],
+        jobs: &jobs,
     };
     Ok(respond(
         StatusCode::OK,

@@ -104,6 +104,8 @@ pub struct AppPage<'a> {
     pub processes: &'a [ProcessInfo],
     pub recent: &'a [Release],
     pub statuses: &'a [String],
+    /// The app's jobs (`APP/deploy`, `APP/release`, its crons), by name.
+    pub jobs: &'a [crate::jobs::Summary],
 }
 
 pub fn app(page: &AppPage<'_>) -> Markup {
@@ -139,6 +141,26 @@ pub fn app(page: &AppPage<'_>) -> Markup {
         h2 { "Recent activity" }
         (release_table(page.name, page.recent, page.statuses))
         p { a href={ "/apps/" (page.name) "/releases" } { "All releases" } }
+        h2 id="jobs" { "Jobs" }
+        @if page.jobs.is_empty() {
+            p { "No jobs yet: pushes, release phases and Procfile cron entries show here." }
+        } @else {
+            div.wrap { table {
+                tr { th { "Job" } th { "Last run" } th { "Next run" } th { "Triggers" } }
+                @for job in page.jobs {
+                    tr {
+                        td { a href={ "/jobs/" (job.name) } { (job.name) } }
+                        td { @if let Some(run) = &job.last {
+                            a href={ "/jobs/" (run.job) "/" (run.number) } { "#" (run.number) }
+                            " " span class={ "status " (run.status.as_str().replace(' ', "")) } { (run.status.as_str()) }
+                        } @else { "-" } }
+                        td { (job.next.as_deref().unwrap_or("-")) }
+                        td { (job.triggers) }
+                    }
+                }
+            } }
+        }
+        p { a href="/jobs" { "All jobs" } }
     }
 }
 

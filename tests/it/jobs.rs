@@ -645,3 +645,336 @@ fn retention_prunes_old_runs_logs_and_artifacts_in_a_visible_job() {
     assert!(text.contains("gantry_executors "), "{text}");
     assert!(metrics(Some("wrong")).contains("metrics need an admin session"));
 }
+
+/// `git push REMOTE REFSPEC` from `dir` in a thread, so the test can watch
+/// the job log while the push goes.
+fn push_in_background(
+    server: &Server,
+    dir: &std::path::Path,
+    app: &str,
+    refspec: &str,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (remote, ssh, dir, refspec) = (
+        server.remote(app),
+        server.ssh_base(&server.admin),
+        dir.to_owned(),
+        refspec.to_owned(),
+    );
+    std::thread::spawn(move || {
+        std::process::Command::new("git")
+            .args(["push", &remote, &refspec])
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", ssh)
+            .output()
+            .expect("git push")
+    })
+}
+
+/// A Dockerfile app whose build takes `seconds` (the `echo` keeps Docker's
+/// cache from skipping the sleep) and that serves `body`.
+fn slow_app(server: &Server, app: &str, seconds: u32, body: &str) -> Repo {
+    Repo::with_files(
+        server,
+        &[
+            (
+                "Dockerfile",
+                &format!(
+                    "FROM gantry-examples/busybox:latest\nRUN sleep {seconds}; echo {app} {body}\nCOPY public/ /www/\nCMD [\"sh\", \"-c\", \"exec httpd -f -p $PORT -h /www\"]\n"
+                ),
+            ),
+            ("public/index.html", &format!("{body}\n")),
+        ],
+    )
+}
+
+#[test]
+fn a_push_is_a_running_deploy_run_with_a_live_log() {
+    let server = Server::start();
+    let app = crate::support::unique("liverun");
+    let deploy = format!("{app}/deploy");
+    let repo = slow_app(&server, &app, 4, "slow build");
+    let push = push_in_background(&server, repo.path(), &app, "main");
+
+    // While the build sleeps, the run is running and its log has the build so far.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let partial = loop {
+        let lines = if server.cli(&["jobs:runs", &deploy]).status.success() {
+            runs(&server, &deploy)
+        } else {
+            Vec::new()
+        };
+        if lines
+            .first()
+            .is_some_and(|l| l.starts_with("#1") && l.contains("running"))
+        {
+            let (_, text) = log(&server, &deploy, "1");
+            if text.contains("-----> Build: Dockerfile") {
+                break text;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no running deploy run with a build log: {lines:?}\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        partial.contains("-----> Receive:") && !partial.contains("-----> Done"),
+        "{partial}"
+    );
+    // `jobs:log -f` over SSH follows it to the end.
+    let follow = {
+        let (base, deploy) = (server.ssh_base(&server.admin), deploy.clone());
+        std::thread::spawn(move || {
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("{base} git@127.0.0.1 'jobs:log {deploy} 1 -f'"))
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("ssh")
+        })
+    };
+    let out = push.join().expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let followed = follow.join().expect("join");
+    assert!(followed.status.success(), "{}", stderr(&followed));
+    let text = stdout(&followed);
+    assert!(
+        text.contains("-----> Build: Dockerfile")
+            && text.contains(&format!("-----> Done: {app} v1 is live"))
+            && text.contains(&format!("-----> {deploy}#1 succeeded")),
+        "{text}"
+    );
+    let line = runs(&server, &deploy).remove(0);
+    assert!(
+        line.contains("succeeded") && line.contains("push") && line.contains("by tester"),
+        "{line}"
+    );
+
+    // A failing build is a failed run that says why.
+    repo.write(
+        "Dockerfile",
+        "FROM gantry-examples/busybox:latest\nRUN echo broken build; exit 7\n",
+    );
+    repo.commit(&server, "broken");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let line = wait_run(&server, &deploy, Duration::from_secs(10), |l| {
+        l.starts_with("#2")
+    });
+    assert!(
+        line.contains("failed") && line.contains("the build failed"),
+        "{line}"
+    );
+    let (code, text) = log(&server, &deploy, "2");
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("push rejected: the build failed")
+            && text.contains("failed: the build failed"),
+        "{text}"
+    );
+    assert_eq!(server.get(&app).1, "slow build\n");
+}
+
+#[test]
+fn the_release_phase_is_a_child_run_of_the_deploy() {
+    let server = Server::start();
+    let app = crate::support::unique("relrun");
+    let (deploy, release) = (format!("{app}/deploy"), format!("{app}/release"));
+    let repo = Repo::from_example(&server, "release-phase");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("recorded as {release}#1")),
+        "{}",
+        stderr(&out)
+    );
+    let line = wait_run(&server, &release, Duration::from_secs(5), |l| {
+        l.starts_with("#1")
+    });
+    assert!(
+        line.contains("succeeded")
+            && line.contains("push")
+            && line.contains("by v1")
+            && line.contains(&format!("from {deploy}#1")),
+        "{line}"
+    );
+    let (code, text) = log(&server, &release, "1");
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("migrating database for v-next") && !text.contains("-----> Build"),
+        "the release run has its own log: {text}"
+    );
+    let (_, text) = log(&server, &deploy, "1");
+    assert!(text.contains("migrating database for v-next"), "{text}");
+
+    // A config change's release phase is a run too, with no deploy above it.
+    let out = server.cli(&["config:set", &app, "FAIL_RELEASE=1"]);
+    assert!(!out.status.success(), "{}", stdout(&out));
+    let line = wait_run(&server, &release, Duration::from_secs(5), |l| {
+        l.starts_with("#2")
+    });
+    assert!(
+        line.contains("failed") && line.contains("release") && line.contains("exit code 1"),
+        "{line}"
+    );
+    assert!(!line.contains("from "), "{line}");
+
+    // A push whose release phase fails: both runs failed, the reason on each.
+    repo.write(
+        "Procfile",
+        "web: exec httpd -f -p \"$PORT\" -h /www\nrelease: echo cannot migrate; exit 3\n",
+    );
+    repo.commit(&server, "broken release phase");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(!out.status.success(), "{}", stderr(&out));
+    let line = wait_run(&server, &release, Duration::from_secs(5), |l| {
+        l.starts_with("#3")
+    });
+    assert!(
+        line.contains("failed")
+            && line.contains("exit code 3")
+            && line.contains(&format!("from {deploy}#2")),
+        "{line}"
+    );
+    let line = wait_run(&server, &deploy, Duration::from_secs(5), |l| {
+        l.starts_with("#2")
+    });
+    assert!(
+        line.contains("failed") && line.contains("the release command failed (exit 3)"),
+        "{line}"
+    );
+    let (_, text) = log(&server, &release, "3");
+    assert!(text.contains("cannot migrate"), "{text}");
+
+    // The app's dashboard page links to its jobs; the deploy run lists its child.
+    let link = stdout(&server.cli(&["web:login"]));
+    let link = link
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a login link");
+    let jar = server.home.path().join("cookies");
+    let resolve = format!("gantry.localhost:{}:127.0.0.1", server.http_port);
+    let curl = |url: &str| {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-L", "--resolve", &resolve, "-c"])
+            .arg(&jar)
+            .arg("-b")
+            .arg(&jar)
+            .arg(url)
+            .output()
+            .expect("curl");
+        stdout(&out)
+    };
+    curl(link);
+    let dashboard = format!("http://gantry.localhost:{}", server.http_port);
+    let page = curl(&format!("{dashboard}/apps/{app}"));
+    for href in [
+        format!("href=\"/jobs/{deploy}\""),
+        format!("href=\"/jobs/{release}\""),
+        format!("href=\"/jobs/{deploy}/2\""),
+    ] {
+        assert!(page.contains(&href), "the app page lacks {href}:\n{page}");
+    }
+    let page = curl(&format!("{dashboard}/jobs/{deploy}/2"));
+    assert!(
+        page.contains(&format!("href=\"/jobs/{release}/3\"")),
+        "the deploy run does not link its release phase:\n{page}"
+    );
+}
+
+#[test]
+fn queued_deploys_wait_their_turn_and_all_go_live_in_order() {
+    let mut server = Server::start();
+    let app = crate::support::unique("queued");
+    let deploy = format!("{app}/deploy");
+    server.stop();
+    let toml = server.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
+    text.push_str(&format!("\n[apps.{app}]\ndeploy.queue = true\n"));
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    server.launch();
+
+    // main and master both deploy by default: two pushes that can both land.
+    let first = slow_app(&server, &app, 3, "first");
+    let second = slow_app(&server, &app, 1, "second");
+    let third = slow_app(&server, &app, 1, "third");
+    let push_first = push_in_background(&server, first.path(), &app, "main");
+    wait_run(&server, &deploy, Duration::from_secs(30), |l| {
+        l.starts_with("#1") && l.contains("running")
+    });
+    let push_second = push_in_background(&server, second.path(), &app, "main:master");
+    wait_run(&server, &deploy, Duration::from_secs(10), |l| {
+        l.starts_with("#2") && l.contains("queued")
+    });
+    // A third waits behind both; cancelled while queued, its push is refused.
+    let push_third = push_in_background(&server, third.path(), &app, "main");
+    wait_run(&server, &deploy, Duration::from_secs(10), |l| {
+        l.starts_with("#3") && l.contains("queued")
+    });
+    let line = runs(&server, &deploy)
+        .into_iter()
+        .find(|l| l.starts_with("#1"))
+        .expect("#1");
+    assert!(
+        line.contains("running"),
+        "#1 finished before #2 and #3 queued: {line}"
+    );
+    let out = server.cli(&["jobs:cancel", &deploy, "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = push_third.join().expect("join");
+    assert!(!out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cancelled with jobs:cancel while this push waited"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = push_first.join().expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("Queued: {deploy} #1")),
+        "{}",
+        stderr(&out)
+    );
+    let out = push_second.join().expect("join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("Queued: {deploy} #2"))
+            && err.contains(&format!("{deploy} #1 ahead"))
+            && err.contains(&format!("Start: {deploy} #2"))
+            && err.contains(&format!("-----> Done: {app} v2 is live")),
+        "{err}"
+    );
+    assert_eq!(server.get(&app).1, "second\n");
+
+    let lines = runs(&server, &deploy);
+    let status = |n: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(&format!("{n} ")))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(status("#1").contains("succeeded"), "{lines:?}");
+    assert!(status("#2").contains("succeeded"), "{lines:?}");
+    assert!(
+        status("#3").contains("cancelled") && status("#3").contains("jobs:cancel"),
+        "{lines:?}"
+    );
+    // In order: #2 started only after #1 finished.
+    let (_, text) = log(&server, &deploy, "2");
+    assert!(text.contains("waited"), "{text}");
+    let releases = stdout(&server.cli(&["releases", &app]));
+    assert!(
+        releases
+            .lines()
+            .any(|l| l.starts_with("v2") && l.contains("current"))
+            && releases
+                .lines()
+                .any(|l| l.starts_with("v1") && l.contains("succeeded")),
+        "{releases}"
+    );
+}
