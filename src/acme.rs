@@ -224,10 +224,13 @@ fn due(gantry: &Gantry, host: &str) -> bool {
         .config
         .certs_dir()
         .join(format!("{}.pem", host.replace('*', "_wildcard")));
-    let Ok(pem) = std::fs::read(path) else {
-        return true;
-    };
-    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(&pem) else {
+    std::fs::read(path).map_or(true, |pem| due_at(&pem, crate::store::now_ms() / 1000))
+}
+
+/// Whether the certificate in `pem` is due for renewal at unix time `now`
+/// (an unreadable one is: it must be replaced).
+fn due_at(pem: &[u8], now: i64) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem) else {
         return true;
     };
     let Ok(cert) = pem.parse_x509() else {
@@ -235,7 +238,6 @@ fn due(gantry: &Gantry, host: &str) -> bool {
     };
     let start = cert.validity().not_before.timestamp();
     let end = cert.validity().not_after.timestamp();
-    let now = crate::store::now_ms() / 1000;
     now >= start + (end - start) * 2 / 3
 }
 
@@ -384,6 +386,21 @@ mod tests {
             backoff_ms(1, "urn:ietf:params:acme:error:rateLimited: too many"),
             3 * HOUR
         );
+    }
+
+    #[test]
+    fn certificates_renew_past_two_thirds_of_their_lifetime() {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut params =
+            rcgen::CertificateParams::new(vec!["a.example.com".into()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2026, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2026, 4, 1);
+        let pem = params.self_signed(&key).expect("cert").pem();
+        let day = |d: i64| 1_767_225_600 + d * 86_400; // 2026-01-01 + d days
+        assert!(!due_at(pem.as_bytes(), day(1)));
+        assert!(!due_at(pem.as_bytes(), day(59)));
+        assert!(due_at(pem.as_bytes(), day(61)));
+        assert!(due_at(b"not a certificate", day(1)));
     }
 
     #[test]
