@@ -8,17 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::{http_get, http_get_with_headers, path_str, stderr, stdout, Repo, Server};
-
-fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-        !s.rsplit(')')
-            .next()
-            .unwrap_or("")
-            .trim_start()
-            .starts_with('Z')
-    })
-}
+use crate::support::{
+    alive, http_get, http_get_with_headers, path_str, stderr, stdout, Repo, Server,
+};
 
 #[test]
 fn killing_serve_under_load_drops_no_request() {

@@ -71,6 +71,7 @@ fn first_serve_registers_the_users_key_as_admin() {
     }
     let _ = child.kill();
     let _ = child.wait();
+    crate::support::stop_proxy_in(home.path());
     assert!(banner.contains("registered your key"), "{banner}");
     assert!(
         banner.contains("as http://APP.apps.test:"),

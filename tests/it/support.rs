@@ -336,24 +336,33 @@ impl Server {
 
     /// Stops the proxy process (it outlives `serve` on purpose) and waits.
     pub fn stop_proxy(&self) {
-        if let Some(pid) = self.proxy_pid() {
-            let _ = Command::new("kill").arg(pid.to_string()).status();
-            let deadline = Instant::now() + Duration::from_secs(35);
-            // A zombie (nobody reaped it yet) is gone as far as ports go.
-            let alive = || {
-                std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-                    !s.rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-            };
-            while Instant::now() < deadline && alive() {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+        stop_proxy_in(self.home_path());
+    }
+}
+
+/// Stops the proxy that a `serve` on `home` started, and waits for it.
+pub fn stop_proxy_in(home: &Path) {
+    let pid = std::fs::read_to_string(home.join("run/proxy.pid"))
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok());
+    if let Some(pid) = pid {
+        let _ = Command::new("kill").arg(pid.to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(35);
+        while Instant::now() < deadline && alive(pid) {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// Whether `pid` runs (a zombie nobody reaped yet holds no port: it does not).
+pub fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        !s.rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    })
 }
 
 /// A git repository made from `examples/NAME` (or empty), committed on `main`.
