@@ -182,13 +182,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     });
     daemon.reload_certs();
 
-    let listen = |what, addr| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| DaemonError::Listen { what, addr, source })
-    };
-    let http = listen("HTTP", config.http_listen).await?;
-    let https = listen("HTTPS", config.https_listen).await?;
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let http = bind_all("HTTP", config.http_listen, workers)?;
+    let https = bind_all("HTTPS", config.https_listen, workers)?;
     let socket_err = |source| DaemonError::Socket {
         path: config.socket.display().to_string(),
         source,
@@ -206,16 +202,18 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     let _ = std::fs::write(&config.pid_file, format!("{}\n", std::process::id()));
 
     let mut settings = config.settings.clone();
-    settings.https_port = https.local_addr().map_or(443, |a| a.port());
-    let proxy = Arc::new(Proxy::with_settings(
-        routes.clone(),
-        challenges,
-        Some(certs.clone()),
-        settings,
-    ));
+    settings.https_port = https
+        .first()
+        .and_then(|l| l.local_addr().ok())
+        .map_or(443, |a| a.port());
+    let tls = Arc::new(
+        crate::tls::server_config(certs.clone())
+            .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?,
+    );
     tracing::info!(
         http = %config.http_listen,
         https = %config.https_listen,
+        workers,
         routes = routes.hosts().len(),
         "gantry proxy is serving"
     );
@@ -224,13 +222,83 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
         daemon,
         shutdown.child_token(),
     ));
-    let outcome = tokio::try_join!(
-        crate::serve(http, proxy.clone(), shutdown.child_token()),
-        crate::serve_tls(https, proxy, certs, shutdown.child_token()),
-    );
+    // One single-threaded runtime per core, each with its own listeners
+    // (SO_REUSEPORT: the kernel spreads connections) and its own pool of
+    // backend connections: no work-stealing, no cross-thread wake-ups on the
+    // request path.
+    let mut threads = Vec::new();
+    for (i, (http, https)) in http.into_iter().zip(https).enumerate() {
+        let proxy = Arc::new(Proxy::with_settings(
+            routes.clone(),
+            challenges.clone(),
+            Some(certs.clone()),
+            settings.clone(),
+        ));
+        let (tls, token) = (tls.clone(), shutdown.child_token());
+        let thread = std::thread::Builder::new()
+            .name(format!("gantry-proxy-{i}"))
+            .spawn(move || -> std::io::Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(async move {
+                    let http = TcpListener::from_std(http)?;
+                    let https = TcpListener::from_std(https)?;
+                    tokio::try_join!(
+                        crate::serve(http, proxy.clone(), token.clone()),
+                        crate::serve_tls_with(https, proxy, tls, token),
+                    )
+                    .map(|_| ())
+                })
+            })
+            .map_err(DaemonError::Serve)?;
+        threads.push(thread);
+    }
+    let outcome = tokio::task::spawn_blocking(move || {
+        let mut outcome = Ok(());
+        for thread in threads {
+            match thread.join() {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) => outcome = Err(err),
+                Err(_) => outcome = Err(std::io::Error::other("a proxy worker panicked")),
+            }
+        }
+        outcome
+    })
+    .await
+    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shutdown.cancel();
     let _ = control_task.await;
     let _ = std::fs::remove_file(&config.socket);
     let _ = std::fs::remove_file(&config.pid_file);
-    outcome.map(|_| ()).map_err(DaemonError::Serve)
+    outcome.map_err(DaemonError::Serve)
+}
+
+/// `n` listeners on `addr` with SO_REUSEPORT, one per worker thread (port 0
+/// picks one port for all of them).
+fn bind_all(
+    what: &'static str,
+    addr: SocketAddr,
+    n: usize,
+) -> Result<Vec<std::net::TcpListener>, DaemonError> {
+    let mut bound = addr;
+    let mut listeners = Vec::with_capacity(n);
+    for _ in 0..n.max(1) {
+        let listener = (|| {
+            let socket = if bound.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            socket.set_reuseport(true)?;
+            socket.bind(bound)?;
+            let listener = socket.listen(1024)?;
+            bound = listener.local_addr()?;
+            listener.into_std()
+        })()
+        .map_err(|source| DaemonError::Listen { what, addr, source })?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
 }

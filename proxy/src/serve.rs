@@ -419,7 +419,18 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    serve_tls_with(listener, proxy, Arc::new(config), shutdown).await
+}
+
+/// [`serve_tls`] with TLS settings made once and shared, so several
+/// listeners (one per worker thread) share one session cache.
+pub async fn serve_tls_with(
+    listener: TcpListener,
+    proxy: Arc<Proxy>,
+    config: Arc<rustls::ServerConfig>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let settings = proxy.settings.clone();
     accept_loop(
         listener,
