@@ -4,10 +4,9 @@
 //! to HTTP/1.1 (backends speak HTTP/1.1; an h2 request forwarded as h2 would
 //! fail) with `:authority` copied to `Host`.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::http::uri::{Authority, Scheme};
 use hyper::{Request, Response, Uri, Version};
 
 /// Headers that describe one connection, not the message; never forwarded.
@@ -27,8 +26,6 @@ const HOP_BY_HOP: [&str; 8] = [
 pub enum ForwardError {
     #[error("the request has no Host header")]
     NoHost,
-    #[error("invalid backend address {0}")]
-    BadBackend(String),
 }
 
 /// The `Host` a request is for: the `Host` header, else the URI's authority (h2).
@@ -55,13 +52,12 @@ pub fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
 
-/// Rewrites `req` in place to go to `backend`.
+/// Rewrites `req` in place to go to a backend.
 ///
 /// `client` is the peer's address and `scheme` what the client spoke to us
 /// (`http` or `https`), both for the `X-Forwarded-*` headers.
 pub fn prepare_request<B>(
     req: &mut Request<B>,
-    backend: SocketAddr,
     client: IpAddr,
     scheme: &str,
 ) -> Result<(), ForwardError> {
@@ -72,14 +68,9 @@ pub fn prepare_request<B>(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| hyper::http::uri::PathAndQuery::from_static("/"));
-    let authority = Authority::try_from(backend.to_string())
-        .map_err(|_| ForwardError::BadBackend(backend.to_string()))?;
-    let uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(authority)
-        .path_and_query(path_and_query)
-        .build()
-        .map_err(|_| ForwardError::BadBackend(backend.to_string()))?;
+    // Origin form (`/path?q`): the connection already goes to `backend`,
+    // and not every app server takes the absolute form.
+    let uri = Uri::from(path_and_query);
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
 
@@ -205,10 +196,9 @@ mod tests {
     #[test]
     fn rewrites_uri_and_sets_forwarded_headers() {
         let mut req = request("app.localhost:8080");
-        let backend: SocketAddr = "172.18.0.2:5000".parse().expect("addr");
         let client: IpAddr = "127.0.0.1".parse().expect("ip");
-        prepare_request(&mut req, backend, client, "http").expect("prepare");
-        assert_eq!(req.uri().to_string(), "http://172.18.0.2:5000/path?q=1");
+        prepare_request(&mut req, client, "http").expect("prepare");
+        assert_eq!(req.uri().to_string(), "/path?q=1");
         let h = req.headers();
         assert_eq!(h["host"], "app.localhost:8080");
         assert_eq!(
@@ -231,8 +221,7 @@ mod tests {
             .version(Version::HTTP_2)
             .body(())
             .expect("request");
-        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        prepare_request(&mut req, backend, "::1".parse().expect("ip"), "https").expect("prepare");
+        prepare_request(&mut req, "::1".parse().expect("ip"), "https").expect("prepare");
         assert_eq!(req.version(), Version::HTTP_11);
         assert_eq!(req.headers()["host"], "app.example.com");
         assert_eq!(req.headers()["x-forwarded-port"], "443");
@@ -249,13 +238,12 @@ mod tests {
             .body(())
             .expect("request");
         assert!(is_upgrade(&req));
-        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        prepare_request(&mut req, backend, "::1".parse().expect("ip"), "http").expect("prepare");
+        prepare_request(&mut req, "::1".parse().expect("ip"), "http").expect("prepare");
         assert_eq!(req.headers()["upgrade"], "websocket");
         assert_eq!(req.headers()["connection"], "upgrade");
         assert!(req.headers().contains_key("sec-websocket-key"));
         let mut plain = request("app.localhost");
-        prepare_request(&mut plain, backend, "::1".parse().expect("ip"), "http").expect("prepare");
+        prepare_request(&mut plain, "::1".parse().expect("ip"), "http").expect("prepare");
         assert!(!plain.headers().contains_key("upgrade"));
     }
 
@@ -277,8 +265,7 @@ mod tests {
     #[test]
     fn missing_host_is_an_error() {
         let mut req = Request::builder().uri("/").body(()).expect("request");
-        let backend: SocketAddr = "127.0.0.1:1".parse().expect("addr");
-        let err = prepare_request(&mut req, backend, "::1".parse().expect("ip"), "http");
+        let err = prepare_request(&mut req, "::1".parse().expect("ip"), "http");
         assert!(matches!(err, Err(ForwardError::NoHost)));
     }
 }

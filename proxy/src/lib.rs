@@ -16,6 +16,7 @@ pub mod daemon;
 pub mod forward;
 mod idle;
 pub mod pages;
+mod pool;
 pub mod routes;
 mod serve;
 pub mod state;

@@ -13,7 +13,6 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{self, HeaderValue};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -65,7 +64,7 @@ impl Default for Settings {
 /// The proxy's shared state: the route table and a pooled upstream client.
 pub struct Proxy {
     routes: Arc<RouteTable>,
-    client: Client<HttpConnector, Upstream>,
+    pool: Arc<crate::pool::Pool>,
     challenges: Challenges,
     certs: Option<Arc<CertStore>>,
     settings: Settings,
@@ -88,17 +87,9 @@ impl Proxy {
         certs: Option<Arc<CertStore>>,
         settings: Settings,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_max_idle_per_host(256)
-            .set_host(false)
-            .build(connector);
         Proxy {
             routes,
-            client,
+            pool: crate::pool::Pool::new(),
             challenges,
             certs,
             settings,
@@ -223,12 +214,12 @@ impl Proxy {
             };
             let addr = backend.addr;
             let in_flight = backend.begin();
-            if let Err(err) = forward::prepare_request(&mut req, addr, peer.ip(), proto) {
+            if let Err(err) = forward::prepare_request(&mut req, peer.ip(), proto) {
                 tracing::debug!(%err, "cannot forward");
                 return (full(pages::bad_request(&err.to_string())), None);
             }
             let result =
-                tokio::time::timeout(self.settings.response_timeout, self.client.request(req))
+                tokio::time::timeout(self.settings.response_timeout, self.pool.send(addr, req))
                     .await;
             match result {
                 Ok(Ok(mut resp)) => {
