@@ -384,17 +384,7 @@ pub async fn serve(
         &settings,
         shutdown,
         move |stream, peer, builder, watcher| {
-            let proxy = proxy.clone();
-            async move {
-                let service = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { proxy.handle(req, peer, "http").await }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(error = %err, "connection ended with an error");
-                }
-            }
+            serve_connection(proxy.clone(), stream, peer, "http", builder, watcher)
         },
     )
     .await
@@ -446,18 +436,32 @@ pub async fn serve_tls_with(
                     // A TLS-ALPN-01 validation: the handshake was the answer.
                     return;
                 }
-                let service = service_fn(move |req| {
-                    let proxy = proxy.clone();
-                    async move { proxy.handle(req, peer, "https").await }
-                });
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-                if let Err(err) = watcher.watch(conn.into_owned()).await {
-                    tracing::debug!(error = %err, "TLS connection ended with an error");
-                }
+                serve_connection(proxy, tls, peer, "https", builder, watcher).await;
             }
         },
     )
     .await
+}
+
+/// Serves HTTP (1.1 or 2, with upgrades) on one connection, plain or TLS.
+async fn serve_connection<I>(
+    proxy: Arc<Proxy>,
+    io: I,
+    peer: SocketAddr,
+    proto: &'static str,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let proxy = proxy.clone();
+        async move { proxy.handle(req, peer, proto).await }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    if let Err(err) = watcher.watch(conn.into_owned()).await {
+        tracing::debug!(%peer, proto, error = %err, "connection ended with an error");
+    }
 }
 
 /// Accepts connections until `shutdown`, handing each to `serve_one` in a

@@ -65,33 +65,7 @@ fn https_serves_apps_with_development_and_own_certificates() {
     assert!(listed.contains(&domain), "{listed}");
     // ...and over HTTPS with a certificate the user brings.
     let dir = tempfile::tempdir().expect("tempdir");
-    let cert = dir.path().join("cert.pem");
-    let key = dir.path().join("key.pem");
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-days",
-            "30",
-        ])
-        .args([
-            "-subj",
-            &format!("/CN={domain}"),
-            "-addext",
-            &format!("subjectAltName=DNS:{domain}"),
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", stderr(&made));
+    let (cert, key) = crate::support::self_signed_cert(dir.path(), &domain);
     let out = server.cli(&["certs:add", &app, path_str(&cert), path_str(&key)]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

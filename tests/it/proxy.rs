@@ -151,25 +151,7 @@ fn http_redirects_to_https_once_a_host_has_a_certificate() {
     // No certificate of its own yet: HTTP keeps serving.
     assert_eq!(http_get(server.http_port, &domain, "/").0, 200);
     let dir = tempfile::tempdir().expect("tempdir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-        ])
-        .args(["-nodes", "-days", "3", "-subj", &format!("/CN={domain}")])
-        .args(["-addext", &format!("subjectAltName=DNS:{domain}")])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl");
-    assert!(made.status.success(), "{}", stderr(&made));
+    let (cert, key) = crate::support::self_signed_cert(dir.path(), &domain);
     let out = server.cli(&["certs:add", &app, path_str(&cert), path_str(&key)]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (status, headers, _) = http_get_with_headers(server.http_port, &domain, "/a?b=1");
