@@ -15,7 +15,7 @@ use crate::names::AppName;
 use crate::server::Gantry;
 
 /// The file name stem of the development CA (trust `_localhost-ca.pem`).
-const LOCAL_CA: &str = "_localhost-ca";
+const LOCAL_CA: &str = tls::LOCAL_CA_STEM;
 
 fn paths(gantry: &Gantry, stem: &str) -> (PathBuf, PathBuf) {
     let dir = gantry.config.certs_dir();

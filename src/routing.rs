@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gantry_proxy::control::{self, Request};
 use gantry_proxy::state::RouteSpec;
-use gantry_proxy::{Backend, Route, RouteTable};
+use gantry_proxy::{Route, RouteTable};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -51,19 +51,16 @@ impl Routing {
         addrs: Vec<SocketAddr>,
         https_redirect: bool,
     ) -> Vec<SocketAddr> {
-        let route = Route::new(name, addrs.iter().copied().map(Backend::new).collect())
-            .with_https_redirect(https_redirect);
-        let replaced = self.mirror.set(host, route);
-        self.send(Request::Route {
-            route: RouteSpec {
-                host: host.to_owned(),
-                name: name.to_owned(),
-                backends: addrs.clone(),
-                https_redirect,
-            },
-        })
-        .await;
-        gone(replaced, &addrs)
+        let route = RouteSpec {
+            host: host.to_owned(),
+            name: name.to_owned(),
+            backends: addrs,
+            https_redirect,
+        };
+        let replaced = self.mirror.set(host, route.to_route());
+        let gone = gone(replaced, &route.backends);
+        self.send(Request::Route { route }).await;
+        gone
     }
 
     /// Stops routing `host`; returns the addresses it had.
@@ -157,13 +154,13 @@ impl Routing {
         self.resync().await;
     }
 
-    /// Sends the whole mirror, if it is complete.
+    /// Sends the whole mirror, if it is complete (a proxy reads the
+    /// certificates itself when it starts).
     async fn resync(&self) {
         if self.authoritative.load(Ordering::Acquire) {
             let state = self.mirror.snapshot();
             self.send(Request::Replace { state }).await;
         }
-        self.send(Request::ReloadCerts).await;
     }
 
     async fn call(&self, request: Request) -> anyhow::Result<()> {
@@ -261,11 +258,10 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
         }
         if let Ok(Some(status)) = child.try_wait() {
             let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(5).collect();
-            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            let lines: Vec<&str> = log.lines().collect();
             anyhow::bail!(
                 "the proxy exited ({status}) before it was ready:\n{}",
-                tail.join("\n")
+                lines[lines.len().saturating_sub(5)..].join("\n")
             );
         }
         if tokio::time::Instant::now() > deadline {

@@ -76,8 +76,6 @@ pub struct Reply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub state: Option<State>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
 }
 

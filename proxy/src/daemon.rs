@@ -150,7 +150,6 @@ impl Handler for Daemon {
                 }
             }
             Request::Status => Reply {
-                state: Some(self.routes.snapshot()),
                 pid: Some(std::process::id()),
                 ..control::ok()
             },
@@ -246,7 +245,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                     let https = TcpListener::from_std(https)?;
                     tokio::try_join!(
                         crate::serve(http, proxy.clone(), token.clone()),
-                        crate::serve_tls_with(https, proxy, tls, token),
+                        crate::serve_tls(https, proxy, tls, token),
                     )
                     .map(|_| ())
                 })

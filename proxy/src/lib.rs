@@ -24,5 +24,5 @@ pub mod tls;
 mod tracked;
 
 pub use routes::{Backend, Balance, InFlight, Route, RouteTable};
-pub use serve::{serve, serve_tls, serve_tls_with, Challenges, Proxy, Settings};
+pub use serve::{serve, serve_tls, Challenges, Proxy, Settings};
 pub use tls::{CertStore, LocalCa};

@@ -136,15 +136,6 @@ impl Route {
         &self.backends
     }
 
-    /// Next backend in round-robin order; `None` when the route has no backend.
-    pub fn pick(&self) -> Option<&Backend> {
-        if self.backends.is_empty() {
-            return None;
-        }
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.backends.len();
-        self.backends.get(i)
-    }
-
     /// A backend to send the next request to, among those that have not
     /// refused a connection lately, skipping `not` (one that just failed);
     /// `None` when none is left.
@@ -161,28 +152,6 @@ impl Route {
             Balance::RoundRobin => candidates.into_iter().next(),
             Balance::LeastConnections => candidates.min_by_key(|b| b.in_flight()),
         }
-    }
-
-    /// Requests in flight to this route's backends.
-    pub fn in_flight(&self) -> usize {
-        self.backends.iter().map(Backend::in_flight).sum()
-    }
-
-    /// Waits until no request is in flight to this route's backends, or
-    /// `timeout` passes; returns how many were still in flight then (0: drained).
-    pub async fn drain(&self, timeout: Duration) -> usize {
-        wait_until_idle(|| self.in_flight(), timeout).await
-    }
-}
-
-async fn wait_until_idle(count: impl Fn() -> usize, timeout: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = count();
-        if n == 0 || tokio::time::Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -269,7 +238,14 @@ impl RouteTable {
     /// Waits until no request is in flight to `addrs`, or `timeout` passes;
     /// returns how many were still in flight then (0: drained).
     pub async fn drain(&self, addrs: &[SocketAddr], timeout: Duration) -> usize {
-        wait_until_idle(|| self.in_flight_to(addrs), timeout).await
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let n = self.in_flight_to(addrs);
+            if n == 0 || tokio::time::Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The route for a `Host` header value (`Example.com:8080` finds `example.com`),
@@ -416,29 +392,41 @@ mod tests {
             .set("a.test", Route::new("a", vec![backend(1)]))
             .is_none());
         let old = table.lookup("a.test").expect("route");
-        let request = old.pick().expect("backend").begin();
+        let pick = |route: &Route| {
+            route
+                .choose(Balance::RoundRobin, 0, None)
+                .expect("backend")
+                .begin()
+        };
+        let (one, two) = (backend(1).addr, backend(2).addr);
+        let request = pick(&old);
         // Re-routing to the same address keeps the request counted...
         let same = table
             .set("a.test", Route::new("a", vec![backend(1)]))
             .expect("replaced");
         assert!(Arc::ptr_eq(&old, &same));
-        assert_eq!(table.lookup("a.test").expect("route").in_flight(), 1);
+        assert_eq!(table.in_flight_to(&[one]), 1);
         // ...so the route that replaces it with another address can drain it.
         let replaced = table
             .set("a.test", Route::new("a", vec![backend(2)]))
             .expect("replaced");
-        assert_eq!(replaced.in_flight(), 1);
-        assert_eq!(table.lookup("a.test").expect("route").in_flight(), 0);
+        assert_eq!(replaced.backends()[0].in_flight(), 1);
+        assert_eq!(table.in_flight_to(&[two]), 0);
+        let table = Arc::new(table);
         let waiter = {
-            let replaced = replaced.clone();
-            tokio::spawn(async move { replaced.drain(std::time::Duration::from_secs(5)).await })
+            let table = table.clone();
+            tokio::spawn(
+                async move { table.drain(&[one], std::time::Duration::from_secs(5)).await },
+            )
         };
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(request);
         assert_eq!(waiter.await.expect("join"), 0);
-        let stuck = replaced.pick().expect("backend").begin();
+        let stuck = pick(&replaced);
         assert_eq!(
-            replaced.drain(std::time::Duration::from_millis(30)).await,
+            table
+                .drain(&[one], std::time::Duration::from_millis(30))
+                .await,
             1,
             "timeout reports what is left"
         );
@@ -446,12 +434,14 @@ mod tests {
     }
 
     #[test]
-    fn pick_round_robins_and_handles_empty() {
+    fn choose_round_robins_and_handles_empty() {
         let route = Route::new("a", vec![backend(1), backend(2)]);
-        let picks: Vec<u16> = (0..4)
-            .map(|_| route.pick().expect("backend").addr.port())
-            .collect();
+        let choose = |r: &Route| {
+            r.choose(Balance::RoundRobin, 0, None)
+                .map(|b| b.addr.port())
+        };
+        let picks: Vec<u16> = (0..4).map(|_| choose(&route).expect("backend")).collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
-        assert!(Route::new("a", vec![]).pick().is_none());
+        assert!(choose(&Route::new("a", vec![])).is_none());
     }
 }

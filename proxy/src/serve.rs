@@ -74,12 +74,8 @@ pub struct Proxy {
 pub type Challenges = Arc<std::sync::RwLock<std::collections::HashMap<String, String>>>;
 
 impl Proxy {
-    /// `challenges` holds the ACME HTTP-01 answers to serve (token → answer).
-    pub fn new(routes: Arc<RouteTable>, challenges: Challenges) -> Self {
-        Self::with_settings(routes, challenges, None, Settings::default())
-    }
-
-    /// A proxy with its settings; `certs` (the HTTPS certificates) decides
+    /// A proxy with its settings; `challenges` holds the ACME HTTP-01
+    /// answers to serve (token → answer), and `certs` (the HTTPS certificates) decides
     /// which hosts plain HTTP may redirect to HTTPS.
     pub fn with_settings(
         routes: Arc<RouteTable>,
@@ -194,8 +190,8 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         // A request without a body can go to another replica if the first
         // refuses the connection: nothing of it was sent.
-        let retry =
-            (route.backends().len() > 1 && req.body().is_end_stream() && !upgrade).then(|| {
+        let mut retry = (route.backends().len() > 1 && req.body().is_end_stream() && !upgrade)
+            .then(|| {
                 let mut copy = Request::new(());
                 *copy.method_mut() = req.method().clone();
                 *copy.uri_mut() = req.uri().clone();
@@ -205,7 +201,6 @@ impl Proxy {
             });
         let (parts, body) = req.into_parts();
         let mut req = Request::from_parts(parts, Upstream::new(body, self.settings.max_body));
-        let mut retry = retry;
         let mut failed = None;
         loop {
             let now = self.routes.now();
@@ -390,22 +385,12 @@ pub async fn serve(
     .await
 }
 
-/// Serves HTTPS on `listener`: TLS 1.2 and 1.3 with rustls, the certificate
-/// picked by SNI from `certs`, HTTP/2 or HTTP/1.1 by ALPN; then the same
-/// routing as plain HTTP. Stops like [`serve`].
+/// Serves HTTPS on `listener` with `config` (see [`crate::tls::server_config`]:
+/// TLS 1.2 and 1.3, the certificate picked by SNI, HTTP/2 or HTTP/1.1 by
+/// ALPN); then the same routing as plain HTTP. Stops like [`serve`]. The
+/// settings are shared so that listeners on several worker threads share one
+/// session cache.
 pub async fn serve_tls(
-    listener: TcpListener,
-    proxy: Arc<Proxy>,
-    certs: Arc<crate::tls::CertStore>,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let config = crate::tls::server_config(certs).map_err(std::io::Error::other)?;
-    serve_tls_with(listener, proxy, Arc::new(config), shutdown).await
-}
-
-/// [`serve_tls`] with TLS settings made once and shared, so several
-/// listeners (one per worker thread) share one session cache.
-pub async fn serve_tls_with(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     config: Arc<rustls::ServerConfig>,
