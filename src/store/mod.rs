@@ -43,6 +43,23 @@ pub struct Store {
     pool: AnyPool,
 }
 
+/// Takes the next number in `scope` (`run:JOB`, `release:APP`) inside `tx`.
+///
+/// The upsert is the transaction's first statement, so it takes the write lock
+/// before reading: on Postgres the counter row's lock makes concurrent callers
+/// wait their turn until commit, and SQLite never has to upgrade a read
+/// transaction (which fails with SQLITE_BUSY under load).
+async fn next_number(tx: &mut sqlx::AnyConnection, scope: &str) -> Result<i64> {
+    let row = sqlx::query(
+        "INSERT INTO counters (scope, last) VALUES ($1, 1) \
+         ON CONFLICT (scope) DO UPDATE SET last = counters.last + 1 RETURNING last",
+    )
+    .bind(scope)
+    .fetch_one(&mut *tx)
+    .await?;
+    Ok(row.try_get::<i64, _>("last")?)
+}
+
 /// Milliseconds since the Unix epoch, the store's unit of time.
 pub fn now_ms() -> i64 {
     SystemTime::now()
@@ -299,6 +316,10 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        sqlx::query("DELETE FROM counters WHERE scope = $1")
+            .bind(format!("release:{name}"))
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM apps WHERE name = $1")
             .bind(name.as_str())
             .execute(&mut *tx)
@@ -360,45 +381,36 @@ impl Store {
 
     /// Allocates the app's next release number and records it as building.
     pub async fn begin_release(&self, release: &Release) -> Result<i64> {
-        // One statement numbers and inserts (see `queue_run` for why).
-        let mut attempt = 0;
-        loop {
-            let inserted = sqlx::query(
-                "INSERT INTO releases (app, version, status, image, commit_sha, commit_message, commit_author, port, created_by, created_at, build_ms, build_log, error, config, kind, description, image_id, image_size, formation, manifest) \
-                 SELECT $1, COALESCE(MAX(version), 0) + 1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
-                 FROM releases WHERE app = $1 RETURNING version",
-            )
-            .bind(release.app.as_str())
-            .bind(ReleaseStatus::Building.as_str())
-            .bind(&release.image)
-            .bind(&release.commit_sha)
-            .bind(&release.commit_message)
-            .bind(&release.commit_author)
-            .bind(i64::from(release.port))
-            .bind(&release.created_by)
-            .bind(now_ms())
-            .bind(release.build_ms)
-            .bind(&release.build_log)
-            .bind(&release.error)
-            .bind(&release.config)
-            .bind(release.kind.as_str())
-            .bind(&release.description)
-            .bind(&release.image_id)
-            .bind(release.image_size)
-            .bind(&release.formation)
-            .bind(&release.manifest)
-            .fetch_one(&self.pool)
-            .await;
-            match inserted {
-                Ok(row) => return Ok(row.try_get::<i64, _>("version")?),
-                Err(err) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(app = %release.app, error = %err, "numbering a release raced; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        }
+        let mut tx = self.pool.begin().await?;
+        let version = next_number(&mut tx, &format!("release:{}", release.app)).await?;
+        sqlx::query(
+            "INSERT INTO releases (app, version, status, image, commit_sha, commit_message, commit_author, port, created_by, created_at, build_ms, build_log, error, config, kind, description, image_id, image_size, formation, manifest) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+        )
+        .bind(release.app.as_str())
+        .bind(version)
+        .bind(ReleaseStatus::Building.as_str())
+        .bind(&release.image)
+        .bind(&release.commit_sha)
+        .bind(&release.commit_message)
+        .bind(&release.commit_author)
+        .bind(i64::from(release.port))
+        .bind(&release.created_by)
+        .bind(now_ms())
+        .bind(release.build_ms)
+        .bind(&release.build_log)
+        .bind(&release.error)
+        .bind(&release.config)
+        .bind(release.kind.as_str())
+        .bind(&release.description)
+        .bind(&release.image_id)
+        .bind(release.image_size)
+        .bind(&release.formation)
+        .bind(&release.manifest)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(version)
     }
 
     /// Records the outcome of a release (image, port, timings, log, status, and

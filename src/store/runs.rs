@@ -111,37 +111,24 @@ impl Store {
         params: &str,
         parent: &str,
     ) -> Result<Run> {
-        // One statement picks the number and inserts: SQLite takes its write
-        // lock before reading (a read-then-write transaction could fail with
-        // SQLITE_BUSY under load), and a Postgres race on the same number
-        // fails the primary key and is tried again.
         let queued_at = now_ms();
-        let mut attempt = 0;
-        let number = loop {
-            let inserted = sqlx::query(
-                "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \
-                 SELECT $1, COALESCE(MAX(number), 0) + 1, $2, $3, $4, $5, $6, $7 FROM runs WHERE job = $1 \
-                 RETURNING number",
-            )
-            .bind(job)
-            .bind(trigger)
-            .bind(cause)
-            .bind(params)
-            .bind(RunStatus::Queued.as_str())
-            .bind(queued_at)
-            .bind(parent)
-            .fetch_one(&self.pool)
-            .await;
-            match inserted {
-                Ok(row) => break row.try_get::<i64, _>("number")?,
-                Err(err) if attempt < 5 => {
-                    attempt += 1;
-                    tracing::debug!(%job, error = %err, "numbering a run raced; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(10 * attempt)).await;
-                }
-                Err(err) => return Err(err.into()),
-            }
-        };
+        let mut tx = self.pool.begin().await?;
+        let number = super::next_number(&mut tx, &format!("run:{job}")).await?;
+        sqlx::query(
+            "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(job)
+        .bind(number)
+        .bind(trigger)
+        .bind(cause)
+        .bind(params)
+        .bind(RunStatus::Queued.as_str())
+        .bind(queued_at)
+        .bind(parent)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         Ok(Run {
             job: job.to_owned(),
             number,

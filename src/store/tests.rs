@@ -143,7 +143,7 @@ async fn keys_round_trip_and_refuse_duplicates() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apps_and_releases() {
     for (db, store, _dir) in stores().await {
         let web = app("web");
@@ -223,6 +223,29 @@ async fn apps_and_releases() {
             matches!(store.delete_app(&web).await, Err(StoreError::NotFound(_))),
             "{db}"
         );
+
+        // A new app of the same name starts again at v1, and releases made
+        // at the same moment (a push racing a config:set) get distinct numbers.
+        store.create_app(&web).await.expect("create again");
+        let store = std::sync::Arc::new(store);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(
+                    async move { store.begin_release(&release("web", &format!("{i}"))).await },
+                )
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for task in tasks {
+            versions.push(
+                task.await
+                    .expect("join")
+                    .unwrap_or_else(|e| panic!("{db}: {e}")),
+            );
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=8).collect::<Vec<i64>>(), "{db}");
     }
 }
 
