@@ -5,15 +5,17 @@
 //! addresses", and it answers from that table alone. Unknown hosts get a
 //! small 404 page; a backend that fails gets a 502 page.
 //!
-//! Layout: [`routes`] holds the swappable route table, [`forward`] rewrites and
-//! forwards one request, [`pages`] renders the proxy's own error pages,
-//! `serve` accepts connections and ties them together, [`tls`] holds the
+//! Layout: [`routes`] holds the swappable route table; `h1` serves HTTP/1.1
+//! connections itself (the hot path), while hyper serves HTTP/2 and HTTP/1.0
+//! with [`forward`] rewriting each request; [`pages`] renders the proxy's own
+//! error pages; `serve` accepts connections and picks the path; [`tls`] holds the
 //! certificates HTTPS picks by SNI. [`daemon`] runs it all as a process of
 //! its own (`gantry proxy`), driven over [`control`] and persisted by [`state`].
 
 pub mod control;
 pub mod daemon;
 pub mod forward;
+mod h1;
 mod idle;
 pub mod pages;
 mod pool;

@@ -3,10 +3,52 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::{header, Response, StatusCode};
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Response, StatusCode};
+
+/// One of the proxy's own answers, before it is written out by either the
+/// HTTP/1.1 path or hyper's (HTTP/2).
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub status: StatusCode,
+    /// Content type, `Server`, and any the answer needs (`Location`, `Retry-After`).
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Page {
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut response = Response::new(Full::new(self.body));
+        *response.status_mut() = self.status;
+        *response.headers_mut() = self.headers;
+        response
+    }
+
+    /// A plain-text answer (an ACME HTTP-01 key authorization).
+    pub fn text(body: String) -> Page {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        Page {
+            status: StatusCode::OK,
+            headers,
+            body: Bytes::from(body),
+        }
+    }
+
+    /// A `308` to `location`, with no body.
+    pub fn redirect(location: HeaderValue) -> Page {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::LOCATION, location);
+        Page {
+            status: StatusCode::PERMANENT_REDIRECT,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
 
 /// The page for a host that no app serves.
-pub fn not_found(host: &str) -> Response<Full<Bytes>> {
+pub fn not_found(host: &str) -> Page {
     page(
         StatusCode::NOT_FOUND,
         "No app here",
@@ -19,7 +61,7 @@ pub fn not_found(host: &str) -> Response<Full<Bytes>> {
 }
 
 /// The page for a request whose backend failed or refused the connection.
-pub fn bad_gateway(app: &str) -> Response<Full<Bytes>> {
+pub fn bad_gateway(app: &str) -> Page {
     page(
         StatusCode::BAD_GATEWAY,
         "App not responding",
@@ -32,7 +74,7 @@ pub fn bad_gateway(app: &str) -> Response<Full<Bytes>> {
 }
 
 /// The page for an app with no running web process (stopped, or scaled to 0).
-pub fn unavailable(app: &str) -> Response<Full<Bytes>> {
+pub fn unavailable(app: &str) -> Page {
     page(
         StatusCode::SERVICE_UNAVAILABLE,
         "App not running",
@@ -44,7 +86,7 @@ pub fn unavailable(app: &str) -> Response<Full<Bytes>> {
 }
 
 /// The page for a backend that did not answer in time.
-pub fn gateway_timeout(app: &str) -> Response<Full<Bytes>> {
+pub fn gateway_timeout(app: &str) -> Page {
     page(
         StatusCode::GATEWAY_TIMEOUT,
         "App too slow",
@@ -56,7 +98,7 @@ pub fn gateway_timeout(app: &str) -> Response<Full<Bytes>> {
 }
 
 /// The page for an app whose every replica refused connections lately.
-pub fn no_healthy_backend(app: &str) -> Response<Full<Bytes>> {
+pub fn no_healthy_backend(app: &str) -> Page {
     let mut resp = page(
         StatusCode::SERVICE_UNAVAILABLE,
         "App unavailable",
@@ -66,13 +108,13 @@ pub fn no_healthy_backend(app: &str) -> Response<Full<Bytes>> {
             escape(app)
         ),
     );
-    resp.headers_mut()
-        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("2"));
+    resp.headers
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
     resp
 }
 
 /// The page for a request body over the proxy's size limit.
-pub fn too_large(limit: u64) -> Response<Full<Bytes>> {
+pub fn too_large(limit: u64) -> Page {
     page(
         StatusCode::PAYLOAD_TOO_LARGE,
         "Request too large",
@@ -81,11 +123,20 @@ pub fn too_large(limit: u64) -> Response<Full<Bytes>> {
 }
 
 /// The page for a request without a usable `Host` header.
-pub fn bad_request(reason: &str) -> Response<Full<Bytes>> {
+pub fn bad_request(reason: &str) -> Page {
     page(StatusCode::BAD_REQUEST, "Bad request", &escape(reason))
 }
 
-fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Full<Bytes>> {
+/// The page for a request the proxy will not take as sent: malformed (400),
+/// too slow to arrive (408), a method it does not proxy (405), a header
+/// section too large (431).
+pub fn refused(status: u16, reason: &str) -> Page {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST);
+    let title = status.canonical_reason().unwrap_or("Bad request");
+    page(status, title, &escape(reason))
+}
+
+fn page(status: StatusCode, title: &str, body_html: &str) -> Page {
     let html = format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>{code} {title}</title>\
          <meta name=\"viewport\" content=\"width=device-width\"></head>\
@@ -93,15 +144,17 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response<Full<Bytes
          <h1>{code} {title}</h1><p>{body_html}</p><hr><small>gantry</small></body></html>\n",
         code = status.as_u16(),
     );
-    let mut response = Response::new(Full::new(Bytes::from(html)));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
+    let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static("text/html; charset=utf-8"),
+        HeaderValue::from_static("text/html; charset=utf-8"),
     );
-    headers.insert(header::SERVER, header::HeaderValue::from_static("gantry"));
-    response
+    headers.insert(header::SERVER, HeaderValue::from_static("gantry"));
+    Page {
+        status,
+        headers,
+        body: Bytes::from(html),
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -126,8 +179,8 @@ mod tests {
     #[test]
     fn not_found_names_gantry_and_escapes_the_host() {
         let response = not_found("<script>.localhost");
-        assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let body = format!("{:?}", response.body());
+        assert_eq!(response.status, StatusCode::NOT_FOUND);
+        let body = String::from_utf8_lossy(&response.body).into_owned();
         assert!(body.contains("gantry"));
         assert!(body.contains("&lt;script&gt;"));
         assert!(!body.contains("<script>"));

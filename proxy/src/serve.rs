@@ -3,6 +3,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -19,6 +20,8 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::h1::Decision;
+use crate::idle::IdleIo;
 use crate::routes::Balance;
 use crate::tracked::Tracked;
 use crate::{forward, pages, CertStore, RouteTable};
@@ -61,13 +64,28 @@ impl Default for Settings {
     }
 }
 
-/// The proxy's shared state: the route table and a pooled upstream client.
+/// The proxy's shared state: the route table and pooled backend
+/// connections (one pool for the HTTP/1.1 path, one for hyper's HTTP/2).
 pub struct Proxy {
     routes: Arc<RouteTable>,
     pool: Arc<crate::pool::Pool>,
+    backends: crate::h1::Backends,
     challenges: Challenges,
     certs: Option<Arc<CertStore>>,
     settings: Settings,
+    /// Set once shutdown starts: responses say `Connection: close`.
+    stopping: AtomicBool,
+    /// Requests being answered on the HTTP/1.1 path (shutdown waits for them).
+    active: Arc<AtomicUsize>,
+}
+
+/// Counts a request as being answered until dropped.
+pub(crate) struct Active(Arc<AtomicUsize>);
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// ACME HTTP-01 answers by token, shared with whoever runs the ACME client.
@@ -86,10 +104,65 @@ impl Proxy {
         Proxy {
             routes,
             pool: crate::pool::Pool::new(),
+            backends: crate::h1::Backends::default(),
             challenges,
             certs,
             settings,
+            stopping: AtomicBool::new(false),
+            active: Arc::default(),
         }
+    }
+
+    pub(crate) fn backends(&self) -> &crate::h1::Backends {
+        &self.backends
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn begin_request(&self) -> Active {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        Active(self.active.clone())
+    }
+
+    /// What to do with a request before any backend is involved: answer an
+    /// ACME challenge, a host nobody serves, a redirect to HTTPS, a body over
+    /// the limit, an app with no backend; or forward it along `route`.
+    pub(crate) fn decide(
+        &self,
+        host: &str,
+        target: &str,
+        scheme: &str,
+        content_length: Option<u64>,
+        is_connect: bool,
+    ) -> Decision {
+        if let Some(token) = target.strip_prefix("/.well-known/acme-challenge/") {
+            let answers = self.challenges.read().unwrap_or_else(|e| e.into_inner());
+            if let Some(answer) = answers.get(token) {
+                return Decision::Answer(pages::Page::text(answer.clone()), false);
+            }
+        }
+        if is_connect {
+            return Decision::Answer(pages::refused(405, "CONNECT is not supported here."), true);
+        }
+        let Some(route) = self.routes.lookup(host) else {
+            return Decision::Answer(pages::not_found(host), false);
+        };
+        if scheme == "http" && route.https_redirect {
+            if let Some(page) = self.https_redirect(host, target) {
+                return Decision::Answer(page, false);
+            }
+        }
+        if let Some(limit) = self.settings.max_body {
+            if content_length.is_some_and(|n| n > limit) {
+                return Decision::Answer(pages::too_large(limit), true);
+            }
+        }
+        if route.backends().is_empty() {
+            return Decision::Answer(pages::unavailable(&route.name), false);
+        }
+        Decision::Forward(route)
     }
 
     pub fn routes(&self) -> &Arc<RouteTable> {
@@ -104,18 +177,6 @@ impl Proxy {
     /// serve at `/.well-known/acme-challenge/TOKEN`, for any host.
     pub fn challenges(&self) -> &Challenges {
         &self.challenges
-    }
-
-    fn acme_answer(&self, req: &Request<Incoming>) -> Option<Response<ProxyBody>> {
-        let token = req
-            .uri()
-            .path()
-            .strip_prefix("/.well-known/acme-challenge/")?;
-        let answers = self.challenges.read().unwrap_or_else(|e| e.into_inner());
-        let answer = answers.get(token)?.clone();
-        Some(full(Response::new(http_body_util::Full::new(Bytes::from(
-            answer,
-        )))))
     }
 
     /// Answers one request, and writes its access-log line when asked to.
@@ -156,36 +217,23 @@ impl Proxy {
         peer: SocketAddr,
         proto: &'static str,
     ) -> (Response<ProxyBody>, Option<SocketAddr>) {
-        if let Some(answer) = self.acme_answer(&req) {
-            return (answer, None);
-        }
         let Some(host) = forward::request_host(&req) else {
             return (
                 full(pages::bad_request("The request has no Host header.")),
                 None,
             );
         };
-        let Some(route) = self.routes.lookup(&host) else {
-            return (full(pages::not_found(&host)), None);
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let is_connect = req.method() == hyper::Method::CONNECT;
+        let route = match self.decide(&host, target, proto, declared, is_connect) {
+            Decision::Answer(page, _) => return (full(page), None),
+            Decision::Forward(route) => route,
         };
-        if proto == "http" && route.https_redirect {
-            if let Some(resp) = self.https_redirect(&req, &host) {
-                return (resp, None);
-            }
-        }
-        if let Some(limit) = self.settings.max_body {
-            let declared = req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            if declared.is_some_and(|n| n > limit) {
-                return (full(pages::too_large(limit)), None);
-            }
-        }
-        if route.backends().is_empty() {
-            return (full(pages::unavailable(&route.name)), None);
-        }
         let upgrade = forward::is_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         // A request without a body can go to another replica if the first
@@ -255,7 +303,7 @@ impl Proxy {
 
     /// A `308` to the same URL over HTTPS, once the host has a certificate of
     /// its own (a development certificate does not count).
-    fn https_redirect(&self, req: &Request<Incoming>, host: &str) -> Option<Response<ProxyBody>> {
+    fn https_redirect(&self, host: &str, target: &str) -> Option<pages::Page> {
         let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
         if !self.certs.as_ref()?.has_own(name) {
             return None;
@@ -264,12 +312,8 @@ impl Proxy {
             443 => String::new(),
             port => format!(":{port}"),
         };
-        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let location = HeaderValue::from_str(&format!("https://{name}{port}{path}")).ok()?;
-        let mut resp = Response::new(http_body_util::Full::new(Bytes::new()));
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        resp.headers_mut().insert(header::LOCATION, location);
-        Some(full(resp))
+        let location = HeaderValue::from_str(&format!("https://{name}{port}{target}")).ok()?;
+        Some(pages::Page::redirect(location))
     }
 }
 
@@ -362,8 +406,9 @@ impl Body for Upstream {
     }
 }
 
-fn full(resp: Response<http_body_util::Full<Bytes>>) -> Response<ProxyBody> {
-    resp.map(|b| b.map_err(|never| match never {}).boxed())
+fn full(page: pages::Page) -> Response<ProxyBody> {
+    page.into_response()
+        .map(|b| b.map_err(|never| match never {}).boxed())
 }
 
 /// Serves HTTP/1.1 and h2c on `listener` until `shutdown` is cancelled, then
@@ -373,16 +418,7 @@ pub async fn serve(
     proxy: Arc<Proxy>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let settings = proxy.settings.clone();
-    accept_loop(
-        listener,
-        &settings,
-        shutdown,
-        move |stream, peer, builder, watcher| {
-            serve_connection(proxy.clone(), stream, peer, "http", builder, watcher)
-        },
-    )
-    .await
+    accept_loop(listener, proxy, None, shutdown).await
 }
 
 /// Serves HTTPS on `listener` with `config` (see [`crate::tls::server_config`]:
@@ -397,39 +433,59 @@ pub async fn serve_tls(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
-    let settings = proxy.settings.clone();
-    accept_loop(
-        listener,
-        &settings,
-        shutdown,
-        move |stream, peer, builder, watcher| {
-            let (acceptor, proxy) = (acceptor.clone(), proxy.clone());
-            async move {
-                // A client that never finishes its handshake is dropped.
-                let tls =
-                    match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                        .await
-                    {
-                        Ok(Ok(tls)) => tls,
-                        Ok(Err(err)) => {
-                            tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => return,
-                    };
-                if tls.get_ref().1.alpn_protocol() == Some(crate::tls::ACME_TLS_ALPN) {
-                    // A TLS-ALPN-01 validation: the handshake was the answer.
-                    return;
-                }
-                serve_connection(proxy, tls, peer, "https", builder, watcher).await;
-            }
-        },
-    )
-    .await
+    accept_loop(listener, proxy, Some(acceptor), shutdown).await
 }
 
-/// Serves HTTP (1.1 or 2, with upgrades) on one connection, plain or TLS.
-async fn serve_connection<I>(
+/// Serves one client connection: HTTP/1.1 on the proxy's own path, HTTP/2
+/// (by ALPN or the h2c preface) and HTTP/1.0 with hyper.
+async fn serve_connection(
+    proxy: Arc<Proxy>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    builder: auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+) {
+    let _ = stream.set_nodelay(true);
+    let idle = proxy.settings.idle_timeout;
+    let Some(acceptor) = tls else {
+        if let crate::h1::Ended::Handoff(stream, read) =
+            crate::h1::serve(&proxy, stream, peer, "http").await
+        {
+            let io = Rewind::new(read, IdleIo::new(stream, idle));
+            serve_with_hyper(proxy, io, peer, "http", builder, watcher).await;
+        }
+        return;
+    };
+    // A client that never finishes its handshake is dropped.
+    let tls = match tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(err)) => {
+            tracing::debug!(%peer, error = %err, "TLS handshake failed");
+            return;
+        }
+        Err(_) => return,
+    };
+    match tls.get_ref().1.alpn_protocol() {
+        // A TLS-ALPN-01 validation: the handshake was the answer.
+        Some(crate::tls::ACME_TLS_ALPN) => {}
+        Some(b"h2") => {
+            let io = IdleIo::new(tls, idle);
+            serve_with_hyper(proxy, io, peer, "https", builder, watcher).await;
+        }
+        _ => {
+            if let crate::h1::Ended::Handoff(tls, read) =
+                crate::h1::serve(&proxy, tls, peer, "https").await
+            {
+                let io = Rewind::new(read, IdleIo::new(tls, idle));
+                serve_with_hyper(proxy, io, peer, "https", builder, watcher).await;
+            }
+        }
+    }
+}
+
+/// Serves HTTP/2 or HTTP/1.0 (with upgrades) on one connection, plain or TLS.
+async fn serve_with_hyper<I>(
     proxy: Arc<Proxy>,
     io: I,
     peer: SocketAddr,
@@ -449,24 +505,19 @@ async fn serve_connection<I>(
     }
 }
 
-/// Accepts connections until `shutdown`, handing each to `serve_one` in a
-/// task of its own with the HTTP settings and a graceful-shutdown watcher;
-/// then waits (up to 30 s) for the connections to finish.
-async fn accept_loop<F, Fut>(
+/// Accepts connections until `shutdown`, each served in a task of its own;
+/// then waits (up to 30 s) for the requests in flight to finish.
+async fn accept_loop(
     listener: TcpListener,
-    settings: &Settings,
+    proxy: Arc<Proxy>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: CancellationToken,
-    serve_one: F,
-) -> std::io::Result<()>
-where
-    F: Fn(crate::idle::IdleIo<TcpStream>, SocketAddr, auto::Builder<TokioExecutor>, Watcher) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
+) -> std::io::Result<()> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout);
+        .header_read_timeout(proxy.settings.header_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -485,15 +536,85 @@ where
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let stream = crate::idle::IdleIo::new(stream, settings.idle_timeout);
-        tokio::spawn(serve_one(stream, peer, builder.clone(), graceful.watcher()));
+        tokio::spawn(serve_connection(
+            proxy.clone(),
+            stream,
+            peer,
+            tls.clone(),
+            builder.clone(),
+            graceful.watcher(),
+        ));
     }
+    drop(listener);
+    proxy.stopping.store(true, Ordering::Relaxed);
+    let h1_done = async {
+        while proxy.active.load(Ordering::Acquire) > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
     tokio::select! {
-        _ = graceful.shutdown() => {}
+        _ = async { tokio::join!(graceful.shutdown(), h1_done) } => {}
         _ = tokio::time::sleep(Duration::from_secs(30)) => {
             tracing::warn!("in-flight requests still running after 30 s; closing them");
         }
     }
     Ok(())
+}
+
+/// A stream with bytes already read from it put back in front, so that
+/// hyper sees a connection from its first byte.
+struct Rewind<T> {
+    read: bytes::BytesMut,
+    inner: T,
+}
+
+impl<T> Rewind<T> {
+    fn new(read: bytes::BytesMut, inner: T) -> Self {
+        Rewind { read, inner }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Rewind<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Rewind<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }

@@ -32,6 +32,8 @@ struct Backstage {
     /// `/hold` requests wait here until notified.
     release: Notify,
     served: AtomicU64,
+    /// Connections the backend accepted (pooled ones are reused).
+    connections: AtomicU64,
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
@@ -124,6 +126,7 @@ async fn start_backend() -> (SocketAddr, Arc<Backstage>) {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            shared.connections.fetch_add(1, Ordering::Relaxed);
             let stage = shared.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req| {
@@ -537,5 +540,200 @@ async fn http_redirects_to_https_only_for_hosts_with_their_own_certificate() {
         status_of(&served),
         200,
         "no certificate yet: served over HTTP"
+    );
+}
+
+/// Reads from `stream` until `pattern` has arrived (or the stream ends).
+async fn read_until(stream: &mut TcpStream, pattern: &str) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&out).contains(pattern) {
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+            .await
+            .expect("in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_share_one_pooled_backend_connection() {
+    let (backend, stage) = start_backend().await;
+    let proxy = start_proxy(Settings::default()).await;
+    route(&proxy.routes, "app.test", &[backend]);
+    // Three requests in one write: a GET, a chunked upload, and a last one
+    // that closes; the answers come back in order on the one connection.
+    let raw = "GET / HTTP/1.1\r\nHost: app.test\r\n\r\n\
+               POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n\
+               3\r\nhel\r\n2\r\nlo\r\n0\r\n\r\n\
+               GET /headers HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let all = exchange(proxy.addr, raw.as_bytes()).await;
+    let answers: Vec<&str> = all.split("HTTP/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 3, "{all}");
+    assert!(
+        answers[0].starts_with("200") && answers[0].ends_with("hello"),
+        "{all}"
+    );
+    assert!(
+        answers[1].starts_with("200") && answers[1].ends_with("5"),
+        "{all}"
+    );
+    assert!(answers[2].contains("x-forwarded-host: app.test"), "{all}");
+    assert!(
+        answers[2]
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "{all}"
+    );
+    assert_eq!(stage.uploaded.load(Ordering::Relaxed), 5);
+    // Later requests on new client connections reuse the parked backend one.
+    for _ in 0..3 {
+        let response = exchange(proxy.addr, &get("app.test", "/")).await;
+        assert_eq!(status_of(&response), 200, "{response}");
+    }
+    assert_eq!(stage.connections.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expect_continue_is_answered_before_the_body_is_sent() {
+    let (backend, stage) = start_backend().await;
+    let proxy = start_proxy(Settings::default()).await;
+    route(&proxy.routes, "app.test", &[backend]);
+    let mut stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    stream
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\
+              Expect: 100-continue\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .expect("write");
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    stream.write_all(b"hello").await.expect("write body");
+    let mut rest = String::new();
+    stream.read_to_string(&mut rest).await.expect("read");
+    assert!(
+        rest.starts_with("HTTP/1.1 200") && rest.ends_with('5'),
+        "{rest}"
+    );
+    assert_eq!(stage.uploaded.load(Ordering::Relaxed), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ambiguous_requests_are_refused_before_reaching_the_app() {
+    let (backend, stage) = start_backend().await;
+    let proxy = start_proxy(Settings::default()).await;
+    route(&proxy.routes, "app.test", &[backend]);
+    for raw in [
+        // The request smuggling shapes: two framings, two lengths, two hosts.
+        "POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        "GET / HTTP/1.1\r\nHost: app.test\r\nHost: other.test\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ] {
+        let response = exchange(proxy.addr, raw.as_bytes()).await;
+        assert_eq!(status_of(&response), 400, "{raw:?}: {response}");
+        assert!(response.contains("gantry"), "{response}");
+    }
+    assert_eq!(stage.served.load(Ordering::Relaxed), 0);
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(70 * 1024)
+    );
+    assert_eq!(status_of(&exchange(proxy.addr, huge.as_bytes()).await), 431);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http10_and_h2c_clients_are_served_too() {
+    let (backend, _) = start_backend().await;
+    let proxy = start_proxy(Settings::default()).await;
+    route(&proxy.routes, "app.test", &[backend]);
+    let old = exchange(proxy.addr, b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n").await;
+    assert!(
+        old.starts_with("HTTP/1.0 200") && old.ends_with("hello"),
+        "{old}"
+    );
+
+    // HTTP/2 with prior knowledge over plain TCP (h2c).
+    let stream = TcpStream::connect(proxy.addr).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .expect("h2c handshake");
+    tokio::spawn(conn);
+    let req = Request::builder()
+        .uri("http://app.test/headers")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let resp = sender.send_request(req).await.expect("h2c response");
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("x-forwarded-host: app.test"), "{body}");
+}
+
+/// Collects what a `tracing` subscriber writes, for the access-log test.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().expect("lock").extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_access_log_has_one_line_per_request() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let (backend, _) = start_backend().await;
+    let proxy = start_proxy(Settings {
+        access_log: true,
+        ..Settings::default()
+    })
+    .await;
+    route(&proxy.routes, "app.test", &[backend]);
+    assert_eq!(
+        status_of(&exchange(proxy.addr, &get("app.test", "/logged?x=1")).await),
+        200
+    );
+    assert_eq!(
+        status_of(&exchange(proxy.addr, &get("nobody.test", "/")).await),
+        404
+    );
+    let log = String::from_utf8_lossy(&captured.0.lock().expect("lock")).into_owned();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("gantry_proxy::access"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("method=GET") && lines[0].contains("host=app.test"),
+        "{log}"
+    );
+    assert!(
+        lines[0].contains("path=/logged?x=1") && lines[0].contains("status=200"),
+        "{log}"
+    );
+    assert!(lines[0].contains(&format!("backend={backend}")), "{log}");
+    assert!(
+        lines[1].contains("status=404") && lines[1].contains("backend=-"),
+        "{log}"
     );
 }
