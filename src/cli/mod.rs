@@ -529,7 +529,8 @@ pub async fn execute_streaming(
             ManageCommand::Run { app, command } => {
                 let app = AppName::parse(&app)?;
                 caller.require_app(&app)?;
-                crate::deploy::oneoff::run(gantry, &app, command, &mut streams).await
+                crate::deploy::oneoff::run(gantry, &app, command, &mut streams, &caller.name())
+                    .await
             }
             ManageCommand::Logs {
                 app,

@@ -201,7 +201,7 @@ async fn run_phase(
         progress.line(&format!("recorded as {}", run.reference()));
         run.write(&format!("$ {command}\n"));
     }
-    let outcome = oneoff::run_task(gantry, release, command, |line| {
+    let outcome = oneoff::run_task(gantry, release, command, &[], |line| {
         progress.line(&format!("  {line}"));
         if let Some(run) = &mut record {
             run.write(&format!("{line}\n"));

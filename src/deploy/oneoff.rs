@@ -19,6 +19,48 @@ use crate::server::Gantry;
 
 pub const LABEL_ONEOFF: &str = "gantry.oneoff";
 
+/// Force-removes a container when dropped, unless [`disarm`](Self::disarm)ed:
+/// a one-off whose caller timed out, was cancelled or went away never
+/// leaves its container running.
+pub struct RemoveOnDrop {
+    docker: bollard::Docker,
+    id: Option<String>,
+}
+
+impl RemoveOnDrop {
+    pub fn new(docker: &bollard::Docker, id: &str) -> Self {
+        RemoveOnDrop {
+            docker: docker.clone(),
+            id: Some(id.to_owned()),
+        }
+    }
+
+    /// Removes it now, and waits for that.
+    pub async fn remove(mut self) {
+        if let Some(id) = self.id.take() {
+            remove(&self.docker, &id).await;
+        }
+    }
+}
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Some(id) = self.id.take() {
+            let docker = self.docker.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move { remove(&docker, &id).await });
+            }
+        }
+    }
+}
+
+async fn remove(docker: &bollard::Docker, id: &str) {
+    let options = RemoveContainerOptionsBuilder::default().force(true).build();
+    if let Err(err) = docker.remove_container(id, Some(options)).await {
+        tracing::debug!(container = id, error = %err, "cannot remove a one-off container");
+    }
+}
+
 /// Where a one-off process reads and writes.
 pub struct Streams {
     pub stdin: Option<Box<dyn AsyncRead + Send + Unpin>>,
@@ -28,19 +70,67 @@ pub struct Streams {
     pub tty: bool,
 }
 
-/// Runs `command` in a one-off container of `app`'s live release; returns its exit code.
+/// Runs `command` in a one-off container of `app`'s live release; returns its
+/// exit code. It is a run of the job `APP/run` (its output kept as the run's
+/// log), so `jobs:runs APP/run` lists one-offs and `jobs:cancel` stops one.
 pub async fn run(
     gantry: &Gantry,
     app: &AppName,
     command: Vec<String>,
     streams: &mut Streams,
+    caller: &str,
 ) -> anyhow::Result<i32> {
     let release = gantry
         .store
         .current_release(app)
         .await?
         .ok_or_else(|| anyhow::anyhow!("{app} has no live release yet: push to deploy it"))?;
-    let env = release_env(gantry, &release)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let mut live = crate::jobs::live::LiveRun::queue(
+        gantry,
+        &format!("{app}/run"),
+        "manual",
+        caller,
+        "",
+        cancel.clone(),
+    )
+    .await?;
+    live.write(&format!(
+        "$ {} (release v{})\n",
+        shlex::try_join(command.iter().map(String::as_str)).unwrap_or_else(|_| command.join(" ")),
+        release.version
+    ));
+    live.start(gantry).await;
+    let log = live.log_file();
+    let result = tokio::select! {
+        result = run_in(gantry, &release, command, streams, log) => result,
+        _ = cancel.cancelled() => Err(anyhow::anyhow!("cancelled (jobs:cancel)")),
+    };
+    let (status, code, reason) = match &result {
+        Ok(0) => (crate::store::RunStatus::Succeeded, Some(0), String::new()),
+        Ok(code) => (
+            crate::store::RunStatus::Failed,
+            Some(i64::from(*code)),
+            format!("exit code {code}"),
+        ),
+        Err(err) if cancel.is_cancelled() => {
+            (crate::store::RunStatus::Cancelled, None, format!("{err:#}"))
+        }
+        Err(err) => (crate::store::RunStatus::Failed, None, format!("{err:#}")),
+    };
+    live.finish(gantry, status, code, &reason).await;
+    result
+}
+
+async fn run_in(
+    gantry: &Gantry,
+    release: &crate::store::Release,
+    command: Vec<String>,
+    streams: &mut Streams,
+    log: Option<std::fs::File>,
+) -> anyhow::Result<i32> {
+    let app = &release.app;
+    let env = release_env(gantry, release)?;
     let docker = &gantry.docker;
     let tty = streams.tty;
     let stdin = streams.stdin.take();
@@ -81,21 +171,62 @@ pub async fn run(
             body,
         )
         .await?;
-    let id = created.id;
-    let result = attach_and_wait(
-        gantry,
-        &id,
-        stdin,
-        tty,
+    let container = RemoveOnDrop::new(docker, &created.id);
+    let mut stdout = Tee::new(
         &mut streams.stdout,
-        &mut streams.stderr,
-    )
-    .await;
-    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_container(&id, Some(remove)).await;
-    let _ = streams.stdout.flush().await;
-    let _ = streams.stderr.flush().await;
+        log.as_ref().and_then(|f| f.try_clone().ok()),
+    );
+    let mut stderr = Tee::new(&mut streams.stderr, log);
+    let result = attach_and_wait(gantry, &created.id, stdin, tty, &mut stdout, &mut stderr).await;
+    container.remove().await;
+    let _ = stdout.flush().await;
+    let _ = stderr.flush().await;
     result
+}
+
+/// Writes to the caller and, as far as it can, to the run's log.
+struct Tee<'a> {
+    out: &'a mut (dyn AsyncWrite + Send + Unpin),
+    log: Option<std::fs::File>,
+}
+
+impl<'a> Tee<'a> {
+    fn new(out: &'a mut (dyn AsyncWrite + Send + Unpin), log: Option<std::fs::File>) -> Self {
+        Tee { out, log }
+    }
+}
+
+impl AsyncWrite for Tee<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        let polled = std::pin::Pin::new(&mut *this.out).poll_write(cx, buf);
+        if let std::task::Poll::Ready(Ok(n)) = &polled {
+            if let Some(log) = this.log.as_mut() {
+                use std::io::Write;
+                // Losing log text never fails the process's output.
+                let _ = log.write_all(&buf[..*n]);
+            }
+        }
+        polled
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.out).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.out).poll_shutdown(cx)
+    }
 }
 
 async fn attach_and_wait(
@@ -158,18 +289,23 @@ async fn attach_and_wait(
 }
 
 /// Runs `command` through the shell, to completion, in a container of
-/// `release`'s image with its config (the release phase, deploy scripts). Each
-/// output line goes to `on_line`; returns the exit code.
+/// `release`'s image with its config plus `extra_env` (`K=V`: a cron run's
+/// `GANTRY_*` and parameters) for the release phase, deploy scripts and
+/// cron jobs. Each output line goes to `on_line`; returns the exit code.
+/// Dropping the future (a timeout, a cancel) removes the container.
 pub async fn run_task(
     gantry: &Gantry,
     release: &crate::store::Release,
     command: &str,
+    extra_env: &[String],
     mut on_line: impl FnMut(&str) + Send,
 ) -> anyhow::Result<i64> {
     let docker = &gantry.docker;
+    let mut env = release_env(gantry, release)?;
+    env.extend(extra_env.iter().cloned());
     let body = ContainerCreateBody {
         image: Some(release.image.clone()),
-        env: Some(release_env(gantry, release)?),
+        env: Some(env),
         cmd: Some(vec!["/bin/sh".into(), "-c".into(), command.into()]),
         labels: Some(HashMap::from([
             (LABEL_ONEOFF.to_owned(), release.app.to_string()),
@@ -192,6 +328,7 @@ pub async fn run_task(
         )
         .await?;
     let id = created.id;
+    let container = RemoveOnDrop::new(docker, &id);
     let outcome = async {
         docker.start_container(&id, None).await?;
         let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -214,7 +351,6 @@ pub async fn run_task(
         Ok::<i64, anyhow::Error>(super::container::exit_code(docker, &id).await?.unwrap_or(1))
     }
     .await;
-    let remove = RemoveContainerOptionsBuilder::default().force(true).build();
-    let _ = docker.remove_container(&id, Some(remove)).await;
+    container.remove().await;
     outcome
 }

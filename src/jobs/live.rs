@@ -81,6 +81,12 @@ impl LiveRun {
         format!("{}#{}", self.job, self.number)
     }
 
+    /// Another handle on the log file, for output written elsewhere (a
+    /// one-off's), if the system has one to give.
+    pub fn log_file(&self) -> Option<std::fs::File> {
+        self.log.try_clone().ok()
+    }
+
     /// Appends to the log; a failed write only loses log text, never the work.
     pub fn write(&mut self, text: &str) {
         if let Err(err) = self.log.write_all(text.as_bytes()) {
@@ -88,7 +94,9 @@ impl LiveRun {
         }
     }
 
-    /// Records how it ended and forgets its cancel handle.
+    /// Records how it ended and forgets its cancel handle; a failure (or the
+    /// first success after one) alerts the `notify` targets of gantry.toml,
+    /// as any job's does.
     pub async fn finish(self, gantry: &Gantry, status: RunStatus, code: Option<i64>, reason: &str) {
         gantry.jobs.untrack(&self.job, self.number);
         if let Err(err) = gantry
@@ -99,6 +107,7 @@ impl LiveRun {
             tracing::error!(job = %self.job, run = self.number, error = %err, "cannot record the run's end");
         }
         tracing::info!(job = %self.job, run = self.number, status = status.as_str(), "run finished");
+        super::runner::alert_if_needed(gantry, &[], &self.job, self.number, status, reason).await;
     }
 }
 

@@ -83,25 +83,41 @@ pub async fn execute(
         tracing::error!(job = %run.job, run = run.number, error = %err, "cannot record the run's end");
     }
     tracing::info!(job = %run.job, run = run.number, status = ending.status.as_str(), "run finished");
-    alert_if_needed(gantry, job, run, &ending).await;
+    alert_if_needed(
+        gantry,
+        &job.notify,
+        &run.job,
+        run.number,
+        ending.status,
+        &ending.reason,
+    )
+    .await;
     ending.status
 }
 
 /// Sends `failure` for a failed or timed-out run, and `recovery` for a
-/// success whose previous finished run had failed.
-async fn alert_if_needed(gantry: &Gantry, job: &JobDef, run: &Run, ending: &Ending) {
+/// success whose previous finished run had failed, to gantry.toml's
+/// `notify` targets and the job's own.
+pub async fn alert_if_needed(
+    gantry: &Gantry,
+    job_targets: &[super::notify::Target],
+    job: &str,
+    number: i64,
+    status: RunStatus,
+    reason: &str,
+) {
     let failed = |status: RunStatus| matches!(status, RunStatus::Failed | RunStatus::TimedOut);
-    let event = if failed(ending.status) {
+    let event = if failed(status) {
         "failure"
-    } else if ending.status == RunStatus::Succeeded {
+    } else if status == RunStatus::Succeeded {
         let previous = gantry
             .store
-            .list_runs(&run.job, 20)
+            .list_runs(job, 20)
             .await
             .unwrap_or_default()
             .into_iter()
             .find(|r| {
-                r.number < run.number && r.status.is_finished() && r.status != RunStatus::Cancelled
+                r.number < number && r.status.is_finished() && r.status != RunStatus::Cancelled
             });
         match previous {
             Some(previous) if failed(previous.status) => "recovery",
@@ -111,34 +127,23 @@ async fn alert_if_needed(gantry: &Gantry, job: &JobDef, run: &Run, ending: &Endi
         return;
     };
     let mut targets = gantry.config.notify.clone();
-    targets.extend(job.notify.iter().cloned());
-    let path = super::log_path(gantry, &run.job, run.number);
+    targets.extend(job_targets.iter().cloned());
+    let path = super::log_path(gantry, job, number);
     let text = match event {
-        "recovery" => format!("{} #{} succeeded again", run.job, run.number),
-        _ => format!(
-            "{} #{} {}: {}",
-            run.job,
-            run.number,
-            ending.status.as_str(),
-            ending.reason
-        ),
+        "recovery" => format!("{job} #{number} succeeded again"),
+        _ => format!("{job} #{number} {}: {reason}", status.as_str()),
     };
     super::notify::send(
         gantry,
         targets,
         super::notify::Alert {
             event: event.into(),
-            job: run.job.clone(),
-            run: run.number,
-            status: ending.status.as_str().into(),
-            reason: ending.reason.clone(),
+            job: job.to_owned(),
+            run: number,
+            status: status.as_str().into(),
+            reason: reason.to_owned(),
             log_tail: super::notify::tail(&path, 20),
-            link: format!(
-                "{}/jobs/{}/{}",
-                gantry.config.dashboard_url(),
-                run.job,
-                run.number
-            ),
+            link: format!("{}/jobs/{job}/{number}", gantry.config.dashboard_url()),
             text,
         },
     );
@@ -238,7 +243,19 @@ async fn execute_inner(
                 }
                 Err(err) => return Ending::failed(err.to_string()),
             };
-            let task = crate::deploy::oneoff::run_task(gantry, &release, command, |line| {
+            let mut env = vec![
+                format!("GANTRY_JOB={}", run.job),
+                format!("GANTRY_RUN={}", run.number),
+                format!("GANTRY_PARENT_RUN={}#{}", run.job, run.number),
+            ];
+            env.extend(
+                run.params
+                    .lines()
+                    .filter(|l| l.contains('='))
+                    .map(str::to_owned),
+            );
+            // A timeout or cancel drops the task, which removes its container.
+            let task = crate::deploy::oneoff::run_task(gantry, &release, command, &env, |line| {
                 let _ = writeln!(log, "{line}");
             });
             let outcome = tokio::select! {
@@ -381,6 +398,7 @@ async fn run_in_container(
     let mut env: Vec<String> = vec![
         format!("GANTRY_JOB={}", run.job),
         format!("GANTRY_RUN={}", run.number),
+        format!("GANTRY_PARENT_RUN={}#{}", run.job, run.number),
         "GANTRY_ARTIFACTS=/artifacts".to_owned(),
     ];
     env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
@@ -421,6 +439,7 @@ async fn run_in_container(
         Err(err) => return Ending::failed(format!("cannot create a container of {image}: {err}")),
     };
     let id = created.id;
+    let container = crate::deploy::oneoff::RemoveOnDrop::new(docker, &id);
     let outcome = async {
         docker.start_container(&id, None).await?;
         let options = bollard::query_parameters::LogsOptionsBuilder::default()
@@ -446,9 +465,6 @@ async fn run_in_container(
         },
         _ = cancel.cancelled() => Ending::cancelled("cancelled"),
     };
-    let remove = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-        .force(true)
-        .build();
-    let _ = docker.remove_container(&id, Some(remove)).await;
+    container.remove().await;
     ending
 }

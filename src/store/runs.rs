@@ -258,24 +258,36 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Counts and total run time by job and status, for the metrics.
+    /// Counts and total run time by job and status, for the metrics: the
+    /// runs on record plus those retention pruned.
     pub async fn run_stats(&self) -> Result<Vec<RunStats>> {
-        let rows = sqlx::query(
- "SELECT job, status, COUNT(*) AS n, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN 1 ELSE 0 END) AS BIGINT) AS finished, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN finished_at - started_at ELSE 0 END) AS BIGINT) AS ms FROM runs GROUP BY job, status ORDER BY job, status",
+        let live = sqlx::query(
+            "SELECT job, status, COUNT(*) AS n, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN 1 ELSE 0 END) AS BIGINT) AS finished, CAST(SUM(CASE WHEN started_at > 0 AND finished_at > 0 THEN finished_at - started_at ELSE 0 END) AS BIGINT) AS ms FROM runs GROUP BY job, status",
         )
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(RunStats {
-                    job: row.try_get("job")?,
-                    status: row.try_get("status")?,
-                    count: row.try_get("n")?,
-                    finished: row.try_get::<Option<i64>, _>("finished")?.unwrap_or(0),
-                    duration_ms: row.try_get::<Option<i64>, _>("ms")?.unwrap_or(0),
-                })
-            })
-            .collect()
+        let pruned =
+            sqlx::query("SELECT job, status, count AS n, finished, ms FROM pruned_run_totals")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut totals: std::collections::BTreeMap<(String, String), RunStats> = Default::default();
+        for row in live.iter().chain(&pruned) {
+            let job: String = row.try_get("job")?;
+            let status: String = row.try_get("status")?;
+            let entry = totals
+                .entry((job.clone(), status.clone()))
+                .or_insert_with(|| RunStats {
+                    job,
+                    status,
+                    count: 0,
+                    finished: 0,
+                    duration_ms: 0,
+                });
+            entry.count += row.try_get::<i64, _>("n")?;
+            entry.finished += row.try_get::<Option<i64>, _>("finished")?.unwrap_or(0);
+            entry.duration_ms += row.try_get::<Option<i64>, _>("ms")?.unwrap_or(0);
+        }
+        Ok(totals.into_values().collect())
     }
 
     /// Releases by kind and status, for the metrics.
@@ -310,13 +322,29 @@ impl Store {
             .iter()
             .map(|row| Ok((row.try_get("job")?, row.try_get("number")?)))
             .collect::<Result<_>>()?;
+        let mut tx = self.pool.begin().await?;
         for (job, number) in &doomed {
+            // The metrics' totals keep what the deleted run counted for.
+            sqlx::query(
+                "INSERT INTO pruned_run_totals (job, status, count, finished, ms) \
+                 SELECT job, status, 1, \
+                   CASE WHEN started_at > 0 AND finished_at > 0 THEN 1 ELSE 0 END, \
+                   CASE WHEN started_at > 0 AND finished_at > 0 THEN finished_at - started_at ELSE 0 END \
+                 FROM runs WHERE job = $1 AND number = $2 \
+                 ON CONFLICT (job, status) DO UPDATE SET count = pruned_run_totals.count + excluded.count, \
+                   finished = pruned_run_totals.finished + excluded.finished, ms = pruned_run_totals.ms + excluded.ms",
+            )
+            .bind(job)
+            .bind(number)
+            .execute(&mut *tx)
+            .await?;
             sqlx::query("DELETE FROM runs WHERE job = $1 AND number = $2")
                 .bind(job)
                 .bind(number)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
         }
+        tx.commit().await?;
         Ok(doomed)
     }
 

@@ -294,6 +294,12 @@ async fn runs_are_numbered_per_job_even_when_queued_at_once() {
             (RunStatus::Failed, Some(2)),
             "{db}"
         );
+        // Young runs are kept whatever the count (whichever keeps more).
+        let cutoff = now_ms() - 24 * 3600 * 1000;
+        assert!(
+            store.prune_runs(1, cutoff).await.expect("prune").is_empty(),
+            "{db}"
+        );
         let pruned = store.prune_runs(18, now_ms() + 1).await.expect("prune");
         assert_eq!(
             pruned,
@@ -308,6 +314,18 @@ async fn runs_are_numbered_per_job_even_when_queued_at_once() {
         let stats = store.run_stats().await.expect("stats");
         assert!(
             stats.iter().any(|s| s.job == "other" && s.count == 10),
+            "{db}: {stats:?}"
+        );
+        // Pruned runs still count in the totals (a Prometheus counter).
+        let count = |status: &str| {
+            stats
+                .iter()
+                .find(|s| s.job == "busy" && s.status == status)
+                .map_or(0, |s| s.count)
+        };
+        assert_eq!(
+            (count("failed"), count("interrupted")),
+            (1, 1),
             "{db}: {stats:?}"
         );
     }

@@ -114,17 +114,38 @@ pub fn to_html(text: &str) -> String {
     ansi_to_html::convert(text).unwrap_or_else(|_| maud::html! { (text) }.into_string())
 }
 
-/// Queues a manual run from the dashboard.
-pub async fn run_now(gantry: &Gantry, caller: &Caller, job: &str) -> anyhow::Result<Run> {
+/// Queues a manual run from the dashboard; `again` names a run whose
+/// parameters it takes (the run page's "Run again").
+pub async fn run_now(
+    gantry: &Gantry,
+    caller: &Caller,
+    job: &str,
+    again: Option<i64>,
+) -> anyhow::Result<Run> {
     let def = jobs::find(gantry, job).await?;
     let who = format!("{} (dashboard)", caller.name());
+    let params = match again {
+        Some(number) => gantry
+            .store
+            .run(job, number)
+            .await?
+            .map(|run| {
+                run.params
+                    .lines()
+                    .filter_map(|l| l.split_once('='))
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
     Ok(jobs::trigger(
         gantry,
         def,
         Trigger {
             kind: "manual",
             cause: &who,
-            params: Vec::new(),
+            params,
             parent: "",
         },
     )
@@ -240,9 +261,15 @@ pub async fn metrics(gantry: &Gantry) -> anyhow::Result<String> {
     use std::fmt::Write;
     let mut out = String::new();
     let stats = gantry.store.run_stats().await?;
-    writeln!(out, "# HELP gantry_job_runs_total Runs by job and status.")?;
+    writeln!(
+        out,
+        "# HELP gantry_job_runs_total Finished runs by job and status (pruned runs included)."
+    )?;
     writeln!(out, "# TYPE gantry_job_runs_total counter")?;
-    for s in &stats {
+    for s in stats
+        .iter()
+        .filter(|s| s.status != "queued" && s.status != "running")
+    {
         writeln!(
             out,
             "gantry_job_runs_total{{job=\"{}\",status=\"{}\"}} {}",

@@ -338,10 +338,15 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             if tail != ["run"] || !crate::jobs::may_use(caller, &job) {
                 return Ok(not_found(csrf));
             }
-            if !form_csrf_matches(req, csrf).await {
+            let Some(form) = read_form(req, csrf).await else {
                 return Ok(csrf_refused(csrf));
-            }
-            match jobs::run_now(gantry, caller, &job).await {
+            };
+            // "Run again" names the run whose parameters to reuse.
+            let again = form
+                .iter()
+                .find(|(n, _)| n == "again")
+                .and_then(|(_, v)| v.parse::<i64>().ok());
+            match jobs::run_now(gantry, caller, &job, again).await {
                 Ok(run) => Ok(redirect(&format!("/jobs/{}/{}", run.job, run.number), None)),
                 Err(err) => Ok(problem(
                     StatusCode::CONFLICT,
@@ -393,16 +398,19 @@ fn not_found(csrf: &str) -> Response<Full<Bytes>> {
 
 /// Whether an urlencoded form body carries `csrf=TOKEN`.
 async fn form_csrf_matches(req: Request<Incoming>, csrf: &str) -> bool {
-    let Ok(body) = Limited::new(req.into_body(), 16 * 1024).collect().await else {
-        return false;
-    };
-    let body = body.to_bytes();
-    let text = String::from_utf8_lossy(&body);
-    !csrf.is_empty()
-        && text
-            .split('&')
-            .filter_map(|pair| pair.split_once('='))
-            .any(|(name, value)| name == "csrf" && value == csrf)
+    read_form(req, csrf).await.is_some()
+}
+
+/// The posted form's fields, if its CSRF token is the session's.
+async fn read_form(req: Request<Incoming>, csrf: &str) -> Option<Vec<(String, String)>> {
+    let body = Limited::new(req.into_body(), 16 * 1024)
+        .collect()
+        .await
+        .ok()?
+        .to_bytes();
+    let fields: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let matches = !csrf.is_empty() && fields.iter().any(|(n, v)| n == "csrf" && v == csrf);
+    matches.then_some(fields)
 }
 
 /// The app's live version, its releases (newest first) and their statuses.

@@ -365,6 +365,7 @@ pub fn run(page: &RunPage<'_>) -> Markup {
         }
         form method="post" action={ "/jobs/" (r.job) "/run" } {
             input type="hidden" name="csrf" value=(page.csrf);
+            input type="hidden" name="again" value=(r.number);
             button type="submit" id="run-again" { "Run again" }
         }
         h2 { "Log" }

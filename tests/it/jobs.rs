@@ -49,6 +49,20 @@ fn log(server: &Server, job: &str, run: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stdout(&out))
 }
 
+/// One-off containers (cron runs, `run`) of `app`.
+fn oneoff_containers(app: &str) -> usize {
+    let out = std::process::Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=gantry.oneoff={app}"),
+        ])
+        .output()
+        .expect("docker ps");
+    stdout(&out).lines().count()
+}
+
 fn processes_matching(marker: &str) -> usize {
     let out = std::process::Command::new("pgrep")
         .args(["-f", marker])
@@ -251,6 +265,27 @@ fn timeouts_kill_the_tree_and_concurrency_and_cancel_hold() {
         l.starts_with("#1") && l.contains("succeeded")
     });
 
+    // replace: a new run cancels the one still going.
+    job(
+        &server,
+        "latest",
+        "sleep 3",
+        Some("concurrency = \"replace\"\n"),
+    );
+    let out = server.cli(&["jobs:run", "latest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, "latest", Duration::from_secs(20), |l| {
+        l.starts_with("#1") && l.contains("running")
+    });
+    let out = server.cli(&["jobs:run", "latest"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, "latest", Duration::from_secs(20), |l| {
+        l.starts_with("#1") && l.contains("cancelled")
+    });
+    wait_run(&server, "latest", Duration::from_secs(20), |l| {
+        l.starts_with("#2") && l.contains("succeeded")
+    });
+
     job(&server, "long", "sleep 60", None);
     let out = server.cli(&["jobs:run", "long"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -383,6 +418,58 @@ fn app_cron_jobs_run_in_the_release_and_pushes_are_runs() {
     let (code, text) = log(&server, &cron, "1");
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cleaning up"), "{text}");
+
+    // A cron run gets its parameters and GANTRY_RUN; cancelling it removes
+    // its container.
+    let report = format!("{app}/cron-report");
+    let out = server.cli(&["jobs:run", &report, "WHO=ops"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, text) = log(&server, &report, "1");
+        if text.contains("report #1 for ops") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no report output:\n{text}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(oneoff_containers(&app), 1);
+    let out = server.cli(&["jobs:cancel", &report, "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, &report, Duration::from_secs(20), |l| {
+        l.contains("cancelled")
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while oneoff_containers(&app) > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the cancelled cron's container is still there"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A one-off process is a run of APP/run, its output the run's log.
+    let out = server.cli(&[
+        "run",
+        &app,
+        "--",
+        "sh",
+        "-c",
+        "echo one-off says hi; exit 3",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let line = wait_run(
+        &server,
+        &format!("{app}/run"),
+        Duration::from_secs(10),
+        |l| l.starts_with("#1"),
+    );
+    assert!(
+        line.contains("failed") && line.contains("exit code 3"),
+        "{line}"
+    );
+    let (_, text) = log(&server, &format!("{app}/run"), "1");
+    assert!(text.contains("one-off says hi"), "{text}");
 
     // Over SSH, a deployer sees and runs its app's jobs only.
     job(&server, "host-only", "echo secret", None);
@@ -560,6 +647,48 @@ fn failures_recoveries_and_missed_critical_runs_are_sent() {
         std::thread::sleep(Duration::from_millis(200));
     }
 
+    // A timeout is a failure too; a command hook gets the alert on stdin.
+    let hooked = server.home.path().join("hooked.json");
+    job(
+        &server,
+        "stuck",
+        "sleep 30",
+        Some(&format!(
+            "timeout = 1\n[[notify]]\ncommand = \"cat > {}\"\n",
+            hooked.display()
+        )),
+    );
+    let out = server.cli(&["jobs:run", "stuck"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body = receiver.wait("/hook", "\"job\":\"stuck\"", Duration::from_secs(20));
+    assert!(
+        body.contains("\"failure\"") && body.contains("\"status\":\"timed out\""),
+        "{body}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let hook = loop {
+        let text = std::fs::read_to_string(&hooked).unwrap_or_default();
+        if text.contains("timed out") {
+            break text;
+        }
+        assert!(Instant::now() < deadline, "the command hook did not run");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let alert: serde_json::Value = serde_json::from_str(&hook).expect("json on stdin");
+    assert_eq!(alert["job"], "stuck");
+
+    // A push that fails is a failed APP/deploy run, and alerts like one.
+    let app = crate::support::unique("broken");
+    let repo = Repo::from_example(&server, "never-listens");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(!out.status.success(), "the push should be rejected");
+    let body = receiver.wait(
+        "/hook",
+        &format!("\"job\":\"{app}/deploy\""),
+        Duration::from_secs(20),
+    );
+    assert!(body.contains("\"failure\""), "{body}");
+
     std::fs::remove_file(&fail_flag).expect("rm flag");
     let out = server.cli(&["jobs:run", "flaky"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -638,8 +767,9 @@ fn retention_prunes_old_runs_logs_and_artifacts_in_a_visible_job() {
         stdout(&cmd.output().expect("curl"))
     };
     let text = metrics(Some("s3cret"));
+    // A counter: the two pruned runs still count.
     assert!(
-        text.contains("gantry_job_runs_total{job=\"often\",status=\"succeeded\"} 2"),
+        text.contains("gantry_job_runs_total{job=\"often\",status=\"succeeded\"} 4"),
         "{text}"
     );
     assert!(text.contains("gantry_executors "), "{text}");
