@@ -9,7 +9,8 @@
 //! the proxy answers the challenge itself. A host whose order failed is not
 //! tried again before a backoff (1 h, doubling to 24 h), so a broken domain
 //! never runs into the CA's rate limits; `certs APP` shows the last attempt
-//! and its error. `*.localhost` hosts are left to the development CA.
+//! and its error. `*.localhost` hosts are left to the development CA, and a
+//! certificate brought with `certs:add` is left alone until it expires.
 
 use std::io::Write;
 
@@ -61,6 +62,10 @@ pub struct Attempt {
     pub failures: u32,
     /// Unix ms before which no order is placed again.
     pub not_before: i64,
+    /// The serial number (hex) of the certificate gantry last installed for
+    /// the host: a different one there was brought with `certs:add`.
+    #[serde(default)]
+    pub issued_serial: Option<String>,
 }
 
 type Attempts = std::collections::BTreeMap<String, Attempt>;
@@ -217,14 +222,50 @@ async fn obtain(
     outcome
 }
 
-/// Whether `host` needs a certificate now: none yet, or past two thirds of
-/// its lifetime.
-fn due(gantry: &Gantry, host: &str) -> bool {
+/// Whether `host` needs a certificate now: none yet, one gantry obtained
+/// that is past two thirds of its lifetime, or one brought with `certs:add`
+/// that has expired (until then, the user's certificate wins).
+fn due(gantry: &Gantry, attempts: &Attempts, host: &str) -> bool {
     let path = gantry
         .config
         .certs_dir()
         .join(format!("{}.pem", host.replace('*', "_wildcard")));
-    std::fs::read(path).map_or(true, |pem| due_at(&pem, crate::store::now_ms() / 1000))
+    let Ok(pem) = std::fs::read(path) else {
+        return true;
+    };
+    let now = crate::store::now_ms() / 1000;
+    if ours(attempts.get(host), &pem) {
+        due_at(&pem, now)
+    } else {
+        expired_at(&pem, now)
+    }
+}
+
+/// Whether the certificate in `pem` is the one ACME got for the host (a
+/// record from before serials were kept counts, if its order succeeded).
+fn ours(attempt: Option<&Attempt>, pem: &[u8]) -> bool {
+    match attempt {
+        Some(Attempt {
+            issued_serial: Some(serial),
+            ..
+        }) => serial_of(pem).as_deref() == Some(serial.as_str()),
+        Some(attempt) => attempt.at > 0 && attempt.error.is_none() && attempt.failures == 0,
+        None => false,
+    }
+}
+
+fn serial_of(pem: &[u8]) -> Option<String> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.raw_serial_as_string())
+}
+
+fn expired_at(pem: &[u8], now: i64) -> bool {
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(pem) else {
+        return true;
+    };
+    pem.parse_x509()
+        .map_or(true, |cert| now >= cert.validity().not_after.timestamp())
 }
 
 /// Whether the certificate in `pem` is due for renewal at unix time `now`
@@ -264,16 +305,16 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
             .into_iter()
             .map(|(host, _)| host),
     );
+    let mut attempts = attempts(gantry);
     let hosts: Vec<String> = hosts
         .into_iter()
         .filter(|h| h != "localhost" && !h.ends_with(".localhost") && !h.starts_with("*."))
-        .filter(|h| due(gantry, h))
+        .filter(|h| due(gantry, &attempts, h))
         .collect();
     if hosts.is_empty() {
         let _ = writeln!(log, "every host's certificate is current");
         return Ok(());
     }
-    let mut attempts = attempts(gantry);
     let now = crate::store::now_ms();
     let (hosts, waiting): (Vec<String>, Vec<String>) = hosts
         .into_iter()
@@ -308,10 +349,11 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         let attempt = attempts.entry(host.clone()).or_default();
         attempt.at = crate::store::now_ms();
         match &obtained {
-            Ok(_) => {
+            Ok((chain, _)) => {
                 attempt.error = None;
                 attempt.failures = 0;
                 attempt.not_before = 0;
+                attempt.issued_serial = serial_of(chain.as_bytes());
             }
             Err(err) => {
                 let text = format!("{err:#}");
@@ -401,6 +443,44 @@ mod tests {
         assert!(!due_at(pem.as_bytes(), day(59)));
         assert!(due_at(pem.as_bytes(), day(61)));
         assert!(due_at(b"not a certificate", day(1)));
+        assert!(!expired_at(pem.as_bytes(), day(89)));
+        assert!(expired_at(pem.as_bytes(), day(91)));
+    }
+
+    #[test]
+    fn a_certificate_the_user_brought_is_not_taken_for_ours() {
+        let cert = |name: &str| {
+            let key = rcgen::KeyPair::generate().expect("key");
+            rcgen::CertificateParams::new(vec![name.into()])
+                .expect("params")
+                .self_signed(&key)
+                .expect("cert")
+                .pem()
+        };
+        let (acme_pem, user_pem) = (cert("a.example.com"), cert("a.example.com"));
+        let issued = Attempt {
+            at: 1,
+            issued_serial: serial_of(acme_pem.as_bytes()),
+            ..Attempt::default()
+        };
+        assert!(ours(Some(&issued), acme_pem.as_bytes()));
+        assert!(
+            !ours(Some(&issued), user_pem.as_bytes()),
+            "replaced by certs:add"
+        );
+        assert!(!ours(None, user_pem.as_bytes()), "never ordered");
+        let legacy = Attempt {
+            at: 1,
+            ..Attempt::default()
+        };
+        assert!(ours(Some(&legacy), user_pem.as_bytes()));
+        let failed = Attempt {
+            at: 1,
+            failures: 1,
+            error: Some("no".into()),
+            ..Attempt::default()
+        };
+        assert!(!ours(Some(&failed), user_pem.as_bytes()));
     }
 
     #[test]

@@ -38,8 +38,9 @@ pub struct Settings {
     /// How long a client has to send a request's headers; on HTTP/1.1 it is
     /// also how long an idle keep-alive connection stays open (no slowloris).
     pub header_timeout: Duration,
-    /// How long a connection may sit with no bytes moving and no request in
-    /// flight (HTTP/2 and TLS included).
+    /// How long a connection may sit with no bytes moving: a body or a
+    /// WebSocket in transit (a quiet server-sent-events stream too, so send
+    /// a comment now and then), and an HTTP/2 connection between requests.
     pub idle_timeout: Duration,
     /// The largest request body accepted, in bytes (`None`: no limit).
     pub max_body: Option<u64>,

@@ -1,7 +1,8 @@
 //! The proxy as a process of its own: `serve` starts it, killing `serve`
 //! (even with SIGKILL) under load drops no request, and a proxy that
 //! restarts with nobody to tell it anything serves its routes and
-//! certificates from disk. Also the HTTPS redirect and a TLS scan.
+//! certificates from disk. Also the HTTPS redirect, a TLS scan, and a 1 GB
+//! upload that the proxy process streams without holding it.
 
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -83,6 +84,10 @@ fn a_restarted_proxy_serves_its_routes_and_certificates_from_disk() {
     let domain = format!("{app}.example.test");
     let out = server.cli(&["domains:add", &app, &domain]);
     assert!(out.status.success(), "{}", stderr(&out));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = crate::support::self_signed_cert(dir.path(), &domain);
+    let out = server.cli(&["certs:add", &app, path_str(&cert), path_str(&key)]);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // Nobody is left to tell the proxy anything: serve and proxy both die.
     server.kill9();
@@ -122,6 +127,16 @@ fn a_restarted_proxy_serves_its_routes_and_certificates_from_disk() {
     let out = Command::new("curl")
         .args(["-sS", "-m", "10", "--cacert", path_str(&local_ca)])
         .arg(format!("https://{app}.localhost:{}/", server.https_port))
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stdout(&out), body);
+    // The certificate the user brought, read back from disk.
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "10", "--cacert", path_str(&cert)])
+        .arg("--resolve")
+        .arg(format!("{domain}:{}:127.0.0.1", server.https_port))
+        .arg(format!("https://{domain}:{}/", server.https_port))
         .output()
         .expect("curl");
     assert!(out.status.success(), "{}", stderr(&out));
@@ -211,4 +226,114 @@ fn a_tls_scan_finds_no_weak_protocol_or_cipher() {
             "not an AEAD cipher: {line}"
         );
     }
+}
+
+/// A backend that reads a request body of `Content-Length` bytes, counting
+/// them without keeping them, and answers with the count.
+fn counting_backend() -> std::net::SocketAddr {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0u64;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                    break;
+                }
+                if let Some((k, v)) = line.split_once(':') {
+                    if k.eq_ignore_ascii_case("content-length") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+            }
+            let mut seen = 0u64;
+            let mut buf = vec![0u8; 1 << 16];
+            while seen < length {
+                match reader.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen += n as u64,
+                }
+            }
+            let body = seen.to_string();
+            let _ = write!(
+                reader.get_mut(),
+                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+fn vm_kb(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_one_gigabyte_upload_streams_through_the_proxy_process_in_flat_memory() {
+    use std::io::{Read, Write};
+    let backend = counting_backend();
+    let home = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(home.path().join("proxy")).expect("mkdir");
+    std::fs::write(
+        home.path().join("proxy/state.json"),
+        format!(
+            r#"{{"routes":[{{"host":"upload.test","name":"upload","backends":["{backend}"]}}],"aliases":{{}}}}"#
+        ),
+    )
+    .expect("state");
+    let port = |_| {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port()
+    };
+    let (http, https) = (port(0), port(1));
+    let mut proxy = Command::new(crate::support::BIN)
+        .arg("--home")
+        .arg(home.path())
+        .arg("proxy")
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{http}"))
+        .arg("--https-listen")
+        .arg(format!("127.0.0.1:{https}"))
+        .env("HOME", home.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry proxy");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while std::net::TcpStream::connect(("127.0.0.1", http)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    const SIZE: u64 = 1 << 30;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", http)).expect("connect");
+    write!(
+        stream,
+        "POST /upload HTTP/1.1\r\nHost: upload.test\r\nContent-Length: {SIZE}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("head");
+    let chunk = vec![b'x'; 1 << 16];
+    for _ in 0..SIZE / chunk.len() as u64 {
+        stream.write_all(&chunk).expect("body");
+    }
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with(&SIZE.to_string()), "{response}");
+    // The peak resident memory of the proxy process stayed far below the body.
+    let peak_mb = vm_kb(proxy.id(), "VmHWM:") / 1024;
+    assert!(peak_mb < 64, "the proxy's peak RSS was {peak_mb} MB");
+    let _ = proxy.kill();
+    let _ = proxy.wait();
 }
