@@ -1,8 +1,10 @@
 //! Certificates from a real ACME server: Debian's Pebble, with
 //! pebble-challtestsrv answering its DNS queries with 127.0.0.1, validating
 //! HTTP-01 against gantry's own proxy. One certificate issued and served over
-//! HTTPS (curl trusting Pebble's root), and a refused one as a failed run of
-//! the `gantry.certs` job with the CA's error.
+//! HTTPS (curl trusting Pebble's root), a refused one as a failed run of
+//! the `gantry.certs` job with the CA's error, TLS-ALPN-01, renewal of a
+//! short-lived certificate at two thirds of its life, and a certificate the
+//! user brought left alone.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -169,6 +171,8 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
             "domainBlocklist": ["blocked.example.test"],
+            // Short-lived certificates, so the test sees a renewal.
+            "certificateValidityPeriod": VALIDITY_SECS,
         }})
         .to_string(),
     )
@@ -213,6 +217,8 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
         "{line}\n{}",
         stdout(&server.cli(&["jobs:log", "gantry.certs", "1"]))
     );
+    let first_issued = Instant::now();
+    let first_serial = serial(&server, &domain);
 
     // Served over HTTPS, verified against Pebble's root.
     let root = dir.path().join("root.pem");
@@ -294,4 +300,57 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
         .expect("curl");
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(stdout(&out), body);
+
+    // A certificate the user brings is theirs: ACME never replaces it.
+    let mine = format!("mine-{app}.example.test");
+    let out = server.cli(&["domains:add", &app, &mine]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, |l| {
+        l.starts_with("#4 ") && !l.contains("queued") && !l.contains("running")
+    });
+    let (own_cert, own_key) = crate::support::self_signed_cert(dir.path(), &mine);
+    let out = server.cli(&["certs:add", &app, path_str(&own_cert), path_str(&own_key)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // Past two thirds of its lifetime, the first certificate is renewed.
+    let due = Duration::from_secs(VALIDITY_SECS * 2 / 3 + 2);
+    std::thread::sleep(due.saturating_sub(first_issued.elapsed()));
+    let out = server.cli(&["jobs:run", "gantry.certs"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = wait_run(&server, |l| {
+        l.starts_with("#5 ") && !l.contains("queued") && !l.contains("running")
+    });
+    let log = stdout(&server.cli(&["jobs:log", "gantry.certs", "5"]));
+    assert!(line.contains("succeeded"), "{line}\n{log}");
+    assert!(log.contains(&format!("{domain}: ordering")), "{log}");
+    assert!(!log.contains(&format!("{mine}: ordering")), "{log}");
+    assert_ne!(serial(&server, &domain), first_serial, "not renewed");
+    let out = Command::new("curl")
+        .args(["-sS", "-m", "10", "--cacert", path_str(&own_cert)])
+        .args([
+            "--resolve",
+            &format!("{mine}:{}:127.0.0.1", server.https_port),
+        ])
+        .arg(format!("https://{mine}:{}/", server.https_port))
+        .output()
+        .expect("curl");
+    assert!(
+        out.status.success(),
+        "still the user's certificate: {}",
+        stderr(&out)
+    );
+}
+
+/// Pebble's certificates live this long, so that renewal comes during the test.
+const VALIDITY_SECS: u64 = 45;
+
+/// The serial number of the certificate gantry keeps for `host`.
+fn serial(server: &Server, host: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(server.home.path().join(format!("certs/{host}.pem")))
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out)
 }
