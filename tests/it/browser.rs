@@ -352,4 +352,31 @@ fn a_running_jobs_log_arrives_live_with_its_colors() {
         crate::support::http_get(server.http_port, "gantry.localhost", "/badge/live.svg");
     assert_eq!(status, 200);
     assert!(body.contains("passing"), "{body}");
+
+    // Run again repeats a run with its parameters.
+    let greet = jobs.join("greet.run");
+    std::fs::write(&greet, "#!/bin/sh\necho \"hello $WHO\"\n").expect("write");
+    std::fs::set_permissions(&greet, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let out = server.cli(&["jobs:run", "greet", "WHO=ann"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let first = format!("http://gantry.localhost:{}/jobs/greet/1", server.http_port);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        browser.open(&first);
+        if browser.source().contains(">succeeded<") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "greet #1 did not finish");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    browser.click("#run-again");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = server.cli(&["jobs:log", "greet", "2"]);
+        if crate::support::stdout(&out).contains("hello ann") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "Run again lost the parameters");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

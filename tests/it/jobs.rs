@@ -302,6 +302,14 @@ fn timeouts_kill_the_tree_and_concurrency_and_cancel_hold() {
 #[test]
 fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
     let mut server = Server::start();
+    // Two executors, whatever the machine: busy and resumable fill them, so
+    // a third run stays queued across the restart.
+    server.stop();
+    let toml = server.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
+    text.push_str("executors = 2\n");
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    server.launch();
     let marker = format!("sleep 96{}", std::process::id() % 1000);
     job(&server, "busy", &marker, None);
     job(
@@ -334,6 +342,12 @@ fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
             l.contains("running")
         });
     }
+    job(&server, "patient", "echo went on", None);
+    let out = server.cli(&["jobs:run", "patient"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_run(&server, "patient", Duration::from_secs(5), |l| {
+        l.starts_with("#1") && l.contains("queued")
+    });
 
     server.kill9();
     let _ = std::process::Command::new("pkill")
@@ -347,6 +361,10 @@ fn a_restart_interrupts_running_runs_and_runs_a_missed_schedule_once() {
     });
     assert!(line.contains("interrupted"), "{line}");
     assert_eq!(runs(&server, "busy").len(), 1, "busy is not retried");
+    // The run that was queued goes on after the restart.
+    wait_run(&server, "patient", Duration::from_secs(20), |l| {
+        l.starts_with("#1") && l.contains("succeeded")
+    });
     let line = wait_run(&server, "resumable", Duration::from_secs(20), |l| {
         l.starts_with("#2")
     });
