@@ -398,7 +398,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                 Failure::Backend(err.to_string())
             });
         }
-        let mut down = Vec::new();
+        let mut down = Vec::with_capacity(512);
         if body.is_done() {
             let read = read_response(
                 &mut conn.stream,
