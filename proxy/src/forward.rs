@@ -126,31 +126,9 @@ pub fn request_id<B>(req: &mut Request<B>) -> HeaderValue {
     id
 }
 
-/// 32 hex digits: this process's random seed and a counter, mixed so ids
-/// from two proxies (or two restarts) do not collide.
+/// A new request id (see [`crate::h1::new_request_id`]).
 fn new_request_id() -> HeaderValue {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::sync::OnceLock;
-    static SEED: OnceLock<u64> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let seed = *SEED.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    // splitmix64 of the counter: ids look random, cost nothing.
-    let mut z = n.wrapping_add(seed).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    HeaderValue::from_str(&format!("{seed:016x}{z:016x}"))
+    HeaderValue::from_bytes(&crate::h1::new_request_id())
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 

@@ -49,20 +49,6 @@ fn log(server: &Server, job: &str, run: &str) -> (i32, String) {
     (out.status.code().unwrap_or(-1), stdout(&out))
 }
 
-/// One-off containers (cron runs, `run`) of `app`.
-fn oneoff_containers(app: &str) -> usize {
-    let out = std::process::Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=gantry.oneoff={app}"),
-        ])
-        .output()
-        .expect("docker ps");
-    stdout(&out).lines().count()
-}
-
 fn processes_matching(marker: &str) -> usize {
     let out = std::process::Command::new("pgrep")
         .args(["-f", marker])
@@ -451,14 +437,14 @@ fn app_cron_jobs_run_in_the_release_and_pushes_are_runs() {
         assert!(Instant::now() < deadline, "no report output:\n{text}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(oneoff_containers(&app), 1);
+    assert_eq!(crate::support::oneoff_containers_of(&app).len(), 1);
     let out = server.cli(&["jobs:cancel", &report, "1"]);
     assert!(out.status.success(), "{}", stderr(&out));
     wait_run(&server, &report, Duration::from_secs(20), |l| {
         l.contains("cancelled")
     });
     let deadline = Instant::now() + Duration::from_secs(20);
-    while oneoff_containers(&app) > 0 {
+    while !crate::support::oneoff_containers_of(&app).is_empty() {
         assert!(
             Instant::now() < deadline,
             "the cancelled cron's container is still there"

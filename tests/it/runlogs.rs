@@ -72,20 +72,8 @@ fn run_streams_stdio_and_returns_the_exit_code() {
         1,
         "only the web container remains"
     );
-    let oneoffs = Command::new("docker")
-        .args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("label=gantry.oneoff={app}"),
-        ])
-        .output()
-        .expect("docker");
-    assert!(
-        stdout(&oneoffs).trim().is_empty(),
-        "one-off containers left: {}",
-        stdout(&oneoffs)
-    );
+    let oneoffs = crate::support::oneoff_containers_of(&app);
+    assert!(oneoffs.is_empty(), "one-off containers left: {oneoffs:?}");
 
     let out = server.ssh(&server.admin, "run nope -- true");
     assert!(!out.status.success());

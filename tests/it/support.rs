@@ -484,6 +484,20 @@ pub fn containers_of(app: &str) -> Vec<String> {
     stdout(&out).lines().map(str::to_owned).collect()
 }
 
+/// One-off containers (cron runs, `run`, release phases) of `app`, running or not.
+pub fn oneoff_containers_of(app: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=gantry.oneoff={app}"),
+        ])
+        .output()
+        .expect("docker ps");
+    stdout(&out).lines().map(str::to_owned).collect()
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -30,6 +30,7 @@ use backend::BackendConn;
 pub use backend::Backends;
 use deadline::Deadline;
 use framing::{BodyScan, Framing};
+pub use head::new_request_id;
 use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
 use crate::pages::{self, Page};
