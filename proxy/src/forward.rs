@@ -9,8 +9,10 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
 
-/// Headers that describe one connection, not the message; never forwarded.
-const HOP_BY_HOP: [&str; 8] = [
+/// Headers that describe one connection, not the message; never forwarded
+/// as they are (`Upgrade` is too, and both paths write it back for a
+/// protocol switch).
+pub(crate) const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -366,16 +366,10 @@ pub async fn resume(gantry: &Arc<Gantry>) {
             continue;
         };
         let cause = format!("{}#{}", run.job, run.number);
-        let params = run
-            .params
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
         let retry = Trigger {
             kind: "retry",
             cause: &cause,
-            params,
+            params: run.param_pairs(),
             parent: &run.parent,
         };
         if let Err(err) = trigger(gantry, def.clone(), retry).await {

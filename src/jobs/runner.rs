@@ -243,17 +243,7 @@ async fn execute_inner(
                 }
                 Err(err) => return Ending::failed(err.to_string()),
             };
-            let mut env = vec![
-                format!("GANTRY_JOB={}", run.job),
-                format!("GANTRY_RUN={}", run.number),
-                format!("GANTRY_PARENT_RUN={}#{}", run.job, run.number),
-            ];
-            env.extend(
-                run.params
-                    .lines()
-                    .filter(|l| l.contains('='))
-                    .map(str::to_owned),
-            );
+            let env = container_env(run, []);
             // A timeout or cancel drops the task, which removes its container.
             let task = crate::deploy::oneoff::run_task(gantry, &release, command, &env, |line| {
                 let _ = writeln!(log, "{line}");
@@ -341,6 +331,24 @@ async fn run_script(
     }
 }
 
+/// A container run's environment (`K=V`): the `GANTRY_*` variables, then
+/// `settings`, then the run's parameters, which win.
+fn container_env(run: &Run, settings: impl IntoIterator<Item = String>) -> Vec<String> {
+    let mut env = vec![
+        format!("GANTRY_JOB={}", run.job),
+        format!("GANTRY_RUN={}", run.number),
+        format!("GANTRY_PARENT_RUN={}#{}", run.job, run.number),
+    ];
+    env.extend(settings);
+    env.extend(
+        run.params
+            .lines()
+            .filter(|l| l.contains('='))
+            .map(str::to_owned),
+    );
+    env
+}
+
 /// `PATH` with gantry's own directory first, so a job can call `gantry jobs:run`.
 fn path_with_gantry() -> std::ffi::OsString {
     let mut dirs: Vec<std::path::PathBuf> = std::env::current_exe()
@@ -395,19 +403,9 @@ async fn run_in_container(
     use bollard::models::{ContainerCreateBody, HostConfig};
     use futures_util::StreamExt;
     let docker = &gantry.docker;
-    let mut env: Vec<String> = vec![
-        format!("GANTRY_JOB={}", run.job),
-        format!("GANTRY_RUN={}", run.number),
-        format!("GANTRY_PARENT_RUN={}#{}", run.job, run.number),
-        "GANTRY_ARTIFACTS=/artifacts".to_owned(),
-    ];
-    env.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
-    env.extend(
-        run.params
-            .lines()
-            .filter(|l| l.contains('='))
-            .map(str::to_owned),
-    );
+    let mut settings = vec!["GANTRY_ARTIFACTS=/artifacts".to_owned()];
+    settings.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
+    let env = container_env(run, settings);
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         entrypoint: Some(vec!["/gantry/job".to_owned()]),

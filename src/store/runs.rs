@@ -70,6 +70,17 @@ pub struct Run {
     pub parent: String,
 }
 
+impl Run {
+    /// The parameters as `(K, V)` pairs, to start another run with them.
+    pub fn param_pairs(&self) -> Vec<(String, String)> {
+        self.params
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+}
+
 /// Aggregates of one job's runs in one status.
 #[derive(Debug, Clone)]
 pub struct RunStats {

@@ -129,13 +129,7 @@ pub async fn run_now(
             .store
             .run(job, number)
             .await?
-            .map(|run| {
-                run.params
-                    .lines()
-                    .filter_map(|l| l.split_once('='))
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect()
-            })
+            .map(|run| run.param_pairs())
             .unwrap_or_default(),
         None => Vec::new(),
     };

@@ -12,26 +12,18 @@
 use std::ops::Range;
 
 use super::framing::Framing;
+use crate::forward::HOP_BY_HOP;
 
 /// The largest request or response head accepted, in bytes.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in a head.
 const MAX_HEADERS: usize = 100;
 
-/// Headers that describe one connection, not the message; never forwarded
-/// as they are (`Transfer-Encoding` and `Upgrade` are written back when the
-/// message needs them).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
+/// Hop-by-hop headers (`Transfer-Encoding` and `Upgrade` are written back
+/// when the message needs them).
+fn hop_by_hop(name: &str) -> bool {
+    name.eq_ignore_ascii_case("upgrade") || HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+}
 
 /// Headers about earlier hops that the proxy sets itself: gantry is the
 /// edge, so whatever a client claims there is dropped.
@@ -253,7 +245,7 @@ pub fn parse_request(
     out.extend_from_slice(b"\r\n");
     for h in req.headers.iter() {
         let name = h.name;
-        if HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+        if hop_by_hop(name)
             || SET_BY_PROXY.iter().any(|n| name.eq_ignore_ascii_case(n))
             || name.eq_ignore_ascii_case("expect")
             || named.iter().any(|n| name.eq_ignore_ascii_case(n))
@@ -446,7 +438,7 @@ pub fn parse_response(
             // The client needs Upgrade and Connection to finish its handshake.
             !name.eq_ignore_ascii_case("x-request-id")
         } else {
-            !(HOP_BY_HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+            !(hop_by_hop(name)
                 || name.eq_ignore_ascii_case("x-request-id")
                 || named.iter().any(|n| name.eq_ignore_ascii_case(n))
                 || (coding.is_some() && name.eq_ignore_ascii_case("content-length")))

@@ -207,17 +207,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         let route = match local {
             Decision::Answer(page, body_unread) => {
                 let unread = body_unread || head.framing != Framing::Empty;
-                let status = page.status.as_u16();
-                self.answer(page, is_head, &id, close || unread).await;
-                return (
-                    status,
-                    None,
-                    if close || unread {
-                        Next::Close
-                    } else {
-                        Next::KeepAlive
-                    },
-                );
+                return self.refuse(page, is_head, &id, close || unread, None).await;
             }
             Decision::Forward(route) => route,
         };
@@ -234,19 +224,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
             }
             Err(err) => {
                 let page = pages::refused(400, &err.to_string());
-                self.answer(page, is_head, &id, true).await;
-                return (400, None, Next::Close);
+                return self.refuse(page, is_head, &id, true, None).await;
             }
         }
-        if settings.max_body.is_some_and(|limit| sent_body > limit) {
-            self.answer(
-                pages::too_large(settings.max_body.unwrap_or(0)),
-                is_head,
-                &id,
-                true,
-            )
-            .await;
-            return (413, None, Next::Close);
+        if let Some(limit) = settings.max_body.filter(|limit| sent_body > *limit) {
+            return self
+                .refuse(pages::too_large(limit), is_head, &id, true, None)
+                .await;
         }
         let replayable = body.is_done();
         if head.expect_continue && !replayable {
@@ -276,16 +260,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         loop {
             let Some(backend) = route.choose(settings.balance, proxy.routes().now(), failed) else {
                 let page = pages::no_healthy_backend(&route.name);
-                self.answer(page, is_head, &id, close || !replayable).await;
-                return (
-                    503,
-                    failed,
-                    if close || !replayable {
-                        Next::Close
-                    } else {
-                        Next::KeepAlive
-                    },
-                );
+                return self
+                    .refuse(page, is_head, &id, close || !replayable, failed)
+                    .await;
             };
             let addr = backend.addr;
             let in_flight = backend.begin();
@@ -294,7 +271,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
             } else {
                 proxy.backends().take(addr)
             };
-            let conn = match pooled {
+            let mut conn = match pooled {
                 Some(conn) => conn,
                 None => match proxy.backends().connect(addr).await {
                     Ok(conn) => conn,
@@ -307,20 +284,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                             continue;
                         }
                         let page = pages::bad_gateway(&route.name);
-                        self.answer(page, is_head, &id, close || !replayable).await;
-                        return (
-                            502,
-                            Some(addr),
-                            if close || !replayable {
-                                Next::Close
-                            } else {
-                                Next::KeepAlive
-                            },
-                        );
+                        return self
+                            .refuse(page, is_head, &id, close || !replayable, Some(addr))
+                            .await;
                     }
                 },
             };
-            let mut conn = conn;
             let exchanged = self
                 .exchange(&mut conn, &up, &mut body, &mut sent_body, asked, &id)
                 .await;
@@ -335,40 +304,27 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                     continue;
                 }
                 Err(failure) => {
-                    let (page, status) = match failure {
+                    let page = match failure {
                         Failure::Timeout => {
                             tracing::warn!(app = %route.name, backend = %addr, "backend sent no response headers in time");
-                            (Some(pages::gateway_timeout(&route.name)), 504)
+                            pages::gateway_timeout(&route.name)
                         }
                         Failure::Client(why) => {
                             tracing::debug!(peer = %self.addr, reason = %why, "request abandoned");
-                            (None, 0)
+                            return (0, Some(addr), Next::Close);
                         }
-                        Failure::TooLarge => {
-                            (Some(pages::too_large(settings.max_body.unwrap_or(0))), 413)
+                        Failure::TooLarge => pages::too_large(settings.max_body.unwrap_or(0)),
+                        Failure::Stale { .. } => {
+                            tracing::warn!(app = %route.name, backend = %addr, "backend closed the connection before a response");
+                            pages::bad_gateway(&route.name)
                         }
-                        Failure::Stale { .. } | Failure::Backend(_) => {
-                            let why = match &failure {
-                                Failure::Backend(why) => why.as_str(),
-                                _ => "connection closed before a response",
-                            };
-                            tracing::warn!(app = %route.name, backend = %addr, error = why, "backend failed");
-                            (Some(pages::bad_gateway(&route.name)), 502)
+                        Failure::Backend(why) => {
+                            tracing::warn!(app = %route.name, backend = %addr, error = %why, "backend failed");
+                            pages::bad_gateway(&route.name)
                         }
                     };
-                    let done = body.is_done();
-                    if let Some(page) = page {
-                        self.answer(page, is_head, &id, close || !done).await;
-                    }
-                    return (
-                        status,
-                        Some(addr),
-                        if close || !done || status == 0 {
-                            Next::Close
-                        } else {
-                            Next::KeepAlive
-                        },
-                    );
+                    let close = close || !body.is_done();
+                    return self.refuse(page, is_head, &id, close, Some(addr)).await;
                 }
             };
             let status = resp.status;
@@ -409,12 +365,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                 id,
                 &mut down,
             );
-            let deadline = tokio::time::Instant::now() + settings.response_timeout;
-            let resp = self
-                .wait
-                .run(deadline, read)
-                .await
-                .ok_or(Failure::Timeout)??;
+            let resp = within(&mut self.wait, settings.response_timeout, read).await?;
             return Ok((resp, down, true));
         }
         // The body streams up while the response is awaited: a backend may
@@ -441,15 +392,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
             };
             match early {
                 Some(resp) => (resp, false),
-                None => {
-                    let deadline = tokio::time::Instant::now() + settings.response_timeout;
-                    let resp = self
-                        .wait
-                        .run(deadline, read)
-                        .await
-                        .ok_or(Failure::Timeout)??;
-                    (resp, true)
-                }
+                None => (
+                    within(&mut self.wait, settings.response_timeout, read).await?,
+                    true,
+                ),
             }
         };
         Ok((resp, down, upload_done))
@@ -542,6 +488,22 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         }
     }
 
+    /// Answers with one of the proxy's pages instead of a backend's response;
+    /// returns what `handle` reports.
+    async fn refuse(
+        &mut self,
+        page: Page,
+        is_head: bool,
+        id: &RequestId,
+        close: bool,
+        backend: Option<SocketAddr>,
+    ) -> (u16, Option<SocketAddr>, Next) {
+        let status = page.status.as_u16();
+        self.answer(page, is_head, id, close).await;
+        let next = if close { Next::Close } else { Next::KeepAlive };
+        (status, backend, next)
+    }
+
     /// Writes one of the proxy's own answers.
     async fn answer(&mut self, page: Page, is_head: bool, id: &RequestId, close: bool) {
         let mut out = Vec::with_capacity(256 + page.body.len());
@@ -577,6 +539,19 @@ pub enum Decision {
     /// Answer with this page; `true` if the request's body is left unread.
     Answer(Page, bool),
     Forward(Arc<Route>),
+}
+
+/// A response head read within `timeout`, or [`Failure::Timeout`].
+async fn within<F>(
+    wait: &mut Deadline,
+    timeout: std::time::Duration,
+    read: F,
+) -> Result<ResponseHead, Failure>
+where
+    F: std::future::Future<Output = Result<ResponseHead, Failure>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    wait.run(deadline, read).await.ok_or(Failure::Timeout)?
 }
 
 /// Copies the rest of a request body from the client to the backend.
