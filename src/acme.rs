@@ -20,36 +20,9 @@ use instant_acme::{
 };
 use serde::Deserialize;
 
+use crate::config::{AcmeChallenge as Challenge, AcmeConfig};
 use crate::names::AppName;
 use crate::server::Gantry;
-
-/// `[acme]` in gantry.toml.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AcmeConfig {
-    /// The account's contact address.
-    pub email: String,
-    /// The CA's directory URL.
-    #[serde(default = "lets_encrypt")]
-    pub directory: String,
-    /// A PEM root to trust for the CA's own HTTPS (a test CA such as Pebble).
-    pub ca_root: Option<std::path::PathBuf>,
-    /// `http-01` (default) or `tls-alpn-01`.
-    #[serde(default)]
-    pub challenge: Challenge,
-}
-
-/// How the CA checks that this server answers for a host.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-pub enum Challenge {
-    /// A token at `http://HOST/.well-known/acme-challenge/` (port 80).
-    #[default]
-    #[serde(rename = "http-01")]
-    Http01,
-    /// A special certificate in a TLS handshake on port 443.
-    #[serde(rename = "tls-alpn-01")]
-    TlsAlpn01,
-}
 
 /// What gantry remembers of its orders per host, in `acme/hosts.json`.
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
@@ -106,10 +79,6 @@ fn backoff_ms(failures: u32, error: &str) -> i64 {
     } else {
         wait
     }
-}
-
-fn lets_encrypt() -> String {
-    instant_acme::LetsEncrypt::Production.url().to_owned()
 }
 
 /// The account, created on first use and kept in `$GANTRY_HOME/acme`.
@@ -233,7 +202,7 @@ fn due(gantry: &Gantry, attempts: &Attempts, host: &str) -> bool {
     let Ok(pem) = std::fs::read(path) else {
         return true;
     };
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::time::now_ms() / 1000;
     if ours(attempts.get(host), &pem) {
         due_at(&pem, now)
     } else {
@@ -315,7 +284,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         let _ = writeln!(log, "every host's certificate is current");
         return Ok(());
     }
-    let now = crate::store::now_ms();
+    let now = crate::time::now_ms();
     let (hosts, waiting): (Vec<String>, Vec<String>) = hosts
         .into_iter()
         .partition(|h| attempts.get(h).is_none_or(|a| a.not_before <= now));
@@ -325,7 +294,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
                 log,
                 "-----> {host}: backing off after {} failed order(s) until {}; last error: {}",
                 attempt.failures,
-                crate::cli::format_time(attempt.not_before),
+                crate::time::format_time(attempt.not_before),
                 attempt.error.as_deref().unwrap_or("-")
             );
         }
@@ -347,7 +316,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         );
         let obtained = obtain(gantry, &account, &host, acme.challenge).await;
         let attempt = attempts.entry(host.clone()).or_default();
-        attempt.at = crate::store::now_ms();
+        attempt.at = crate::time::now_ms();
         match &obtained {
             Ok((chain, _)) => {
                 attempt.error = None;
@@ -481,15 +450,5 @@ mod tests {
             ..Attempt::default()
         };
         assert!(!ours(Some(&failed), user_pem.as_bytes()));
-    }
-
-    #[test]
-    fn the_challenge_kind_reads_from_toml() {
-        let config: AcmeConfig =
-            toml::from_str("email = \"a@b.c\"\nchallenge = \"tls-alpn-01\"\n").expect("parse");
-        assert_eq!(config.challenge, Challenge::TlsAlpn01);
-        let config: AcmeConfig = toml::from_str("email = \"a@b.c\"\n").expect("parse");
-        assert_eq!(config.challenge, Challenge::Http01);
-        assert!(toml::from_str::<AcmeConfig>("email = \"a\"\nchallenge = \"dns\"\n").is_err());
     }
 }

@@ -218,13 +218,13 @@ pub async fn show(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
         if let Some(attempt) = attempts.get(&host) {
             out.push_str(&format!(
                 "; last ACME order {}: {}",
-                crate::cli::format_time(attempt.at),
+                crate::time::format_time(attempt.at),
                 match &attempt.error {
                     None => "succeeded".to_owned(),
                     Some(err) => format!(
                         "failed ({} in a row; next try after {}): {err}",
                         attempt.failures,
-                        crate::cli::format_time(attempt.not_before)
+                        crate::time::format_time(attempt.not_before)
                     ),
                 }
             ));

@@ -95,7 +95,7 @@ struct FileConfig {
     executors: Option<usize>,
     /// Where every job's failure, recovery and missed-run alerts go.
     #[serde(default)]
-    notify: Vec<crate::jobs::notify::Target>,
+    notify: Vec<NotifyTarget>,
     /// A bearer token that lets a Prometheus scraper read `/metrics`.
     metrics_token: Option<String>,
     /// Runs kept per job however old (default 200).
@@ -103,7 +103,7 @@ struct FileConfig {
     /// Days runs are kept however many (default 90).
     runs_keep_days: Option<i64>,
     /// Certificates from an ACME CA: `email`, `directory`, `ca_root`.
-    acme: Option<crate::acme::AcmeConfig>,
+    acme: Option<AcmeConfig>,
     /// Per-app settings: `[apps.NAME]`.
     #[serde(default)]
     apps: std::collections::BTreeMap<String, AppSettings>,
@@ -150,6 +150,52 @@ pub struct DeploySettings {
     pub queue: bool,
 }
 
+/// One place to send job alerts to (`[[notify]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifyTarget {
+    /// POST the alert here as JSON (or as `template` renders it).
+    pub webhook: Option<String>,
+    /// A minijinja template for the webhook body, for services that want their
+    /// own shape: `{"content": {{ text|tojson }}}` for Discord, say.
+    pub template: Option<String>,
+    /// Run this through `sh -c` with the alert as JSON on stdin and as
+    /// `GANTRY_EVENT`, `GANTRY_JOB`, `GANTRY_RUN`, `GANTRY_STATUS`, `GANTRY_REASON`.
+    pub command: Option<String>,
+}
+
+/// `[acme]` in gantry.toml.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The account's contact address.
+    pub email: String,
+    /// The CA's directory URL.
+    #[serde(default = "lets_encrypt")]
+    pub directory: String,
+    /// A PEM root to trust for the CA's own HTTPS (a test CA such as Pebble).
+    pub ca_root: Option<std::path::PathBuf>,
+    /// `http-01` (default) or `tls-alpn-01`.
+    #[serde(default)]
+    pub challenge: AcmeChallenge,
+}
+
+/// How the CA checks that this server answers for a host.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum AcmeChallenge {
+    /// A token at `http://HOST/.well-known/acme-challenge/` (port 80).
+    #[default]
+    #[serde(rename = "http-01")]
+    Http01,
+    /// A special certificate in a TLS handshake on port 443.
+    #[serde(rename = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+fn lets_encrypt() -> String {
+    instant_acme::LetsEncrypt::Production.url().to_owned()
+}
+
 /// gantry's resolved settings.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -168,11 +214,11 @@ pub struct Config {
     pub stack_image: Option<String>,
     pub stack_mirror: String,
     pub executors: usize,
-    pub notify: Vec<crate::jobs::notify::Target>,
+    pub notify: Vec<NotifyTarget>,
     pub metrics_token: Option<String>,
     pub runs_keep: i64,
     pub runs_keep_days: i64,
-    pub acme: Option<crate::acme::AcmeConfig>,
+    pub acme: Option<AcmeConfig>,
     pub proxy: gantry_proxy::Settings,
     /// `[apps.NAME]` tables, by app name.
     pub apps: std::collections::BTreeMap<String, AppSettings>,
@@ -458,5 +504,15 @@ mod tests {
             message.contains("gantry.toml") && message.contains("domian"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn the_challenge_kind_reads_from_toml() {
+        let config: AcmeConfig =
+            toml::from_str("email = \"a@b.c\"\nchallenge = \"tls-alpn-01\"\n").expect("parse");
+        assert_eq!(config.challenge, AcmeChallenge::TlsAlpn01);
+        let config: AcmeConfig = toml::from_str("email = \"a@b.c\"\n").expect("parse");
+        assert_eq!(config.challenge, AcmeChallenge::Http01);
+        assert!(toml::from_str::<AcmeConfig>("email = \"a\"\nchallenge = \"dns\"\n").is_err());
     }
 }

@@ -33,4 +33,5 @@ pub mod routing;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod time;
 pub mod web;

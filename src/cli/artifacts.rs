@@ -1,6 +1,7 @@
 //! `artifacts`, `artifacts:set`: an app's images and how many are kept.
 
-use super::{format_time, Caller};
+use super::Caller;
+use crate::time::format_time;
 use crate::artifacts::{self, human_bytes, DEFAULT_KEEP};
 use crate::names::AppName;
 use crate::server::Gantry;

@@ -5,7 +5,8 @@
 
 use chrono::{Local, TimeZone};
 
-use super::{format_time, Caller};
+use super::Caller;
+use crate::time::format_time;
 use crate::jobs::{self, Trigger};
 use crate::server::Gantry;
 use crate::store::Run;
@@ -27,7 +28,7 @@ fn duration(run: &Run) -> String {
         (0, _) => "-".into(),
         (start, 0) => format!(
             "{:.1}s so far",
-            (crate::store::now_ms() - start) as f64 / 1000.0
+            (crate::time::now_ms() - start) as f64 / 1000.0
         ),
         (start, end) => format!("{:.1}s", (end - start) as f64 / 1000.0),
     }

@@ -578,59 +578,6 @@ pub async fn execute_streaming(
     code
 }
 
-/// A store time (unix milliseconds) as `YYYY-MM-DD HH:MM:SS` UTC.
-pub fn format_time(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-22T03:55:41.1Z`).
-pub fn parse_rfc3339(text: &str) -> Option<i64> {
-    let b = text.get(..19)?;
-    let num = |range: std::ops::Range<usize>| b.get(range)?.parse::<i64>().ok();
-    let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if year < 1970 || !(1..=12).contains(&month) || !(1..=31).contains(&day) {
-        return None;
-    }
-    // Days from civil (Howard Hinnant's algorithm), inverse of `format_time`.
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
-/// `3d4h`, `5m12s`: how long since `since` (unix seconds).
-pub fn format_age(since: i64, now: i64) -> String {
-    let secs = (now - since).max(0);
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
-        s if s < 86_400 => format!("{}h{}m", s / 3600, s % 3600 / 60),
-        s => format!("{}d{}h", s / 86_400, s % 86_400 / 3600),
-    }
-}
-
 /// The binary's entry: runs what `cli` says and returns the exit code.
 /// `gantry proxy`: the proxy alone, until SIGINT or SIGTERM.
 async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32> {
@@ -818,28 +765,6 @@ mod tests {
         use clap::CommandFactory;
         Cli::command().debug_assert();
         RemoteCli::command().debug_assert();
-    }
-
-    #[test]
-    fn times_are_utc_dates() {
-        assert_eq!(format_time(0), "1970-01-01 00:00:00");
-        assert_eq!(format_time(1_795_316_400_000), "2026-11-22 03:00:00");
-        assert_eq!(format_time(951_782_400_000), "2000-02-29 00:00:00");
-    }
-
-    #[test]
-    fn rfc3339_round_trips_with_format_time() {
-        let secs = parse_rfc3339("2026-11-22T03:00:00.123456789Z").expect("parse");
-        assert_eq!(format_time(secs * 1000), "2026-11-22 03:00:00");
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), Some(951_782_400));
-        assert_eq!(
-            parse_rfc3339("0001-01-01T00:00:00Z"),
-            None,
-            "Docker's zero time"
-        );
-        assert_eq!(parse_rfc3339("garbage"), None);
-        assert_eq!(format_age(100, 100 + 3 * 86_400 + 4 * 3600), "3d4h");
-        assert_eq!(format_age(0, 312), "5m12s");
     }
 
     #[test]

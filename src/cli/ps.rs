@@ -1,6 +1,7 @@
 //! `ps`, `ps:scale`, `ps:restart`, `ps:stop`, `ps:start`: an app's processes.
 
-use super::{format_age, parse_rfc3339, Caller};
+use super::Caller;
+use crate::time::{format_age, parse_rfc3339};
 use crate::deploy::{processes, Formation, TextProgress};
 use crate::names::AppName;
 use crate::server::Gantry;
@@ -25,7 +26,7 @@ pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Resul
     if processes.is_empty() {
         return Ok(format!("{app} runs no processes\n"));
     }
-    let now = crate::store::now_ms() / 1000;
+    let now = crate::time::now_ms() / 1000;
     let mut out = format!(
         "{:<8} {:<34} {:<8} {:<34} {:<8} RESTARTS\n",
         "PROCESS", "CONTAINER", "RELEASE", "STATE", "UPTIME"

@@ -1,7 +1,8 @@
 //! `releases`, `releases:info`, `releases:rollback`: the numbered history of
 //! what ran, and putting an older release live again.
 
-use super::{format_time, Caller};
+use super::Caller;
+use crate::time::format_time;
 use crate::deploy::{self, ConfigVars, TextProgress};
 use crate::names::{parse_version, AppName};
 use crate::server::Gantry;

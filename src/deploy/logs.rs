@@ -158,7 +158,7 @@ pub async fn stream(
                     if !c.running || following.contains_key(&c.id) {
                         continue;
                     }
-                    let from = match last_seen.get(&c.id).and_then(|t| crate::cli::parse_rfc3339(t)) {
+                    let from = match last_seen.get(&c.id).and_then(|t| crate::time::parse_rfc3339(t)) {
                         Some(secs) => ReadFrom::Since(i32::try_from(secs).unwrap_or(0)),
                         None => ReadFrom::Start,
                     };

@@ -83,7 +83,7 @@ pub struct JobDef {
     pub grace: Duration,
     pub env: BTreeMap<String, String>,
     /// This job's own alert targets (besides gantry.toml's).
-    pub notify: Vec<super::notify::Target>,
+    pub notify: Vec<crate::config::NotifyTarget>,
     /// Whether a schedule missed while gantry was down runs once on start.
     pub run_missed: bool,
     /// Whether a run interrupted by gantry stopping is run again on start.
@@ -121,7 +121,7 @@ struct HostJobFile {
     #[serde(default)]
     env: BTreeMap<String, String>,
     #[serde(default)]
-    notify: Vec<super::notify::Target>,
+    notify: Vec<crate::config::NotifyTarget>,
     /// Run the script in a container of this image instead of on the host.
     image: Option<String>,
     /// `run-once` (default) or `skip`.

@@ -9,23 +9,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use crate::config::NotifyTarget as Target;
 use crate::server::Gantry;
-
-/// One place to send alerts to.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Target {
-    /// POST the alert here as JSON (or as `template` renders it).
-    pub webhook: Option<String>,
-    /// A minijinja template for the webhook body, for services that want their
-    /// own shape: `{"content": {{ text|tojson }}}` for Discord, say.
-    pub template: Option<String>,
-    /// Run this through `sh -c` with the alert as JSON on stdin and as
-    /// `GANTRY_EVENT`, `GANTRY_JOB`, `GANTRY_RUN`, `GANTRY_STATUS`, `GANTRY_REASON`.
-    pub command: Option<String>,
-}
 
 /// What is sent.
 #[derive(Debug, Clone, Serialize)]

@@ -100,7 +100,7 @@ pub async fn execute(
 /// `notify` targets and the job's own.
 pub async fn alert_if_needed(
     gantry: &Gantry,
-    job_targets: &[super::notify::Target],
+    job_targets: &[crate::config::NotifyTarget],
     job: &str,
     number: i64,
     status: RunStatus,
@@ -366,7 +366,7 @@ fn path_with_gantry() -> std::ffi::OsString {
 /// run younger than `runs_keep_days`; the rest go, with logs and artifacts.
 async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
     let config = &gantry.config;
-    let cutoff = crate::store::now_ms() - config.runs_keep_days * 24 * 3600 * 1000;
+    let cutoff = crate::time::now_ms() - config.runs_keep_days * 24 * 3600 * 1000;
     let _ = writeln!(
         log,
         "keeping the newest {} runs of each job and every run younger than {} days",

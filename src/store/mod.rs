@@ -5,12 +5,12 @@
 //! is decided in `cli` and `git`; what a release means is decided in `push`.
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 
 use crate::names::{AppName, KeyName};
+use crate::time::now_ms;
 
 mod models;
 mod runs;
@@ -58,14 +58,6 @@ async fn next_number(tx: &mut sqlx::AnyConnection, scope: &str) -> Result<i64> {
     .fetch_one(&mut *tx)
     .await?;
     Ok(row.try_get::<i64, _>("last")?)
-}
-
-/// Milliseconds since the Unix epoch, the store's unit of time.
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
 }
 
 impl Store {

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{now_ms, Result, Store};
+use super::{Result, Store};
+use crate::time::now_ms;
 
 /// Where a run stands. `Queued` and `Running` are the live states; a run left
 /// in either by a gantry that stopped becomes `Interrupted` on the next start.

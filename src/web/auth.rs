@@ -9,7 +9,8 @@ use aws_lc_rs::digest::{digest, SHA256};
 
 use crate::cli::Caller;
 use crate::server::Gantry;
-use crate::store::{now_ms, WebToken};
+use crate::store::WebToken;
+use crate::time::now_ms;
 
 pub const COOKIE: &str = "gantry_session";
 const LOGIN_TTL: Duration = Duration::from_secs(10 * 60);

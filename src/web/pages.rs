@@ -4,7 +4,7 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::cli::format_time;
+use crate::time::format_time;
 use crate::deploy::processes::ProcessInfo;
 use crate::store::{Release, ReleaseKind, ReleaseStatus};
 
