@@ -13,10 +13,10 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::build::manifest::Manifest;
+use crate::manifest::Manifest;
 use crate::build::{buildpack, stack};
 use crate::control::{Frame, HookRequest, RefUpdate};
-use crate::deploy::ConfigVars;
+use crate::config_vars::ConfigVars;
 use crate::git::source::Source;
 use crate::git::PushSession;
 use crate::jobs::live::LiveRun;
@@ -699,7 +699,7 @@ async fn build_with_buildpacks(
     if !built.default_process_types.is_empty() {
         let mut manifest = Manifest::from_stored(&release.manifest);
         for (name, command) in built.default_process_types {
-            if build::procfile::is_process_name(&name) {
+            if crate::manifest::procfile::is_process_name(&name) {
                 manifest.procfile.processes.entry(name).or_insert(command);
             }
         }

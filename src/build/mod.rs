@@ -4,10 +4,7 @@
 //! builds a `Dockerfile` at the root of the tree with the Docker engine (bollard);
 //! buildpack builds come next and will live beside it.
 
-pub mod app_json;
 pub mod buildpack;
-pub mod manifest;
-pub mod procfile;
 pub mod slug;
 pub mod stack;
 

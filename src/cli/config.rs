@@ -4,7 +4,7 @@
 
 use super::releases::{release_and_roll_out, successor};
 use super::Caller;
-use crate::deploy::ConfigVars;
+use crate::config_vars::ConfigVars;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::ReleaseKind;

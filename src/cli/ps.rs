@@ -2,7 +2,8 @@
 
 use super::Caller;
 use crate::time::{format_age, parse_rfc3339};
-use crate::deploy::{processes, Formation, TextProgress};
+use crate::deploy::{processes, TextProgress};
+use crate::manifest::formation::Formation;
 use crate::names::AppName;
 use crate::server::Gantry;
 
@@ -10,7 +11,7 @@ use crate::server::Gantry;
 async fn process_types(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<String>> {
     Ok(match gantry.store.current_release(app).await? {
         Some(release) => {
-            crate::build::manifest::Manifest::from_stored(&release.manifest).process_types()
+            crate::manifest::Manifest::from_stored(&release.manifest).process_types()
         }
         None => vec!["web".to_string()],
     })

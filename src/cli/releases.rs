@@ -3,7 +3,8 @@
 
 use super::Caller;
 use crate::time::format_time;
-use crate::deploy::{self, ConfigVars, TextProgress};
+use crate::config_vars::ConfigVars;
+use crate::deploy::{self, TextProgress};
 use crate::names::{parse_version, AppName};
 use crate::server::Gantry;
 use crate::store::{Release, ReleaseKind, ReleaseStatus};

@@ -11,9 +11,7 @@
 //!
 //! deploy never builds: it runs images `build` made.
 
-pub mod config_vars;
 pub mod container;
-pub mod formation;
 pub mod health;
 pub mod logs;
 pub mod oneoff;
@@ -25,12 +23,12 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use crate::config_vars::ConfigVars;
+use crate::manifest::formation::Formation;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::Release;
 
-pub use config_vars::ConfigVars;
-pub use formation::Formation;
 pub use restore::restore;
 
 /// Where a roll-out reports progress: a pusher's `remote:` lines, or a command's output.
@@ -104,7 +102,7 @@ pub async fn roll_out(
     let t = Instant::now();
     let app = &release.app;
     // A new release runs its deploy scripts; a restart of the same one does not.
-    let manifest = crate::build::manifest::Manifest::from_stored(&release.manifest);
+    let manifest = crate::manifest::Manifest::from_stored(&release.manifest);
     if new_release {
         if let Some(command) = &manifest.app_json.scripts.dokku.predeploy {
             run_phase(gantry, release, "predeploy", command, progress).await?;
@@ -245,7 +243,7 @@ pub struct WebSpec {
 }
 
 pub fn web_spec(gantry: &Gantry, release: &Release) -> WebSpec {
-    let manifest = crate::build::manifest::Manifest::from_stored(&release.manifest);
+    let manifest = crate::manifest::Manifest::from_stored(&release.manifest);
     let (path, timeout) = manifest.app_json.web_check().unwrap_or(("/".into(), None));
     WebSpec {
         command: manifest.command("web").map(str::to_owned),

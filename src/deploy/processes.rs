@@ -3,8 +3,9 @@
 //! the running ones; restarting rolls the live release out again, so neither
 //! drops a request.
 
-use super::{container, formation, replicas, roll_out, route, Formation, Progress};
-use crate::build::manifest::Manifest;
+use super::{container, formation, replicas, roll_out, route, Progress};
+use crate::manifest::formation::Formation;
+use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::StoreError;

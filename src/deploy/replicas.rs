@@ -4,8 +4,9 @@ use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::{container, health, release_env, route, DeployError, Formation};
-use crate::build::manifest::Manifest;
+use super::{container, health, release_env, route, DeployError};
+use crate::manifest::formation::Formation;
+use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::Release;

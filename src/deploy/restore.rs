@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::{container, formation, health, replicas, route};
-use crate::build::manifest::Manifest;
+use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::build::manifest::Manifest;
+use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 

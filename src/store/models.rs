@@ -60,7 +60,7 @@ pub struct AppRecord {
     pub config: String,
     /// How many releases' images to keep; `None`: the default.
     pub keep_releases: Option<i64>,
-    /// Process counts as JSON (empty: one web); see `deploy::Formation`.
+    /// Process counts as JSON (empty: one web); see `manifest::formation`.
     pub formation: String,
     /// Stopped with `ps:stop`: no containers run until `ps:start` or a deploy.
     pub stopped: bool,
@@ -169,6 +169,6 @@ pub struct Release {
     pub image_size: i64,
     /// The formation it went live with (JSON, as the app stores it).
     pub formation: String,
-    /// Its Procfile and app.json (JSON; see `build::manifest`).
+    /// Its Procfile and app.json (JSON; see `manifest`).
     pub manifest: String,
 }

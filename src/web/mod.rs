@@ -26,7 +26,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::Caller;
-use crate::deploy::{processes, ConfigVars};
+use crate::config_vars::ConfigVars;
+use crate::deploy::processes;
 use crate::names::{parse_version, AppName};
 use crate::server::Gantry;
 
@@ -468,7 +469,7 @@ async fn overview(
             (_, true) => "stopped".to_string(),
             _ => format!(
                 "running {up}/{}",
-                crate::deploy::Formation::from_stored(&app.formation).web()
+                crate::manifest::formation::Formation::from_stored(&app.formation).web()
             ),
         };
         rows.push(pages::AppRow {

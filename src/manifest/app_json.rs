@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::procfile::check_schedule;
-use crate::deploy::formation::MAX_REPLICAS;
+use super::formation::MAX_REPLICAS;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppJson {

@@ -2,10 +2,14 @@
 //! parsed and checked at receive time (a malformed one rejects the push) and
 //! stored with the release, so a rollback runs the processes it ran.
 
+pub mod app_json;
+pub mod formation;
+pub mod procfile;
+
 use serde::{Deserialize, Serialize};
 
-use super::app_json::AppJson;
-use super::procfile::Procfile;
+use app_json::AppJson;
+use procfile::Procfile;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
