@@ -17,6 +17,7 @@
 //! - [`web`]: the dashboard (deploy history pages), routed like an app.
 //! - [`server`]: `gantry serve`, which wires all of the above together.
 
+pub mod access;
 pub mod acme;
 pub mod artifacts;
 pub mod build;

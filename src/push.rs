@@ -13,13 +13,13 @@ use std::time::Instant;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
 
-use crate::manifest::Manifest;
 use crate::build::{buildpack, stack};
-use crate::control::{Frame, HookRequest, RefUpdate};
 use crate::config_vars::ConfigVars;
+use crate::control::{Frame, HookRequest, RefUpdate};
 use crate::git::source::Source;
 use crate::git::PushSession;
 use crate::jobs::live::LiveRun;
+use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::{Release, ReleaseKind, ReleaseStatus, RunStatus};

@@ -283,11 +283,11 @@ async fn register_first_key(store: &Store) -> anyhow::Result<Option<String>> {
         let Ok(text) = std::fs::read_to_string(&path) else {
             continue;
         };
-        let Ok(key) = crate::cli::parse_public_key(&text) else {
+        let Ok(key) = crate::access::keys::parse_public_key(&text) else {
             continue;
         };
         let record =
-            crate::cli::key_record(KeyName::parse("admin")?, &key, Role::Admin, Vec::new())?;
+            crate::access::keys::record(KeyName::parse("admin")?, &key, Role::Admin, Vec::new())?;
         store.add_key(&record).await?;
         return Ok(Some(path.display().to_string()));
     }

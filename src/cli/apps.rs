@@ -1,6 +1,6 @@
 //! `apps:create`, `apps:list`, `apps:destroy`.
 
-use super::Caller;
+use crate::access::Caller;
 use crate::git::repos;
 use crate::names::AppName;
 use crate::server::Gantry;

@@ -1,10 +1,10 @@
 //! `artifacts`, `artifacts:set`: an app's images and how many are kept.
 
-use super::Caller;
-use crate::time::format_time;
+use crate::access::Caller;
 use crate::artifacts::{self, human_bytes, DEFAULT_KEEP};
 use crate::names::AppName;
 use crate::server::Gantry;
+use crate::time::format_time;
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
     let record = super::app_record(gantry, caller, name).await?;

@@ -3,7 +3,7 @@
 //! downtime (or, with `--no-restart`, only records it).
 
 use super::releases::{release_and_roll_out, successor};
-use super::Caller;
+use crate::access::Caller;
 use crate::config_vars::ConfigVars;
 use crate::names::AppName;
 use crate::server::Gantry;

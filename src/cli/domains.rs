@@ -1,6 +1,6 @@
 //! `domains`, `domains:add`, `domains:remove`, `certs`, `certs:add`.
 
-use super::Caller;
+use crate::access::Caller;
 use crate::certs;
 use crate::names::AppName;
 use crate::server::Gantry;

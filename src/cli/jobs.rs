@@ -5,14 +5,14 @@
 
 use chrono::{Local, TimeZone};
 
-use super::Caller;
-use crate::time::format_time;
+use crate::access::Caller;
 use crate::jobs::{self, Trigger};
 use crate::server::Gantry;
 use crate::store::Run;
+use crate::time::format_time;
 
 fn require(caller: &Caller, job: &str) -> anyhow::Result<()> {
-    if jobs::may_use(caller, job) {
+    if caller.may_use_job(job) {
         Ok(())
     } else {
         anyhow::bail!("no job named {job} that this key may use (see `jobs`)")

@@ -16,7 +16,7 @@ mod ps;
 mod releases;
 
 pub use apps::create_app;
-pub use keys::{canonical as canonical_key, parse_public_key, record as key_record};
+
 pub use releases::rollback;
 
 use std::net::SocketAddr;
@@ -25,11 +25,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
+use crate::access::Caller;
 use crate::config::{Config, Overrides};
 use crate::deploy::oneoff::Streams;
 use crate::names::AppName;
 use crate::server::Gantry;
-use crate::store::{KeyRecord, Role};
 
 /// gantry: git push to your own server, and your app is live.
 #[derive(Debug, Parser)]
@@ -333,54 +333,6 @@ pub fn parse_remote(words: &[String]) -> Result<ManageCommand, Outcome> {
         })
 }
 
-/// Who runs a command; decides what it may do.
-#[derive(Debug, Clone)]
-pub enum Caller {
-    /// The server's own user on the host: an admin.
-    Local,
-    Key(KeyRecord),
-}
-
-impl Caller {
-    pub fn is_admin(&self) -> bool {
-        match self {
-            Caller::Local => true,
-            Caller::Key(key) => key.role == Role::Admin,
-        }
-    }
-
-    pub fn may_manage(&self, app: &AppName) -> bool {
-        match self {
-            Caller::Local => true,
-            Caller::Key(key) => key.may_manage(app),
-        }
-    }
-
-    /// Who is recorded as having made a change.
-    pub fn name(&self) -> String {
-        match self {
-            Caller::Local => "local".into(),
-            Caller::Key(key) => key.name.to_string(),
-        }
-    }
-
-    fn require_admin(&self, what: &str) -> anyhow::Result<()> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            anyhow::bail!("permission denied: only admin keys may {what}")
-        }
-    }
-
-    fn require_app(&self, app: &AppName) -> anyhow::Result<()> {
-        if self.may_manage(app) {
-            Ok(())
-        } else {
-            anyhow::bail!("permission denied: this key may not manage app {app}")
-        }
-    }
-}
-
 /// A finished command: what to print and the exit code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
@@ -469,7 +421,7 @@ pub async fn execute(
         }
         ManageCommand::PsStop { app } => ps::stop(gantry, caller, &app).await,
         ManageCommand::PsStart { app } => ps::restart(gantry, caller, &app, None).await,
-        ManageCommand::WebLogin => crate::web::auth::login_link(gantry, caller).await.map(|link| {
+        ManageCommand::WebLogin => crate::access::login::login_link(gantry, caller).await.map(|link| {
             format!("Open this link within 10 minutes to log in to the dashboard (it works once):\n  {link}\n")
         }),
         ManageCommand::Domains { app } => domains::list(gantry, caller, &app).await,

@@ -1,18 +1,16 @@
 //! `ps`, `ps:scale`, `ps:restart`, `ps:stop`, `ps:start`: an app's processes.
 
-use super::Caller;
-use crate::time::{format_age, parse_rfc3339};
+use crate::access::Caller;
 use crate::deploy::{processes, TextProgress};
 use crate::manifest::formation::Formation;
 use crate::names::AppName;
 use crate::server::Gantry;
+use crate::time::{format_age, parse_rfc3339};
 
 /// The process types of the app's live release: `web` and its Procfile's workers.
 async fn process_types(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<String>> {
     Ok(match gantry.store.current_release(app).await? {
-        Some(release) => {
-            crate::manifest::Manifest::from_stored(&release.manifest).process_types()
-        }
+        Some(release) => crate::manifest::Manifest::from_stored(&release.manifest).process_types(),
         None => vec!["web".to_string()],
     })
 }

@@ -1,13 +1,13 @@
 //! `releases`, `releases:info`, `releases:rollback`: the numbered history of
 //! what ran, and putting an older release live again.
 
-use super::Caller;
-use crate::time::format_time;
+use crate::access::Caller;
 use crate::config_vars::ConfigVars;
 use crate::deploy::{self, TextProgress};
 use crate::names::{parse_version, AppName};
 use crate::server::Gantry;
 use crate::store::{Release, ReleaseKind, ReleaseStatus};
+use crate::time::format_time;
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
     let record = super::app_record(gantry, caller, name).await?;

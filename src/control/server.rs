@@ -8,7 +8,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Frame, Request};
-use crate::cli::{self, Caller};
+use crate::access::Caller;
+use crate::cli;
 use crate::push;
 use crate::server::Gantry;
 

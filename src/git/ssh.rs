@@ -20,7 +20,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::{repos, PushSession};
-use crate::cli::{self, Caller};
+use crate::access::Caller;
+use crate::cli;
 use crate::names::AppName;
 use crate::server::Gantry;
 use crate::store::{KeyRecord, Role};
@@ -137,7 +138,7 @@ impl russh::server::Handler for Connection {
         _user: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        let found = match cli::canonical_key(key.public_key) {
+        let found = match crate::access::keys::canonical(key.public_key) {
             Ok(canonical) => self.gantry.store.find_key(&canonical).await,
             Err(err) => {
                 tracing::debug!(error = %err, "cannot encode offered key");

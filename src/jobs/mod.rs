@@ -123,17 +123,6 @@ impl Jobs {
     }
 }
 
-/// Whether `caller` may see and run `job`: an app's jobs (`APP/...`) go with
-/// the app, host jobs and gantry's own with admin rights.
-pub fn may_use(caller: &crate::cli::Caller, job: &str) -> bool {
-    match job.split_once('/') {
-        Some((app, _)) => {
-            crate::names::AppName::parse(app).is_ok_and(|app| caller.may_manage(&app))
-        }
-        None => caller.is_admin(),
-    }
-}
-
 /// One job as the `jobs` list and page show it.
 pub struct Summary {
     pub name: String,
@@ -148,17 +137,17 @@ pub struct Summary {
 /// have runs (`APP/deploy`, jobs since removed).
 pub async fn overview(
     gantry: &Gantry,
-    caller: &crate::cli::Caller,
+    caller: &crate::access::Caller,
 ) -> Result<Vec<Summary>, JobError> {
     let defs: Vec<JobDef> = definition::all(gantry)
         .await
         .into_iter()
-        .filter(|d| may_use(caller, &d.name))
+        .filter(|d| caller.may_use_job(&d.name))
         .collect();
     let latest = gantry.store.latest_runs().await?;
     let mut names: Vec<String> = defs.iter().map(|d| d.name.clone()).collect();
     for run in &latest {
-        if may_use(caller, &run.job) && !names.contains(&run.job) {
+        if caller.may_use_job(&run.job) && !names.contains(&run.job) {
             names.push(run.job.clone());
         }
     }

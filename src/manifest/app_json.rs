@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::procfile::check_schedule;
 use super::formation::MAX_REPLICAS;
+use super::procfile::check_schedule;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppJson {

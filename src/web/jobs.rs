@@ -11,7 +11,7 @@ use hyper::header::{self, HeaderValue};
 use hyper::Response;
 
 use super::pages;
-use crate::cli::Caller;
+use crate::access::Caller;
 use crate::jobs::{self, Trigger};
 use crate::server::Gantry;
 use crate::store::{Run, RunStatus};

@@ -25,7 +25,7 @@ use maud::Markup;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::Caller;
+use crate::access::Caller;
 use crate::config_vars::ConfigVars;
 use crate::deploy::processes;
 use crate::names::{parse_version, AppName};
@@ -212,7 +212,7 @@ async fn live_events(gantry: Arc<Gantry>, req: &Request<Incoming>) -> Option<Res
     }
     let number: i64 = number.parse().ok()?;
     let caller = caller_of(&gantry, req).await?;
-    if !crate::jobs::may_use(&caller, &job) {
+    if !caller.may_use_job(&job) {
         return None;
     }
     let run = gantry.store.run(&job, number).await.ok().flatten()?;
@@ -246,7 +246,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
     let method = req.method().clone();
 
     if let (&Method::GET, ["login", secret]) = (&method, segments.as_slice()) {
-        return Ok(match auth::redeem(gantry, secret).await? {
+        return Ok(match crate::access::login::redeem(gantry, secret).await? {
             Some(session) => redirect("/", Some(&auth::cookie(&session))),
             None => problem(
                 StatusCode::FORBIDDEN,
@@ -304,7 +304,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             let Some((job, tail)) = jobs::split_path(rest) else {
                 return Ok(not_found(csrf));
             };
-            if !crate::jobs::may_use(caller, &job) {
+            if !caller.may_use_job(&job) {
                 return Ok(not_found(csrf));
             }
             let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
@@ -336,7 +336,7 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             let Some((job, tail)) = jobs::split_path(rest) else {
                 return Ok(not_found(csrf));
             };
-            if tail != ["run"] || !crate::jobs::may_use(caller, &job) {
+            if tail != ["run"] || !caller.may_use_job(&job) {
                 return Ok(not_found(csrf));
             }
             let Some(form) = read_form(req, csrf).await else {

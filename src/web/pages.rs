@@ -4,9 +4,9 @@
 
 use maud::{html, Markup, PreEscaped, DOCTYPE};
 
-use crate::time::format_time;
 use crate::deploy::processes::ProcessInfo;
 use crate::store::{Release, ReleaseKind, ReleaseStatus};
+use crate::time::format_time;
 
 const CSS: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
