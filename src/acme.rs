@@ -21,8 +21,8 @@ use instant_acme::{
 use serde::Deserialize;
 
 use crate::config::{AcmeChallenge as Challenge, AcmeConfig};
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 /// What gantry remembers of its orders per host, in `acme/hosts.json`.
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]

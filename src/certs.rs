@@ -11,8 +11,8 @@ use std::path::PathBuf;
 
 use gantry_proxy::tls;
 
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 /// The file name stem of the development CA (trust `_localhost-ca.pem`).
 const LOCAL_CA: &str = tls::LOCAL_CA_STEM;

@@ -25,6 +25,7 @@ pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod config_vars;
+pub mod context;
 pub mod control;
 pub mod deploy;
 pub mod git;

@@ -6,8 +6,6 @@
 //! rejects the push and the branch never points at an undeployed commit. Output
 //! streams to the pusher as it happens and is kept as the release's build log.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::sync::mpsc::UnboundedSender;
@@ -15,36 +13,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::build::{buildpack, stack};
 use crate::config_vars::ConfigVars;
+use crate::context::sessions::PushSession;
+use crate::context::Gantry;
 use crate::control::{Frame, HookRequest, RefUpdate};
 use crate::git::source::Source;
-use crate::git::PushSession;
 use crate::jobs::live::LiveRun;
 use crate::manifest::Manifest;
-use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::{Release, ReleaseKind, ReleaseStatus, RunStatus};
 use crate::{artifacts, build, deploy};
 
 /// The port an app listens on when its image does not `EXPOSE` exactly one.
 pub const DEFAULT_PORT: u16 = 5000;
-
-/// One lock per app, so two pushes to the same app never interleave while
-/// pushes to different apps run side by side.
-#[derive(Debug, Default)]
-pub struct AppLocks {
-    locks: Mutex<HashMap<AppName, Arc<tokio::sync::Mutex<()>>>>,
-}
-
-impl AppLocks {
-    pub fn get(&self, app: &AppName) -> Arc<tokio::sync::Mutex<()>> {
-        self.locks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(app.clone())
-            .or_default()
-            .clone()
-    }
-}
 
 /// How much of a push's output is kept as its build log (all of it streams).
 const MAX_KEPT_LOG: usize = 1 << 20;
@@ -281,7 +260,7 @@ async fn deploy_push(
     let guard = match lock.clone().try_lock_owned() {
         Ok(guard) => guard,
         Err(_) => {
-            let ahead = gantry.jobs.going(&job);
+            let ahead = gantry.executors.going(&job);
             let ahead: Vec<String> = ahead
                 .iter()
                 .filter(|n| **n < number)
@@ -308,12 +287,12 @@ async fn deploy_push(
     };
     let mut slot = None;
     if queued {
-        let (busy, total) = gantry.jobs.executors();
+        let (busy, total) = gantry.executors.executors();
         if busy >= total {
             log.line(&format!("waiting for an executor ({busy} of {total} busy)"));
         }
         let waiting = tokio::select! {
-            permit = gantry.jobs.slot() => permit,
+            permit = gantry.executors.slot() => permit,
             _ = log.disconnected() => None,
         };
         if waiting.is_none() || !log.is_connected() {

@@ -277,7 +277,7 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
 
 /// Checks the proxy every second; starts it again if it died, and hands it
 /// the routes.
-pub async fn supervise(gantry: Arc<crate::server::Gantry>, shutdown: CancellationToken) {
+pub async fn supervise(gantry: Arc<crate::context::Gantry>, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,

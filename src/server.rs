@@ -5,56 +5,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use bollard::Docker;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::git::{self, PushSessions};
+use crate::context::{check_docker, Gantry};
+use crate::git;
 use crate::names::{AppName, KeyName};
-use crate::push::AppLocks;
-use crate::secrets::Secrets;
 use crate::store::{Role, Store};
-
-/// What every part of a running gantry shares.
-pub struct Gantry {
-    pub config: Config,
-    pub store: Store,
-    pub secrets: Secrets,
-    pub docker: Docker,
-    /// The routes, and the link to the proxy process that serves them.
-    pub routing: crate::routing::Routing,
-    pub locks: AppLocks,
-    pub pushes: PushSessions,
-    pub jobs: crate::jobs::Jobs,
-}
-
-impl Gantry {
-    /// Opens the database and a Docker client (which connects lazily).
-    pub async fn open(config: Config) -> anyhow::Result<Gantry> {
-        std::fs::create_dir_all(&config.home)
-            .with_context(|| format!("cannot create gantry's home {}", config.home.display()))?;
-        let store = Store::connect(&config.database_url)
-            .await
-            .with_context(|| {
-                format!("cannot open the database {}", redact(&config.database_url))
-            })?;
-        let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
-        let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
-        let jobs = crate::jobs::Jobs::new(config.executors);
-        let routing = crate::routing::Routing::new(config.proxy_socket());
-        Ok(Gantry {
-            config,
-            routing,
-            store,
-            secrets,
-            docker,
-            locks: AppLocks::default(),
-            jobs,
-            pushes: PushSessions::default(),
-        })
-    }
-}
 
 /// Runs the server until a shutdown signal.
 pub async fn run(config: Config) -> anyhow::Result<()> {
@@ -130,7 +88,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let gantry = Arc::new(gantry);
     // Runs a crash left `running` are marked interrupted before serve says
     // it is up, so nobody reads a stale state.
-    crate::jobs::Jobs::set_serving(&gantry);
+    gantry.set_serving();
     crate::jobs::resume(&gantry).await;
     print_banner(&gantry, &ssh_listener, first_key.as_deref(), proxy_pid);
 
@@ -243,32 +201,6 @@ async fn prune_daily(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     }
 }
 
-/// A Docker client that has answered a ping, or the friendly explanation.
-pub async fn connect_docker() -> anyhow::Result<Docker> {
-    let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
-    check_docker(&docker).await?;
-    Ok(docker)
-}
-
-async fn check_docker(docker: &Docker) -> anyhow::Result<()> {
-    docker.ping().await.map_err(|e| docker_unreachable(&e))?;
-    Ok(())
-}
-
-/// What to tell a user whose Docker engine cannot be reached.
-fn docker_unreachable(err: &bollard::errors::Error) -> anyhow::Error {
-    let host =
-        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
-    anyhow::anyhow!(
-        "cannot reach the Docker engine at {host}: {err}\n\
-             gantry builds and runs apps with Docker, so it needs a running engine:\n  \
-             - start it: `sudo systemctl start docker` (or run `dockerd` yourself),\n  \
-             - or point DOCKER_HOST at one that runs,\n  \
-             - and check that this user may use it (`docker info` should work).\n\
-         Then run gantry serve again."
-    )
-}
-
 /// On the very first start, registers the user's own SSH key as admin.
 async fn register_first_key(store: &Store) -> anyhow::Result<Option<String>> {
     if store.key_count().await? > 0 {
@@ -309,7 +241,10 @@ fn print_banner(gantry: &Gantry, ssh: &TcpListener, first_key: Option<&str>, pro
         .unwrap_or_default();
     println!("gantry {} is running", env!("CARGO_PKG_VERSION"));
     println!("  home:      {}", config.home.display());
-    println!("  database:  {}", redact(&config.database_url));
+    println!(
+        "  database:  {}",
+        crate::store::redact(&config.database_url)
+    );
     println!("  git (ssh): {ssh_addr}");
     println!("  apps:      http://{http_addr}, as {url}");
     println!(
@@ -338,20 +273,6 @@ fn print_banner(gantry: &Gantry, ssh: &TcpListener, first_key: Option<&str>, pro
         "Manage: gantry apps:list, or ssh -p {} git@HOST help",
         ssh_addr.port()
     );
-}
-
-/// Hides a password in a database URL.
-fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let creds = &url[scheme + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// Removes scratch repositories that a crashed server left behind.
@@ -384,23 +305,5 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redacts_database_passwords() {
-        assert_eq!(
-            redact("postgres://gantry:s3cret@db/gantry"),
-            "postgres://gantry:***@db/gantry"
-        );
-        assert_eq!(
-            redact("sqlite:///var/lib/gantry/gantry.db"),
-            "sqlite:///var/lib/gantry/gantry.db"
-        );
-        assert_eq!(redact("postgres://gantry@db/x"), "postgres://gantry@db/x");
     }
 }

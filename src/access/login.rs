@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_lc_rs::digest::{digest, SHA256};
 
 use super::Caller;
-use crate::server::Gantry;
+use crate::context::Gantry;
 use crate::store::WebToken;
 use crate::time::now_ms;
 

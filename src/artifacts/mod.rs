@@ -13,8 +13,8 @@ use std::collections::{HashMap, HashSet};
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use bollard::Docker;
 
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::{ReleaseStatus, StoreError};
 
 /// Releases whose images are kept, unless the app says otherwise.
@@ -27,14 +27,6 @@ pub enum ArtifactError {
     #[error(transparent)]
     Store(#[from] StoreError),
 }
-
-/// Builds hold this for reading and image removals for writing.
-///
-/// Removing an image also deletes its untagged parents that no other image
-/// uses. A concurrent build may have just picked one of those parents from the
-/// layer cache and not yet committed a child on it; the engine then fails that
-/// build with "failed to get digest". Within one gantry the gate rules that out.
-pub(crate) static IMAGE_GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 /// The tag of release `vN`'s image: `gantry/APP:vN`.
 pub fn image_tag(app: &AppName, version: i64) -> String {
@@ -219,7 +211,7 @@ async fn remove_images(
         }
     }
     let mut report = PruneReport::default();
-    let _gate = IMAGE_GATE.write().await;
+    let _gate = crate::context::image_gate::IMAGE_GATE.write().await;
     for (tag, _) in doomed {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match docker.remove_image(&tag, Some(options), None).await {

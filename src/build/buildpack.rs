@@ -160,7 +160,7 @@ pub async fn build(
     build: BuildpackBuild<'_>,
     on_line: &mut (dyn FnMut(&str) + Send),
 ) -> Result<BuildpackImage, BuildError> {
-    let _gate = crate::artifacts::IMAGE_GATE.read().await;
+    let _gate = crate::context::image_gate::IMAGE_GATE.read().await;
     let detect = build.selection == Selection::Detect;
     let mut packs: Vec<(String, Pack)> = Vec::new();
     match &build.selection {

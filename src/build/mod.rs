@@ -51,7 +51,7 @@ pub async fn build_dockerfile(
     labels: &HashMap<String, String>,
     mut on_line: impl FnMut(&str),
 ) -> Result<BuiltImage, BuildError> {
-    let _gate = crate::artifacts::IMAGE_GATE.read().await;
+    let _gate = crate::context::image_gate::IMAGE_GATE.read().await;
     let context = bytes::Bytes::from(context);
     match build_once(docker, context.clone(), tag, labels, &mut on_line).await {
         Err(err) if err.is_cache_race() => {

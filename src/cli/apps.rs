@@ -1,9 +1,9 @@
 //! `apps:create`, `apps:list`, `apps:destroy`.
 
 use crate::access::Caller;
+use crate::context::Gantry;
 use crate::git::repos;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::StoreError;
 
 pub async fn create(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {

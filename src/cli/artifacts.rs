@@ -2,8 +2,8 @@
 
 use crate::access::Caller;
 use crate::artifacts::{self, human_bytes, DEFAULT_KEEP};
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::time::format_time;
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {

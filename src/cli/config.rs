@@ -5,8 +5,8 @@
 use super::releases::{release_and_roll_out, successor};
 use crate::access::Caller;
 use crate::config_vars::ConfigVars;
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::ReleaseKind;
 
 pub async fn show(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {

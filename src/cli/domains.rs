@@ -2,8 +2,8 @@
 
 use crate::access::Caller;
 use crate::certs;
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 async fn app(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<AppName> {
     Ok(super::app_record(gantry, caller, name).await?.name)

@@ -6,8 +6,8 @@
 use chrono::{Local, TimeZone};
 
 use crate::access::Caller;
+use crate::context::Gantry;
 use crate::jobs::{self, Trigger};
-use crate::server::Gantry;
 use crate::store::Run;
 use crate::time::format_time;
 

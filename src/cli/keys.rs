@@ -2,8 +2,8 @@
 
 use crate::access::keys::{parse_public_key, record};
 use crate::access::Caller;
+use crate::context::Gantry;
 use crate::names::{AppName, KeyName};
-use crate::server::Gantry;
 use crate::store::{KeyRecord, Role};
 
 pub async fn add(

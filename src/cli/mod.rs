@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::access::Caller;
 use crate::config::{Config, Overrides};
+use crate::context::Gantry;
 use crate::deploy::oneoff::Streams;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 /// gantry: git push to your own server, and your app is live.
 #[derive(Debug, Parser)]
@@ -588,7 +588,7 @@ async fn stack_build(home: Option<PathBuf>) -> anyhow::Result<i32> {
     if let Some(image) = &config.stack_image {
         println!("note: gantry.toml sets stack_image = {image:?}, so builds use that, not the stack built now");
     }
-    let docker = crate::server::connect_docker().await?;
+    let docker = crate::context::connect_docker().await?;
     let started = std::time::Instant::now();
     crate::build::stack::build(&docker, &config.home, &config.stack_mirror, &mut |line| {
         println!("{line}")

@@ -1,10 +1,10 @@
 //! `ps`, `ps:scale`, `ps:restart`, `ps:stop`, `ps:start`: an app's processes.
 
 use crate::access::Caller;
+use crate::context::Gantry;
 use crate::deploy::{processes, TextProgress};
 use crate::manifest::formation::Formation;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::time::{format_age, parse_rfc3339};
 
 /// The process types of the app's live release: `web` and its Procfile's workers.

@@ -3,9 +3,9 @@
 
 use crate::access::Caller;
 use crate::config_vars::ConfigVars;
+use crate::context::Gantry;
 use crate::deploy::{self, TextProgress};
 use crate::names::{parse_version, AppName};
-use crate::server::Gantry;
 use crate::store::{Release, ReleaseKind, ReleaseStatus};
 use crate::time::format_time;
 

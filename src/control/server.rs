@@ -10,8 +10,8 @@ use tokio_util::sync::CancellationToken;
 use super::{Frame, Request};
 use crate::access::Caller;
 use crate::cli;
+use crate::context::Gantry;
 use crate::push;
-use crate::server::Gantry;
 
 /// Accepts control connections until `shutdown`.
 pub async fn serve(listener: UnixListener, gantry: Arc<Gantry>, shutdown: CancellationToken) {

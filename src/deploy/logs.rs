@@ -13,8 +13,8 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::container::{self, AppContainer};
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 #[derive(Debug, Clone)]
 pub struct LogsRequest {

@@ -24,9 +24,9 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use crate::config_vars::ConfigVars;
+use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::Release;
 
 pub use restore::restore;

@@ -14,8 +14,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use super::release_env;
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 pub const LABEL_ONEOFF: &str = "gantry.oneoff";
 

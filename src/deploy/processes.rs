@@ -4,10 +4,10 @@
 //! drops a request.
 
 use super::{container, formation, replicas, roll_out, route, Progress};
+use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::StoreError;
 
 /// One container, as `ps` shows it.

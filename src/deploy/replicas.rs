@@ -5,10 +5,10 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use super::{container, health, release_env, route, DeployError};
+use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::Release;
 
 /// A started container of one process type.

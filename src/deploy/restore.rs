@@ -7,9 +7,9 @@
 use std::time::Duration;
 
 use super::{container, formation, health, replicas, route};
+use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 pub async fn restore(gantry: &Gantry) -> bool {
     match gantry.store.fail_interrupted_releases().await {

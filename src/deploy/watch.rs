@@ -12,8 +12,8 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::container::{LABEL_APP, LABEL_RELEASE};
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 /// Runs until `shutdown`, reconnecting to the event stream when it breaks.
 pub async fn follow_restarts(gantry: Arc<Gantry>, shutdown: CancellationToken) {

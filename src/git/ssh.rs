@@ -19,11 +19,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{repos, PushSession};
+use super::repos;
 use crate::access::Caller;
 use crate::cli;
+use crate::context::sessions::PushSession;
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::server::Gantry;
 use crate::store::{KeyRecord, Role};
 
 /// What an SSH `exec` asks for.

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
-use crate::server::Gantry;
 
 /// What a run does when a run of the same job is still going (as Dokku's cron).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

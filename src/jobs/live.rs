@@ -8,7 +8,7 @@ use std::io::Write;
 use tokio_util::sync::CancellationToken;
 
 use super::JobError;
-use crate::server::Gantry;
+use crate::context::Gantry;
 use crate::store::RunStatus;
 
 /// A run in the store plus its open log file; `jobs:cancel` cancels the
@@ -55,7 +55,7 @@ impl LiveRun {
                 return Err(JobError::Log { path, source });
             }
         };
-        gantry.jobs.track(job, run.number, cancel);
+        gantry.executors.track(job, run.number, cancel);
         let mut live = LiveRun {
             job: job.to_owned(),
             number: run.number,
@@ -98,7 +98,7 @@ impl LiveRun {
     /// first success after one) alerts the `notify` targets of gantry.toml,
     /// as any job's does.
     pub async fn finish(self, gantry: &Gantry, status: RunStatus, code: Option<i64>, reason: &str) {
-        gantry.jobs.untrack(&self.job, self.number);
+        gantry.executors.untrack(&self.job, self.number);
         if let Err(err) = gantry
             .store
             .finish_run(&self.job, self.number, status, code, reason)

@@ -13,14 +13,12 @@ pub mod notify;
 pub mod runner;
 pub mod scheduler;
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Gantry;
+use crate::context::Gantry;
 use crate::store::{Run, RunStatus};
 use definition::JobDef;
 
@@ -39,88 +37,6 @@ pub enum JobError {
     },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-}
-
-/// Run state shared by the scheduler, the executors and the commands.
-pub struct Jobs {
-    /// Executor slots: at most this many runs at once (default: the cores).
-    slots: Arc<Semaphore>,
-    total: usize,
-    /// Cancel handles of the runs going now, by `(job, number)`.
-    running: Mutex<HashMap<(String, i64), CancellationToken>>,
-    /// Alert sends that failed (each attempt), for the metrics.
-    pub notify_failures: Arc<std::sync::atomic::AtomicU64>,
-    /// The serving gantry, set by `serve`: runs outlive the command that
-    /// started them, so they hold it. Unset in a CLI process without `serve`.
-    serving: std::sync::OnceLock<std::sync::Weak<Gantry>>,
-}
-
-impl Jobs {
-    pub fn new(executors: usize) -> Self {
-        Jobs {
-            notify_failures: Arc::default(),
-            slots: Arc::new(Semaphore::new(executors)),
-            total: executors,
-            running: Mutex::new(HashMap::new()),
-            serving: std::sync::OnceLock::new(),
-        }
-    }
-
-    pub fn set_serving(gantry: &Arc<Gantry>) {
-        let _ = gantry.jobs.serving.set(Arc::downgrade(gantry));
-    }
-
-    fn serving(&self) -> Option<Arc<Gantry>> {
-        self.serving.get().and_then(std::sync::Weak::upgrade)
-    }
-
-    /// (busy, total) executor slots.
-    pub fn executors(&self) -> (usize, usize) {
-        (self.total - self.slots.available_permits(), self.total)
-    }
-
-    /// Waits for an executor slot; holding it counts as a run going.
-    pub async fn slot(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
-        self.slots.clone().acquire_owned().await.ok()
-    }
-
-    /// Makes a run that is not the runner's (a push's deploy) cancellable.
-    pub fn track(&self, job: &str, number: i64, cancel: CancellationToken) {
-        if let Ok(mut running) = self.running.lock() {
-            running.insert((job.to_owned(), number), cancel);
-        }
-    }
-
-    pub fn untrack(&self, job: &str, number: i64) {
-        if let Ok(mut running) = self.running.lock() {
-            running.remove(&(job.to_owned(), number));
-        }
-    }
-
-    fn is_tracked(&self, job: &str, number: i64) -> bool {
-        self.running
-            .lock()
-            .is_ok_and(|m| m.contains_key(&(job.to_owned(), number)))
-    }
-
-    /// The numbers of the runs of `job` going (or queued) in this process.
-    pub fn going(&self, job: &str) -> Vec<i64> {
-        let mut numbers: Vec<i64> = self.running_of(job).into_iter().map(|(n, _)| n).collect();
-        numbers.sort_unstable();
-        numbers
-    }
-
-    fn running_of(&self, job: &str) -> Vec<(i64, CancellationToken)> {
-        self.running
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .filter(|((j, _), _)| j == job)
-                    .map(|((_, n), t)| (*n, t.clone()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
 }
 
 /// One job as the `jobs` list and page show it.
@@ -229,7 +145,7 @@ pub async fn find(gantry: &Gantry, name: &str) -> Result<JobDef, JobError> {
 
 /// Queues a run of `job` and starts it when an executor slot is free.
 pub async fn trigger(gantry: &Gantry, job: JobDef, trigger: Trigger<'_>) -> Result<Run, JobError> {
-    let Some(gantry) = gantry.jobs.serving() else {
+    let Some(gantry) = gantry.serving() else {
         return Err(JobError::NotServing);
     };
     let params = trigger
@@ -255,9 +171,7 @@ pub async fn trigger(gantry: &Gantry, job: JobDef, trigger: Trigger<'_>) -> Resu
 
 fn spawn(gantry: Arc<Gantry>, job: JobDef, run: Run) {
     let cancel = CancellationToken::new();
-    if let Ok(mut running) = gantry.jobs.running.lock() {
-        running.insert((run.job.clone(), run.number), cancel.clone());
-    }
+    gantry.executors.track(&run.job, run.number, cancel.clone());
     tokio::spawn(async move {
         let key = (run.job.clone(), run.number);
         // A panic in a run must not leave it `running` forever.
@@ -277,9 +191,7 @@ fn spawn(gantry: Arc<Gantry>, job: JobDef, run: Run) {
                 RunStatus::Failed
             }
         };
-        if let Ok(mut running) = gantry.jobs.running.lock() {
-            running.remove(&key);
-        }
+        gantry.executors.untrack(&key.0, key.1);
         if outcome == RunStatus::Succeeded {
             start_downstream(&gantry, &job.name, run.number).await;
         }
@@ -314,12 +226,7 @@ pub async fn cancel(gantry: &Gantry, job: &str, number: i64) -> Result<Run, JobE
     if run.status.is_finished() {
         return Ok(run);
     }
-    let token = gantry
-        .jobs
-        .running
-        .lock()
-        .ok()
-        .and_then(|m| m.get(&(job.to_owned(), number)).cloned());
+    let token = gantry.executors.cancel_token(job, number);
     match token {
         Some(token) => token.cancel(),
         // Queued by a gantry that stopped, and not picked up: nothing runs it.
@@ -368,7 +275,7 @@ pub async fn resume(gantry: &Arc<Gantry>) {
 
     for run in queued {
         // A push queued since this start is waiting in its own hook.
-        if gantry.jobs.is_tracked(&run.job, run.number) {
+        if gantry.executors.is_tracked(&run.job, run.number) {
             continue;
         }
         match defs.iter().find(|d| d.name == run.job) {

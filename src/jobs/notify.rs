@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::config::NotifyTarget as Target;
-use crate::server::Gantry;
+use crate::context::Gantry;
 
 /// What is sent.
 #[derive(Debug, Clone, Serialize)]
@@ -44,7 +44,7 @@ pub fn send(gantry: &Gantry, targets: Vec<Target>, alert: Alert) {
         return;
     }
     let log = (alert.run > 0).then(|| super::log_path(gantry, &alert.job, alert.run));
-    let failures = gantry.jobs.notify_failures.clone();
+    let failures = gantry.executors.notify_failures.clone();
     tokio::spawn(async move {
         for target in targets {
             let mut tries = 0;

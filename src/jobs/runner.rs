@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::{Concurrency, JobDef, JobKind};
-use crate::server::Gantry;
+use crate::context::Gantry;
 use crate::store::{Run, RunStatus};
 
 /// How a run ended, before it is recorded.
@@ -156,14 +156,14 @@ async fn execute_inner(
     cancel: CancellationToken,
 ) -> Ending {
     let slot = tokio::select! {
-        slot = gantry.jobs.slots.clone().acquire_owned() => slot,
+        slot = gantry.executors.slot() => slot,
         _ = cancel.cancelled() => return Ending::cancelled("cancelled while queued"),
     };
-    let Ok(_slot) = slot else {
+    let Some(_slot) = slot else {
         return Ending::failed("the executor pool is closed".into());
     };
     let others: Vec<_> = gantry
-        .jobs
+        .executors
         .running_of(&job.name)
         .into_iter()
         .filter(|(n, _)| *n != run.number && *n < run.number)

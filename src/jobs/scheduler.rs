@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::definition::JobDef;
 use super::Trigger;
-use crate::server::Gantry;
+use crate::context::Gantry;
 
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 

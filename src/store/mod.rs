@@ -60,6 +60,20 @@ async fn next_number(tx: &mut sqlx::AnyConnection, scope: &str) -> Result<i64> {
     Ok(row.try_get::<i64, _>("last")?)
 }
 
+/// Hides a password in a database URL.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &url[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
 impl Store {
     /// Connects to `url` (`sqlite://PATH` or `postgres://…`) and applies migrations.
     pub async fn connect(url: &str) -> Result<Store> {

@@ -331,3 +331,16 @@ async fn runs_are_numbered_per_job_even_when_queued_at_once() {
         );
     }
 }
+
+#[test]
+fn redacts_database_passwords() {
+    assert_eq!(
+        redact("postgres://gantry:s3cret@db/gantry"),
+        "postgres://gantry:***@db/gantry"
+    );
+    assert_eq!(
+        redact("sqlite:///var/lib/gantry/gantry.db"),
+        "sqlite:///var/lib/gantry/gantry.db"
+    );
+    assert_eq!(redact("postgres://gantry@db/x"), "postgres://gantry@db/x");
+}

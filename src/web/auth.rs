@@ -2,7 +2,7 @@
 //! themselves are `access::login`'s.
 
 use crate::access::login::{self, Session, SESSION_TTL};
-use crate::server::Gantry;
+use crate::context::Gantry;
 
 pub const COOKIE: &str = "gantry_session";
 

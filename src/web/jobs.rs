@@ -12,8 +12,8 @@ use hyper::Response;
 
 use super::pages;
 use crate::access::Caller;
+use crate::context::Gantry;
 use crate::jobs::{self, Trigger};
-use crate::server::Gantry;
 use crate::store::{Run, RunStatus};
 
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
@@ -306,7 +306,7 @@ pub async fn metrics(gantry: &Gantry) -> anyhow::Result<String> {
     )?;
     writeln!(out, "# TYPE gantry_job_queue_depth gauge")?;
     writeln!(out, "gantry_job_queue_depth {queued}")?;
-    let (busy, total) = gantry.jobs.executors();
+    let (busy, total) = gantry.executors.executors();
     writeln!(
         out,
         "# HELP gantry_executors_busy Executors running a job, of gantry_executors."
@@ -335,7 +335,7 @@ pub async fn metrics(gantry: &Gantry) -> anyhow::Result<String> {
         out,
         "gantry_notify_failures_total {}",
         gantry
-            .jobs
+            .executors
             .notify_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     )?;

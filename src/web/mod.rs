@@ -27,9 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::access::Caller;
 use crate::config_vars::ConfigVars;
+use crate::context::Gantry;
 use crate::deploy::processes;
 use crate::names::{parse_version, AppName};
-use crate::server::Gantry;
 
 /// Serves the dashboard on `listener` until `shutdown`.
 pub async fn serve(

@@ -1,0 +1,107 @@
+//! The handles every part shares: settings, the store, the secrets, the
+//! Docker engine, the link to the proxy, the per-app locks, the push sessions
+//! and the executors. Defined on the ground floor so that every part can take
+//! a `&Gantry` without knowing the parts beside it.
+
+pub mod executors;
+pub mod image_gate;
+pub mod locks;
+pub mod sessions;
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use anyhow::Context as _;
+use bollard::Docker;
+
+use crate::config::Config;
+use crate::routing::Routing;
+use crate::secrets::Secrets;
+use crate::store::Store;
+use executors::Executors;
+use locks::AppLocks;
+use sessions::PushSessions;
+
+/// What every part of a running gantry shares.
+pub struct Gantry {
+    pub config: Config,
+    pub store: Store,
+    pub secrets: Secrets,
+    pub docker: Docker,
+    /// The routes, and the link to the proxy process that serves them.
+    pub routing: Routing,
+    pub locks: AppLocks,
+    pub pushes: PushSessions,
+    /// Executor slots and the runs going, for the job system.
+    pub executors: Executors,
+    /// The serving gantry, set by `serve`: runs outlive the command that
+    /// started them, so they hold it. Unset in a CLI process without `serve`.
+    serving: OnceLock<Weak<Gantry>>,
+}
+
+impl Gantry {
+    /// Opens the database and a Docker client (which connects lazily).
+    pub async fn open(config: Config) -> anyhow::Result<Gantry> {
+        std::fs::create_dir_all(&config.home)
+            .with_context(|| format!("cannot create gantry's home {}", config.home.display()))?;
+        let store = Store::connect(&config.database_url)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot open the database {}",
+                    crate::store::redact(&config.database_url)
+                )
+            })?;
+        let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
+        let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
+        let executors = Executors::new(config.executors);
+        let routing = Routing::new(config.proxy_socket());
+        Ok(Gantry {
+            config,
+            routing,
+            store,
+            secrets,
+            docker,
+            locks: AppLocks::default(),
+            executors,
+            serving: OnceLock::new(),
+            pushes: PushSessions::default(),
+        })
+    }
+
+    /// Marks this gantry as the one `serve` runs, so runs started through a
+    /// `&Gantry` can be spawned with a handle of their own.
+    pub fn set_serving(self: &Arc<Self>) {
+        let _ = self.serving.set(Arc::downgrade(self));
+    }
+
+    /// The serving gantry, when this process is `serve`.
+    pub fn serving(&self) -> Option<Arc<Gantry>> {
+        self.serving.get().and_then(Weak::upgrade)
+    }
+}
+
+/// A Docker client that has answered a ping, or the friendly explanation.
+pub async fn connect_docker() -> anyhow::Result<Docker> {
+    let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
+    check_docker(&docker).await?;
+    Ok(docker)
+}
+
+pub async fn check_docker(docker: &Docker) -> anyhow::Result<()> {
+    docker.ping().await.map_err(|e| docker_unreachable(&e))?;
+    Ok(())
+}
+
+/// What to tell a user whose Docker engine cannot be reached.
+fn docker_unreachable(err: &bollard::errors::Error) -> anyhow::Error {
+    let host =
+        std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+    anyhow::anyhow!(
+        "cannot reach the Docker engine at {host}: {err}\n\
+             gantry builds and runs apps with Docker, so it needs a running engine:\n  \
+             - start it: `sudo systemctl start docker` (or run `dockerd` yourself),\n  \
+             - or point DOCKER_HOST at one that runs,\n  \
+             - and check that this user may use it (`docker info` should work).\n\
+         Then run gantry serve again."
+    )
+}
