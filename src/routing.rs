@@ -277,18 +277,18 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
 
 /// Checks the proxy every second; starts it again if it died, and hands it
 /// the routes.
-pub async fn supervise(gantry: Arc<crate::context::Gantry>, shutdown: CancellationToken) {
+pub async fn supervise(routing: &Routing, config: &Config, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        if running(&gantry.config).await.is_some() {
+        if running(config).await.is_some() {
             continue;
         }
         tracing::warn!("the proxy is not answering; starting it again");
-        match ensure_running(&gantry.config).await {
-            Ok(_) => gantry.routing.resync().await,
+        match ensure_running(config).await {
+            Ok(_) => routing.resync().await,
             Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot start the proxy"),
         }
     }

@@ -140,10 +140,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     ));
     tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
-    tokio::spawn(crate::routing::supervise(
-        gantry.clone(),
-        shutdown.child_token(),
-    ));
+    {
+        let (gantry, token) = (gantry.clone(), shutdown.child_token());
+        tokio::spawn(async move {
+            crate::routing::supervise(&gantry.routing, &gantry.config, token).await;
+        });
+    }
     tokio::spawn(crate::deploy::restore::reconcile_forever(
         gantry.clone(),
         shutdown.child_token(),

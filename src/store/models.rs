@@ -172,3 +172,14 @@ pub struct Release {
     /// Its Procfile and app.json (JSON; see `manifest`).
     pub manifest: String,
 }
+
+/// A dashboard login token or session, by the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebToken {
+    pub id: String,
+    pub kind: String,
+    /// The key it acts as; empty for the host's local admin.
+    pub key_name: String,
+    pub csrf: String,
+    pub expires_at: i64,
+}

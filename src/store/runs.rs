@@ -3,7 +3,7 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::{Result, Store};
+use super::db::{next_number, Result, Store};
 use crate::time::now_ms;
 
 /// Where a run stands. `Queued` and `Running` are the live states; a run left
@@ -125,7 +125,7 @@ impl Store {
     ) -> Result<Run> {
         let queued_at = now_ms();
         let mut tx = self.pool.begin().await?;
-        let number = super::next_number(&mut tx, &format!("run:{job}")).await?;
+        let number = next_number(&mut tx, &format!("run:{job}")).await?;
         sqlx::query(
             "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",

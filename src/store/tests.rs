@@ -2,6 +2,7 @@
 //! `GANTRY_TEST_POSTGRES_URL` names a database (CI starts one).
 
 use super::*;
+use crate::names::{AppName, KeyName};
 use crate::time::now_ms;
 
 /// Every database these tests should run against, each new and empty.
