@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::secrets::{Secrets, SecretsError};
+use crate::store::Release;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ConfigVarError {
@@ -110,6 +111,11 @@ impl ConfigVars {
             .map(ConfigVars)
             .map_err(|_| SecretsError::Open)
     }
+}
+
+/// The environment a process of `release` gets: its config vars and `PORT`.
+pub fn release_env(release: &Release, secrets: &Secrets) -> Result<Vec<String>, SecretsError> {
+    Ok(ConfigVars::open(&release.config, secrets)?.to_env(release.port))
 }
 
 #[cfg(test)]

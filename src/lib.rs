@@ -34,6 +34,7 @@ pub mod manifest;
 pub mod names;
 pub mod push;
 pub mod routing;
+pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod store;

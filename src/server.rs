@@ -28,14 +28,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let gantry = Gantry::open(config).await?;
     check_docker(&gantry.docker).await?;
-    crate::deploy::container::ensure_network(&gantry.docker, &gantry.config.docker_network)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot create the Docker network {}",
-                gantry.config.docker_network
-            )
-        })?;
+    gantry.runtime.prepare().await.with_context(|| {
+        format!(
+            "cannot create the Docker network {}",
+            gantry.config.docker_network
+        )
+    })?;
 
     let config = &gantry.config;
     for dir in [config.repos_dir(), config.run_dir()] {

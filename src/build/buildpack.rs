@@ -155,6 +155,24 @@ pub fn cache_volume(app: &AppName) -> String {
     format!("gantry-cache-{app}")
 }
 
+/// Removes the app's build cache (the app is being destroyed).
+pub async fn remove_cache(docker: &Docker, app: &AppName) {
+    let volume = cache_volume(app);
+    match docker
+        .remove_volume(
+            &volume,
+            None::<bollard::query_parameters::RemoveVolumeOptions>,
+        )
+        .await
+    {
+        Ok(()) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(err) => tracing::warn!(%app, %volume, error = %err, "cannot remove the build cache"),
+    }
+}
+
 /// Runs the buildpacks and commits the result as `build.tag`.
 pub async fn build(
     build: BuildpackBuild<'_>,
@@ -522,10 +540,17 @@ fn add_embedded(
     Ok(())
 }
 
+/// Waits for the builder to stop; its exit code. bollard reports a non-zero
+/// exit as an error; here it is a code.
 async fn exit_code(docker: &Docker, id: &str) -> Result<i64, BuildError> {
-    crate::deploy::container::exit_code(docker, id)
-        .await?
-        .ok_or_else(|| BuildError::Failed("the builder container vanished".into()))
+    let mut wait =
+        docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
+    match wait.next().await {
+        Some(Ok(response)) => Ok(response.status_code),
+        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
+        Some(Err(err)) => Err(err.into()),
+        None => Err(BuildError::Failed("the builder container vanished".into())),
+    }
 }
 
 /// One file out of a container (`None`: not there).

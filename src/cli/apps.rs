@@ -81,7 +81,9 @@ pub async fn destroy(
         );
     }
     let _lock = gantry.locks.get(&app).lock_owned().await;
-    let (containers, images) = crate::deploy::remove_app(gantry, &app).await?;
+    let containers = crate::deploy::remove_processes(gantry, &app).await?;
+    let images = crate::artifacts::remove_all(&gantry.docker, &app).await?;
+    crate::build::buildpack::remove_cache(&gantry.docker, &app).await;
     let repo = repos::repo_path(&gantry.config, &app);
     if repo.exists() {
         tokio::fs::remove_dir_all(&repo)

@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use crate::access::Caller;
 use crate::config::{Config, Overrides};
 use crate::context::Gantry;
-use crate::deploy::oneoff::Streams;
 use crate::names::AppName;
+use crate::runtime::Streams;
 
 /// gantry: git push to your own server, and your app is live.
 #[derive(Debug, Parser)]

@@ -15,6 +15,8 @@ use bollard::Docker;
 
 use crate::config::Config;
 use crate::routing::Routing;
+use crate::runtime::docker::DockerRuntime;
+use crate::runtime::Runtime;
 use crate::secrets::Secrets;
 use crate::store::Store;
 use executors::Executors;
@@ -26,7 +28,10 @@ pub struct Gantry {
     pub config: Config,
     pub store: Store,
     pub secrets: Secrets,
+    /// The local engine, for the build server and the artifact system.
     pub docker: Docker,
+    /// Where apps' processes run.
+    pub runtime: Arc<dyn Runtime>,
     /// The routes, and the link to the proxy process that serves them.
     pub routing: Routing,
     pub locks: AppLocks,
@@ -54,6 +59,8 @@ impl Gantry {
         let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
         let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
         let executors = Executors::new(config.executors);
+        let runtime: Arc<dyn Runtime> =
+            Arc::new(DockerRuntime::new(docker.clone(), &config.docker_network));
         let routing = Routing::new(config.proxy_socket());
         Ok(Gantry {
             config,
@@ -61,6 +68,7 @@ impl Gantry {
             store,
             secrets,
             docker,
+            runtime,
             locks: AppLocks::default(),
             executors,
             serving: OnceLock::new(),

@@ -3,11 +3,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use bollard::Docker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::container;
+use crate::runtime::{Runtime, RuntimeError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HealthError {
@@ -18,7 +17,7 @@ pub enum HealthError {
     #[error("the container has no address on the gantry network")]
     NoAddress,
     #[error("cannot inspect the container: {0}")]
-    Docker(#[from] bollard::errors::Error),
+    Runtime(#[from] RuntimeError),
 }
 
 /// Polls until `GET path` on the container answers with a status below 500.
@@ -27,9 +26,8 @@ pub enum HealthError {
 /// A restart beyond `baseline_restarts` counts as a crash; `None` takes the
 /// count found at the first look (for a container that was already running).
 pub async fn wait_until_healthy(
-    docker: &Docker,
+    runtime: &dyn Runtime,
     container_id: &str,
-    network: &str,
     port: u16,
     timeout: Duration,
     baseline_restarts: Option<i64>,
@@ -39,15 +37,13 @@ pub async fn wait_until_healthy(
     let mut addr = None;
     let mut baseline = baseline_restarts;
     loop {
-        let status = container::status(docker, container_id).await?;
+        let status = runtime.inspect(container_id).await?;
         let baseline = *baseline.get_or_insert(status.restarts);
         if !status.running || status.restarts > baseline {
             return Err(HealthError::Crashed(status.exit_code));
         }
         if addr.is_none() {
-            addr = container::address(docker, container_id, network)
-                .await
-                .map(|ip| SocketAddr::new(ip, port));
+            addr = status.address.map(|ip| SocketAddr::new(ip, port));
         }
         if let Some(addr) = addr {
             if let Some(status) = probe(addr, path).await {

@@ -6,15 +6,15 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use bollard::query_parameters::LogsOptionsBuilder;
-use bollard::Docker;
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::container::{self, AppContainer};
 use crate::context::Gantry;
 use crate::names::AppName;
+use crate::runtime::{Instance, LogsFrom, Runtime};
 
 #[derive(Debug, Clone)]
 pub struct LogsRequest {
@@ -40,40 +40,20 @@ impl Line {
     }
 }
 
-/// Where to start reading a container's output.
-enum ReadFrom {
-    /// The last `n` lines, then stop.
-    Tail(usize),
-    /// Everything from the start, then follow.
-    Start,
-    /// From unix second `since` (lines already seen are dropped later), then follow.
-    Since(i32),
-}
-
 /// Reads one container's output line by line into `each` until it returns false
 /// or the output ends (for a follow: the container stopped).
 async fn read_lines(
-    docker: Docker,
+    runtime: Arc<dyn Runtime>,
     app: AppName,
-    c: AppContainer,
-    from: ReadFrom,
+    c: Instance,
+    from: LogsFrom,
     mut each: impl FnMut(Line) -> bool,
 ) {
-    let builder = LogsOptionsBuilder::default()
-        .stdout(true)
-        .stderr(true)
-        .timestamps(true);
-    let options = match from {
-        ReadFrom::Tail(n) => builder.tail(&n.to_string()),
-        ReadFrom::Start => builder.follow(true).tail("all"),
-        ReadFrom::Since(since) => builder.follow(true).tail("all").since(since),
-    }
-    .build();
     let source = format!("{app}[{}.{}]", c.process, c.replica);
-    let mut stream = docker.logs(&c.id, Some(options));
+    let mut stream = runtime.logs(&c.id, from, true);
     let mut pending = String::new();
     while let Some(Ok(chunk)) = stream.next().await {
-        pending.push_str(&chunk.to_string());
+        pending.push_str(&chunk);
         while let Some(end) = pending.find('\n') {
             let raw: String = pending.drain(..=end).collect();
             let raw = raw.trim_end_matches(['\n', '\r']);
@@ -94,8 +74,10 @@ async fn sources(
     gantry: &Gantry,
     app: &AppName,
     request: &LogsRequest,
-) -> anyhow::Result<Vec<AppContainer>> {
-    Ok(container::list_for_app(&gantry.docker, app)
+) -> anyhow::Result<Vec<Instance>> {
+    Ok(gantry
+        .runtime
+        .list(app)
         .await?
         .into_iter()
         .filter(|c| request.process.as_ref().is_none_or(|p| *p == c.process))
@@ -115,10 +97,10 @@ pub async fn stream(
     for c in sources(gantry, app, request).await? {
         let id = c.id.clone();
         read_lines(
-            gantry.docker.clone(),
+            gantry.runtime.clone(),
             app.clone(),
             c,
-            ReadFrom::Tail(request.lines),
+            LogsFrom::Tail(request.lines),
             |line| {
                 last_seen.insert(id.clone(), line.time.clone());
                 past.push(line);
@@ -159,12 +141,12 @@ pub async fn stream(
                         continue;
                     }
                     let from = match last_seen.get(&c.id).and_then(|t| crate::time::parse_rfc3339(t)) {
-                        Some(secs) => ReadFrom::Since(i32::try_from(secs).unwrap_or(0)),
-                        None => ReadFrom::Start,
+                        Some(secs) => LogsFrom::Since(i32::try_from(secs).unwrap_or(0)),
+                        None => LogsFrom::Start,
                     };
                     let (tx, id) = (tx.clone(), c.id.clone());
                     following.insert(c.id.clone(), tokio::spawn(read_lines(
-                        gantry.docker.clone(),
+                        gantry.runtime.clone(),
                         app.clone(),
                         c,
                         from,

@@ -11,7 +11,6 @@
 //!
 //! deploy never builds: it runs images `build` made.
 
-pub mod container;
 pub mod health;
 pub mod logs;
 pub mod oneoff;
@@ -23,10 +22,10 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use crate::config_vars::ConfigVars;
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::names::AppName;
+use crate::runtime::Task;
 use crate::store::Release;
 
 pub use restore::restore;
@@ -65,7 +64,7 @@ impl Progress for TextProgress {
 #[derive(Debug, thiserror::Error)]
 pub enum DeployError {
     #[error("cannot start the container: {0}")]
-    Start(#[from] bollard::errors::Error),
+    Start(#[from] crate::runtime::RuntimeError),
     #[error("cannot read the release's config vars: {0}")]
     Config(crate::secrets::SecretsError),
     #[error("{reason}")]
@@ -199,12 +198,18 @@ async fn run_phase(
         progress.line(&format!("recorded as {}", run.reference()));
         run.write(&format!("$ {command}\n"));
     }
-    let outcome = oneoff::run_task(gantry, release, command, &[], |line| {
-        progress.line(&format!("  {line}"));
-        if let Some(run) = &mut record {
-            run.write(&format!("{line}\n"));
-        }
-    })
+    let outcome = async {
+        let env = release_env(gantry, release)?;
+        let task = Task::shell(&release.app, release.version, &release.image, command, env);
+        let code = crate::runtime::run_to_end(&gantry.runtime, &task, &mut |line: &str| {
+            progress.line(&format!("  {line}"));
+            if let Some(run) = &mut record {
+                run.write(&format!("{line}\n"));
+            }
+        })
+        .await?;
+        Ok::<i64, anyhow::Error>(code)
+    }
     .await
     .map_err(|e| format!("cannot run the {label} command: {e:#}"));
     if let Some(run) = record {
@@ -254,8 +259,7 @@ pub fn web_spec(gantry: &Gantry, release: &Release) -> WebSpec {
 
 /// The container environment of `release`: its config vars and `PORT`.
 pub fn release_env(gantry: &Gantry, release: &Release) -> Result<Vec<String>, DeployError> {
-    let vars = ConfigVars::open(&release.config, &gantry.secrets).map_err(DeployError::Config)?;
-    Ok(vars.to_env(release.port))
+    crate::config_vars::release_env(release, &gantry.secrets).map_err(DeployError::Config)
 }
 
 /// Routes the app's host to `addrs` (none: the proxy answers 503); returns the
@@ -282,11 +286,10 @@ pub async fn reroute(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
     let Some(release) = gantry.store.current_release(app).await? else {
         return Ok(());
     };
-    let network = &gantry.config.docker_network;
     let mut addrs = Vec::new();
-    for c in container::list_for_app(&gantry.docker, app).await? {
+    for c in gantry.runtime.list(app).await? {
         if c.running && c.release == Some(release.version) && c.process == "web" {
-            if let Some(ip) = container::address(&gantry.docker, &c.id, network).await {
+            if let Some(ip) = replicas::address(gantry, &c.id).await {
                 addrs.push(SocketAddr::new(ip, release.port));
             }
         }
@@ -296,31 +299,16 @@ pub async fn reroute(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Removes an app's containers, images and build cache; returns (containers removed, images).
-pub async fn remove_app(
-    gantry: &Gantry,
-    app: &AppName,
-) -> anyhow::Result<(usize, crate::artifacts::PruneReport)> {
+/// Takes an app off the proxy and removes all its processes (the app is
+/// being destroyed); returns how many there were.
+pub async fn remove_processes(gantry: &Gantry, app: &AppName) -> anyhow::Result<usize> {
     gantry.routing.remove(&gantry.config.app_host(app)).await;
-    let docker = &gantry.docker;
-    let containers = container::list_for_app(docker, app).await?;
-    for c in &containers {
-        container::stop_and_remove(docker, &c.id, std::time::Duration::ZERO).await;
+    let processes = gantry.runtime.list(app).await?;
+    for c in &processes {
+        gantry
+            .runtime
+            .stop_and_remove(&c.id, std::time::Duration::ZERO)
+            .await;
     }
-    let images = crate::artifacts::remove_all(docker, app).await?;
-    let volume = crate::build::buildpack::cache_volume(app);
-    match docker
-        .remove_volume(
-            &volume,
-            None::<bollard::query_parameters::RemoveVolumeOptions>,
-        )
-        .await
-    {
-        Ok(()) => {}
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(err) => tracing::warn!(%app, %volume, error = %err, "cannot remove the build cache"),
-    }
-    Ok((containers.len(), images))
+    Ok(processes.len())
 }

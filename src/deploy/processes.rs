@@ -3,11 +3,12 @@
 //! the running ones; restarting rolls the live release out again, so neither
 //! drops a request.
 
-use super::{container, formation, replicas, roll_out, route, Progress};
+use super::{formation, replicas, roll_out, route, Progress};
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
 use crate::names::AppName;
+use crate::runtime::Instance;
 use crate::store::StoreError;
 
 /// One container, as `ps` shows it.
@@ -24,8 +25,8 @@ pub struct ProcessInfo {
 
 pub async fn list(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
     let mut out = Vec::new();
-    for c in container::list_for_app(&gantry.docker, app).await? {
-        let details = container::details(&gantry.docker, &c.id).await?;
+    for c in gantry.runtime.list(app).await? {
+        let details = gantry.runtime.inspect(&c.id).await?;
         let state = match (details.state.as_str(), details.restarts) {
             ("restarting", _) => "crashed, restarting".to_string(),
             ("running", n) if n > 0 => format!("running (crashed {n}x, restarted)"),
@@ -73,13 +74,13 @@ pub async fn scale(
         return Ok(format!("{scaled}; takes effect at the first deploy\n"));
     };
     let manifest = Manifest::from_stored(&release.manifest);
-    let containers = container::list_for_app(&gantry.docker, app).await?;
+    let containers = gantry.runtime.list(app).await?;
     let mut web_addrs = Vec::new();
     let mut extra = Vec::new();
     let mut started = 0;
     for process in manifest.process_types() {
         let want = formation.count(&process, manifest.default_count(&process));
-        let running: Vec<container::AppContainer> = containers
+        let running: Vec<Instance> = containers
             .iter()
             .filter(|c| c.release == Some(release.version) && c.process == process && c.running)
             .cloned()
@@ -108,7 +109,9 @@ pub async fn stop(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
     gantry.store.set_stopped(app, true).await?;
     let replaced = route(gantry, app, Vec::new()).await;
     replicas::drain(gantry, app, replaced).await;
-    let ids: Vec<String> = container::list_for_app(&gantry.docker, app)
+    let ids: Vec<String> = gantry
+        .runtime
+        .list(app)
         .await?
         .into_iter()
         .map(|c| c.id)

@@ -1,14 +1,15 @@
 //! Starting a release's web replicas and switching traffic to them.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::{container, health, release_env, route, DeployError};
+use super::{health, release_env, route, DeployError};
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
 use crate::names::AppName;
+use crate::runtime::{Instance, ProcessSpec};
 use crate::store::Release;
 
 /// A started container of one process type.
@@ -132,15 +133,22 @@ async fn start_one(
     command: Option<&str>,
     spec: &super::WebSpec,
 ) -> Result<Replica, DeployError> {
-    let docker = &gantry.docker;
-    let network = &gantry.config.docker_network;
-    let id =
-        container::start_process(docker, network, release, process, number, env, command).await?;
+    let runtime = &*gantry.runtime;
+    let id = runtime
+        .start_process(ProcessSpec {
+            app: &release.app,
+            release: release.version,
+            image: &release.image,
+            process,
+            replica: number,
+            env,
+            command,
+        })
+        .await?;
     let checked = if process == "web" {
         health::wait_until_healthy(
-            docker,
+            runtime,
             &id,
-            network,
             release.port,
             spec.timeout,
             Some(0),
@@ -151,7 +159,7 @@ async fn start_one(
     } else {
         // Workers are not health-checked; one that exits at once is broken.
         tokio::time::sleep(Duration::from_millis(500)).await;
-        match container::status(docker, &id).await {
+        match runtime.inspect(&id).await {
             Ok(status) if status.running && status.restarts == 0 => Ok(None),
             Ok(status) => Err(health::HealthError::Crashed(status.exit_code)),
             Err(err) => Err(err.into()),
@@ -164,8 +172,8 @@ async fn start_one(
             addr,
         }),
         Err(reason) => {
-            let logs = container::tail_logs(docker, &id, 20).await;
-            container::stop_and_remove(docker, &id, Duration::ZERO).await;
+            let logs = crate::runtime::tail(runtime, &id, 20).await;
+            runtime.stop_and_remove(&id, Duration::ZERO).await;
             Err(DeployError::Unhealthy { reason, logs })
         }
     }
@@ -177,7 +185,7 @@ pub async fn discard(gantry: &Gantry, started: &Started) {
         started
             .0
             .iter()
-            .map(|r| container::stop_and_remove(&gantry.docker, &r.id, Duration::ZERO)),
+            .map(|r| gantry.runtime.stop_and_remove(&r.id, Duration::ZERO)),
     )
     .await;
 }
@@ -188,7 +196,7 @@ pub async fn discard(gantry: &Gantry, started: &Started) {
 pub async fn switch(gantry: &Gantry, app: &AppName, started: &Started) -> usize {
     let replaced = route(gantry, app, started.addrs()).await;
     let keep: Vec<&str> = started.0.iter().map(|r| r.id.as_str()).collect();
-    let old: Vec<String> = match container::list_for_app(&gantry.docker, app).await {
+    let old: Vec<String> = match gantry.runtime.list(app).await {
         Ok(list) => list
             .into_iter()
             .filter(|c| !keep.contains(&c.id.as_str()))
@@ -220,7 +228,7 @@ pub async fn stop_all(gantry: &Gantry, ids: &[String]) {
     let grace = gantry.config.stop_grace;
     futures_util::future::join_all(
         ids.iter()
-            .map(|id| container::stop_and_remove(&gantry.docker, id, grace)),
+            .map(|id| gantry.runtime.stop_and_remove(id, grace)),
     )
     .await;
 }
@@ -234,7 +242,7 @@ pub async fn converge(
     release: &Release,
     process: &str,
     want: u32,
-    mut running: Vec<container::AppContainer>,
+    mut running: Vec<Instance>,
 ) -> Result<(Vec<SocketAddr>, Vec<String>), DeployError> {
     running.sort_by_key(|c| c.replica);
     let want_n = usize::try_from(want).unwrap_or(usize::MAX);
@@ -247,9 +255,7 @@ pub async fn converge(
     let mut addrs = Vec::new();
     if process == "web" {
         for c in &kept {
-            if let Some(ip) =
-                container::address(&gantry.docker, &c.id, &gantry.config.docker_network).await
-            {
+            if let Some(ip) = address(gantry, &c.id).await {
                 addrs.push(SocketAddr::new(ip, release.port));
             }
         }
@@ -264,4 +270,9 @@ pub async fn converge(
     }
     addrs.sort();
     Ok((addrs, extra))
+}
+
+/// Where a process answers, if the runtime knows.
+pub async fn address(gantry: &Gantry, id: &str) -> Option<IpAddr> {
+    gantry.runtime.inspect(id).await.ok()?.address
 }

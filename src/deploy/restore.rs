@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
-use super::{container, formation, health, replicas, route};
+use super::{formation, health, replicas, route};
 use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
+use crate::runtime::Instance;
 
 pub async fn restore(gantry: &Gantry) -> bool {
     match gantry.store.fail_interrupted_releases().await {
@@ -77,7 +78,7 @@ pub async fn reconcile_forever(
 
 /// Whether what runs differs from the live release's formation.
 async fn drifted(gantry: &Gantry, app: &AppName) -> anyhow::Result<bool> {
-    let containers = container::list_for_app(&gantry.docker, app).await?;
+    let containers = gantry.runtime.list(app).await?;
     let (formation, stopped) = formation(gantry, app).await?;
     let current = gantry.store.current_release(app).await?;
     let (Some(release), false) = (current, stopped) else {
@@ -110,9 +111,8 @@ async fn drifted(gantry: &Gantry, app: &AppName) -> anyhow::Result<bool> {
 }
 
 async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
-    let docker = &gantry.docker;
-    let network = &gantry.config.docker_network;
-    let containers = container::list_for_app(docker, app).await?;
+    let runtime = &*gantry.runtime;
+    let containers = runtime.list(app).await?;
     let (formation, stopped) = formation(gantry, app).await?;
     let release = match gantry.store.current_release(app).await? {
         Some(release) if !stopped => release,
@@ -129,23 +129,24 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
     let manifest = Manifest::from_stored(&release.manifest);
     let types = manifest.process_types();
     let mut web_addrs = Vec::new();
-    let mut survivors: Vec<container::AppContainer> = Vec::new();
+    let mut survivors: Vec<Instance> = Vec::new();
     for c in containers {
         if c.release != Some(release.version) || !types.contains(&c.process) {
             tracing::info!(%app, container = %c.name, "removing a container the live release does not use");
-            container::stop_and_remove(docker, &c.id, gantry.config.stop_grace).await;
+            runtime
+                .stop_and_remove(&c.id, gantry.config.stop_grace)
+                .await;
             continue;
         }
         if !c.running {
-            container::start(docker, &c.id).await?;
+            runtime.start(&c.id).await?;
         }
         if c.process == "web" {
             // A web replica must still answer; one that does not is replaced.
             let spec = super::web_spec(gantry, &release);
             let check = health::wait_until_healthy(
-                docker,
+                runtime,
                 &c.id,
-                network,
                 release.port,
                 spec.timeout,
                 None,
@@ -153,7 +154,7 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
             );
             if let Err(err) = check.await {
                 tracing::warn!(%app, container = %c.name, error = %err, "replacing an unhealthy replica");
-                container::stop_and_remove(docker, &c.id, Duration::ZERO).await;
+                runtime.stop_and_remove(&c.id, Duration::ZERO).await;
                 continue;
             }
         }
@@ -162,7 +163,7 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
     let mut extra = Vec::new();
     for process in &types {
         let want = formation.count(process, manifest.default_count(process));
-        let mine: Vec<container::AppContainer> = survivors
+        let mine: Vec<Instance> = survivors
             .iter()
             .filter(|c| &c.process == process)
             .cloned()

@@ -1,57 +1,37 @@
-//! Follows the Docker engine's container `start` events, so that a live
-//! container Docker restarted (its restart policy after a crash, or the engine
-//! itself restarting) is routed at its new address. A restarted container may
-//! get a new IP, and its old IP may go to another app's container.
+//! Follows the runtime's restarts of app processes, so that a live container
+//! Docker restarted (its restart policy after a crash, or the engine itself
+//! restarting) is routed at its new address. A restarted container may get a
+//! new IP, and its old IP may go to another app's container.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bollard::query_parameters::EventsOptionsBuilder;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
-use super::container::{LABEL_APP, LABEL_RELEASE};
 use crate::context::Gantry;
 use crate::names::AppName;
+use crate::runtime::Restarted;
 
 /// Runs until `shutdown`, reconnecting to the event stream when it breaks.
 pub async fn follow_restarts(gantry: Arc<Gantry>, shutdown: CancellationToken) {
-    let filters = HashMap::from([
-        ("type", vec!["container".to_string()]),
-        ("event", vec!["start".to_string()]),
-        ("label", vec![LABEL_APP.to_string()]),
-    ]);
     loop {
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
-        let mut events = gantry.docker.events(Some(options));
+        let mut events = gantry.runtime.restarts();
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
                 event = events.next() => event,
             };
             match event {
-                Some(Ok(event)) => {
-                    let Some(actor) = event.actor else { continue };
-                    let (Some(id), Some(attributes)) = (actor.id, actor.attributes) else {
-                        continue;
-                    };
-                    let app = attributes
-                        .get(LABEL_APP)
-                        .and_then(|a| AppName::parse(a).ok());
-                    let release = attributes
-                        .get(LABEL_RELEASE)
-                        .and_then(|r| r.parse::<i64>().ok());
-                    if let (Some(app), Some(release)) = (app, release) {
-                        // Wait for any deploy, scale or restart of the app to finish:
-                        // it routes its own containers, and re-routing in the middle
-                        // of it could keep a container it is about to stop.
-                        let gantry = gantry.clone();
-                        tokio::spawn(async move {
-                            let _lock = gantry.locks.get(&app).lock_owned().await;
-                            reroute(&gantry, &app, release, &id).await;
-                        });
-                    }
+                Some(Ok(Restarted { app, release, id })) => {
+                    // Wait for any deploy, scale or restart of the app to finish:
+                    // it routes its own containers, and re-routing in the middle
+                    // of it could keep a container it is about to stop.
+                    let gantry = gantry.clone();
+                    tokio::spawn(async move {
+                        let _lock = gantry.locks.get(&app).lock_owned().await;
+                        reroute(&gantry, &app, release, &id).await;
+                    });
                 }
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "docker event stream failed; reconnecting");

@@ -400,7 +400,7 @@ async fn run_streaming(
         } else {
             None
         };
-    let streams = crate::deploy::oneoff::Streams {
+    let streams = crate::runtime::Streams {
         stdin,
         stdout: Box::new(write_half.make_writer()),
         stderr: Box::new(write_half.make_writer_ext(Some(1))),

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::definition::{Concurrency, JobDef, JobKind};
 use crate::context::Gantry;
+use crate::runtime::{Mount, OneOff, Owner, Task};
 use crate::store::{Run, RunStatus};
 
 /// How a run ended, before it is recorded.
@@ -243,11 +244,22 @@ async fn execute_inner(
                 }
                 Err(err) => return Ending::failed(err.to_string()),
             };
-            let env = container_env(run, []);
+            let env = match crate::config_vars::release_env(&release, &gantry.secrets) {
+                Ok(mut env) => {
+                    env.extend(container_env(run, []));
+                    env
+                }
+                Err(err) => return Ending::failed(format!("cannot run it: {err}")),
+            };
+            let task = Task::shell(app, release.version, &release.image, command, env);
             // A timeout or cancel drops the task, which removes its container.
-            let task = crate::deploy::oneoff::run_task(gantry, &release, command, &env, |line| {
-                let _ = writeln!(log, "{line}");
-            });
+            let runtime = gantry.runtime.clone();
+            let task = async move {
+                crate::runtime::run_to_end(&runtime, &task, &mut |line: &str| {
+                    let _ = writeln!(log, "{line}");
+                })
+                .await
+            };
             let outcome = tokio::select! {
                 outcome = tokio::time::timeout(timeout, task) => outcome,
                 _ = cancel.cancelled() => return Ending::cancelled("cancelled"),
@@ -400,61 +412,37 @@ async fn run_in_container(
     timeout: std::time::Duration,
     cancel: CancellationToken,
 ) -> Ending {
-    use bollard::models::{ContainerCreateBody, HostConfig};
-    use futures_util::StreamExt;
-    let docker = &gantry.docker;
     let mut settings = vec!["GANTRY_ARTIFACTS=/artifacts".to_owned()];
     settings.extend(job.env.iter().map(|(k, v)| format!("{k}={v}")));
-    let env = container_env(run, settings);
-    let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
+    let task = Task {
+        owner: Owner::Job(format!("{}#{}", run.job, run.number)),
+        image: image.to_owned(),
+        command: Vec::new(),
         entrypoint: Some(vec!["/gantry/job".to_owned()]),
-        cmd: Some(Vec::new()),
-        env: Some(env),
+        env: container_env(run, settings),
+        mounts: vec![
+            Mount {
+                host: script.to_path_buf(),
+                path: "/gantry/job".into(),
+                read_only: true,
+            },
+            Mount {
+                host: artifacts.to_path_buf(),
+                path: "/artifacts".into(),
+                read_only: false,
+            },
+        ],
         working_dir: Some("/artifacts".to_owned()),
-        labels: Some(std::collections::HashMap::from([(
-            "gantry.job".to_owned(),
-            format!("{}#{}", run.job, run.number),
-        )])),
-        host_config: Some(HostConfig {
-            binds: Some(vec![
-                format!("{}:/gantry/job:ro", script.display()),
-                format!("{}:/artifacts", artifacts.display()),
-            ]),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
+        interactive: None,
     };
-    let created = match docker
-        .create_container(
-            None::<bollard::query_parameters::CreateContainerOptions>,
-            body,
-        )
-        .await
-    {
-        Ok(created) => created,
+    let container = match OneOff::create(&gantry.runtime, &task).await {
+        Ok(container) => container,
         Err(err) => return Ending::failed(format!("cannot create a container of {image}: {err}")),
     };
-    let id = created.id;
-    let container = crate::deploy::oneoff::RemoveOnDrop::new(docker, &id);
-    let outcome = async {
-        docker.start_container(&id, None).await?;
-        let options = bollard::query_parameters::LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .follow(true)
-            .build();
-        let mut logs = docker.logs(&id, Some(options));
-        while let Some(Ok(chunk)) = logs.next().await {
-            let _ = log.write_all(&chunk.into_bytes());
-        }
-        Ok::<i64, bollard::errors::Error>(
-            crate::deploy::container::exit_code(docker, &id)
-                .await?
-                .unwrap_or(1),
-        )
+    let mut write = |chunk: &[u8]| {
+        let _ = log.write_all(chunk);
     };
+    let outcome = container.run(&mut write);
     let ending = tokio::select! {
         outcome = tokio::time::timeout(timeout, outcome) => match outcome {
             Err(_) => Ending::timed_out(format!("timed out after {}s; its container was killed", timeout.as_secs())),
