@@ -22,7 +22,6 @@ use serde::Deserialize;
 
 use crate::config::{AcmeChallenge as Challenge, AcmeConfig};
 use crate::context::Gantry;
-use crate::names::AppName;
 
 /// What gantry remembers of its orders per host, in `acme/hosts.json`.
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
@@ -362,23 +361,33 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
     }
 }
 
-/// Queues a `gantry.certs` run now (after `domains:add`), if ACME is on.
-pub async fn request(gantry: &Gantry, app: &AppName) {
-    if gantry.config.acme.is_none() {
-        return;
+/// The built-in job that obtains and renews certificates.
+pub const CERTS_JOB: &str = "gantry.certs";
+
+/// `gantry.certs` as one of gantry's own jobs: every six hours, when
+/// `[acme]` is set.
+pub struct CertsJob;
+
+#[async_trait::async_trait]
+impl crate::context::Upkeep for CertsJob {
+    fn name(&self) -> &'static str {
+        CERTS_JOB
     }
-    let Ok(job) = crate::jobs::find(gantry, crate::jobs::definition::CERTS).await else {
-        return;
-    };
-    let cause = format!("domains of {app}");
-    let trigger = crate::jobs::Trigger {
-        kind: "upstream",
-        cause: &cause,
-        params: Vec::new(),
-        parent: "",
-    };
-    if let Err(err) = crate::jobs::trigger(gantry, job, trigger).await {
-        tracing::warn!(%app, error = %err, "cannot queue certificate issuance");
+
+    fn schedule(&self) -> &'static str {
+        "17 */6 * * *"
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1800)
+    }
+
+    fn enabled(&self, config: &crate::config::Config) -> bool {
+        config.acme.is_some()
+    }
+
+    async fn run(&self, gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()> {
+        run(gantry, log).await
     }
 }
 

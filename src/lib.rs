@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod acme;
+pub mod apps;
 pub mod artifacts;
 pub mod build;
 pub mod certs;
@@ -28,6 +29,7 @@ pub mod config_vars;
 pub mod context;
 pub mod control;
 pub mod deploy;
+pub mod domains;
 pub mod git;
 pub mod jobs;
 pub mod manifest;
@@ -37,6 +39,7 @@ pub mod routing;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
+pub mod setup;
 pub mod store;
 pub mod time;
 pub mod web;

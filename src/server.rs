@@ -26,7 +26,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.socket_path().display()
         );
     }
-    let gantry = Gantry::open(config).await?;
+    let gantry = crate::setup::open(config).await?;
     check_docker(&gantry.docker).await?;
     gantry.runtime.prepare().await.with_context(|| {
         format!(

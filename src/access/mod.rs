@@ -7,8 +7,9 @@
 pub mod keys;
 pub mod login;
 
+use crate::context::Gantry;
 use crate::names::AppName;
-use crate::store::{KeyRecord, Role};
+use crate::store::{AppRecord, KeyRecord, Role, StoreError};
 
 /// Who runs a command; decides what it may do.
 #[derive(Debug, Clone)]
@@ -65,4 +66,19 @@ impl Caller {
             None => self.is_admin(),
         }
     }
+}
+
+/// The app `name` names, if `caller` may manage it and it exists.
+pub async fn managed_app(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+) -> anyhow::Result<AppRecord> {
+    let app = AppName::parse(name)?;
+    caller.require_app(&app)?;
+    Ok(gantry
+        .store
+        .get_app(&app)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("app {app}")))?)
 }

@@ -161,6 +161,11 @@ pub async fn prune(gantry: &Gantry, app: &AppName) -> Result<PruneReport, Artifa
 
 /// Removes dangling images (untagged and unused: the layers a failed build
 /// left) older than a day, as `docker image prune --filter until=24h` does.
+/// Whether the engine still has `image` (a rollback needs it).
+pub async fn exists(docker: &Docker, image: &str) -> bool {
+    docker.inspect_image(image).await.is_ok()
+}
+
 /// Returns the bytes reclaimed. Run by the daily job.
 pub async fn prune_dangling(docker: &Docker) -> Result<u64, ArtifactError> {
     let filters = HashMap::from([

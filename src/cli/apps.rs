@@ -2,34 +2,18 @@
 
 use crate::access::Caller;
 use crate::context::Gantry;
-use crate::git::repos;
 use crate::names::AppName;
 use crate::store::StoreError;
 
 pub async fn create(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
     let app = AppName::parse(name)?;
     caller.require_app(&app)?;
-    create_app(gantry, &app).await?;
+    crate::apps::create(gantry, &app).await?;
     Ok(format!(
         "Created app {app}\nDeploy it:\n  git remote add gantry {}\n  git push gantry main\nIt will be served at {}\n",
         gantry.config.git_remote(&app),
         gantry.config.app_url(&app)
     ))
-}
-
-/// Records the app and makes its repository; shared by `apps:create` and first pushes.
-pub async fn create_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
-    if gantry.config.app_host(app) == gantry.config.dashboard_host {
-        anyhow::bail!(
-            "the name {app} is taken: {} is gantry's dashboard",
-            gantry.config.dashboard_host
-        );
-    }
-    gantry.store.create_app(app).await?;
-    repos::ensure_repo(&gantry.config, app).await.map_err(|e| {
-        anyhow::anyhow!("app {app} recorded, but its repository could not be created: {e}")
-    })?;
-    Ok(())
 }
 
 pub async fn list(gantry: &Gantry, caller: &Caller) -> anyhow::Result<String> {
@@ -80,17 +64,7 @@ pub async fn destroy(
             "this removes {app}'s containers, images, git repository and release history; run again with --force to do it"
         );
     }
-    let _lock = gantry.locks.get(&app).lock_owned().await;
-    let containers = crate::deploy::remove_processes(gantry, &app).await?;
-    let images = crate::artifacts::remove_all(&gantry.docker, &app).await?;
-    crate::build::buildpack::remove_cache(&gantry.docker, &app).await;
-    let repo = repos::repo_path(&gantry.config, &app);
-    if repo.exists() {
-        tokio::fs::remove_dir_all(&repo)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", repo.display()))?;
-    }
-    gantry.store.delete_app(&app).await?;
+    let (containers, images) = crate::apps::destroy(gantry, &app).await?;
     Ok(format!(
         "Destroyed {app}: {containers} container(s), {} image(s) ({} freed), its repository and records\n",
         images.removed.len(),

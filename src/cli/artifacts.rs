@@ -7,7 +7,7 @@ use crate::names::AppName;
 use crate::time::format_time;
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
-    let record = super::app_record(gantry, caller, name).await?;
+    let record = crate::access::managed_app(gantry, caller, name).await?;
     let app = record.name.clone();
     let list = artifacts::list(gantry, &app).await?;
     let keep = record.keep_releases.unwrap_or(DEFAULT_KEEP);

@@ -2,15 +2,13 @@
 //! A change makes a release with the current image and restarts the app with no
 //! downtime (or, with `--no-restart`, only records it).
 
-use super::releases::{release_and_roll_out, successor};
 use crate::access::Caller;
 use crate::config_vars::ConfigVars;
 use crate::context::Gantry;
 use crate::names::AppName;
-use crate::store::ReleaseKind;
 
 pub async fn show(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
-    let record = super::app_record(gantry, caller, name).await?;
+    let record = crate::access::managed_app(gantry, caller, name).await?;
     let vars = ConfigVars::open(&record.config, &gantry.secrets)?;
     if vars.is_empty() {
         return Ok(format!("{} has no config vars\n", record.name));
@@ -24,7 +22,7 @@ pub async fn get(
     name: &str,
     key: &str,
 ) -> anyhow::Result<String> {
-    let record = super::app_record(gantry, caller, name).await?;
+    let record = crate::access::managed_app(gantry, caller, name).await?;
     let vars = ConfigVars::open(&record.config, &gantry.secrets)?;
     match vars.get(key) {
         Some(value) => Ok(format!("{value}\n")),
@@ -82,7 +80,7 @@ pub async fn unset(
     .await
 }
 
-/// Applies `edit` to the app's config under its lock and releases the result.
+/// Applies `edit` to the app's config and releases the result.
 async fn change(
     gantry: &Gantry,
     caller: &Caller,
@@ -93,28 +91,13 @@ async fn change(
 ) -> anyhow::Result<String> {
     let app = AppName::parse(name)?;
     caller.require_app(&app)?;
-    let _lock = gantry.locks.get(&app).lock_owned().await;
-    let record = super::app_record(gantry, caller, name).await?;
-    let old = ConfigVars::open(&record.config, &gantry.secrets)?;
-    let mut new = old.clone();
-    edit(&mut new);
-    if new == old {
-        return Ok(format!("{description}: nothing changed\n"));
-    }
-    let sealed = new.seal(&gantry.secrets)?;
-    let Some(current) = gantry.store.current_release(&app).await? else {
-        gantry.store.set_app_config(&app, &sealed).await?;
-        return Ok(format!(
-            "{description}: saved; {app} has no release yet, the first deploy uses it\n"
-        ));
-    };
-    let mut release = successor(
-        current,
-        caller,
-        ReleaseKind::Config,
+    crate::deploy::releases::change_config(
+        gantry,
+        &app,
+        &caller.name(),
         description,
-        &record.formation,
-    );
-    release.config = sealed;
-    release_and_roll_out(gantry, release, &record.config, no_restart).await
+        no_restart,
+        edit,
+    )
+    .await
 }

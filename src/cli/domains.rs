@@ -6,7 +6,7 @@ use crate::context::Gantry;
 use crate::names::AppName;
 
 async fn app(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<AppName> {
-    Ok(super::app_record(gantry, caller, name).await?.name)
+    Ok(crate::access::managed_app(gantry, caller, name).await?.name)
 }
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
@@ -29,7 +29,7 @@ pub async fn add(
     host: &str,
 ) -> anyhow::Result<String> {
     let app = app(gantry, caller, name).await?;
-    certs::add_domain(gantry, &app, host).await
+    crate::domains::add_domain(gantry, &app, host).await
 }
 
 pub async fn remove(
@@ -39,12 +39,12 @@ pub async fn remove(
     host: &str,
 ) -> anyhow::Result<String> {
     let app = app(gantry, caller, name).await?;
-    certs::remove_domain(gantry, &app, host).await
+    crate::domains::remove_domain(gantry, &app, host).await
 }
 
 pub async fn show_certs(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
     let app = app(gantry, caller, name).await?;
-    certs::show(gantry, &app).await
+    crate::domains::show(gantry, &app).await
 }
 
 pub async fn set_redirect(
@@ -54,7 +54,7 @@ pub async fn set_redirect(
     on: bool,
 ) -> anyhow::Result<String> {
     let app = app(gantry, caller, name).await?;
-    certs::set_redirect(gantry, &app, on).await
+    crate::domains::set_redirect(gantry, &app, on).await
 }
 
 /// `pem` holds the chain and the key, one after the other (PEM blocks say

@@ -15,10 +15,6 @@ mod keys;
 mod ps;
 mod releases;
 
-pub use apps::create_app;
-
-pub use releases::rollback;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -359,21 +355,6 @@ impl Outcome {
     }
 }
 
-/// The app `name` names, if `caller` may manage it and it exists.
-async fn app_record(
-    gantry: &Gantry,
-    caller: &Caller,
-    name: &str,
-) -> anyhow::Result<crate::store::AppRecord> {
-    let app = AppName::parse(name)?;
-    caller.require_app(&app)?;
-    Ok(gantry
-        .store
-        .get_app(&app)
-        .await?
-        .ok_or_else(|| crate::store::StoreError::NotFound(format!("app {app}")))?)
-}
-
 /// Runs a management command for `caller`.
 pub async fn execute(
     gantry: &Gantry,
@@ -617,7 +598,7 @@ async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow:
             stderr: Box::new(tokio::io::stderr()),
             tty: false,
         };
-        let gantry = Gantry::open(config).await?;
+        let gantry = crate::setup::open(config).await?;
         return Ok(execute_streaming(&gantry, &Caller::Local, command, streams).await);
     }
     // A key file is read here, by the user who named it, and sent as text.
@@ -656,7 +637,7 @@ async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow:
         let request = crate::control::Request::Cli { command, stdin };
         return crate::control::client::call(stream, &request).await;
     }
-    let gantry = Gantry::open(config).await?;
+    let gantry = crate::setup::open(config).await?;
     let outcome = execute(&gantry, &Caller::Local, command, stdin).await;
     print!("{}", outcome.stdout);
     eprint!("{}", outcome.stderr);

@@ -16,7 +16,7 @@ async fn process_types(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<Str
 }
 
 async fn existing_app(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<AppName> {
-    Ok(super::app_record(gantry, caller, name).await?.name)
+    Ok(crate::access::managed_app(gantry, caller, name).await?.name)
 }
 
 pub async fn list(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {

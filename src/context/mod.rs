@@ -9,6 +9,7 @@ pub mod locks;
 pub mod sessions;
 
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use bollard::Docker;
@@ -38,6 +39,8 @@ pub struct Gantry {
     pub pushes: PushSessions,
     /// Executor slots and the runs going, for the job system.
     pub executors: Executors,
+    /// gantry's own jobs that parts above the job system do (see [`Upkeep`]).
+    pub upkeep: Vec<Arc<dyn Upkeep>>,
     /// The serving gantry, set by `serve`: runs outlive the command that
     /// started them, so they hold it. Unset in a CLI process without `serve`.
     serving: OnceLock<Weak<Gantry>>,
@@ -71,6 +74,7 @@ impl Gantry {
             runtime,
             locks: AppLocks::default(),
             executors,
+            upkeep: Vec::new(),
             serving: OnceLock::new(),
             pushes: PushSessions::default(),
         })
@@ -112,4 +116,27 @@ fn docker_unreachable(err: &bollard::errors::Error) -> anyhow::Error {
              - and check that this user may use it (`docker info` should work).\n\
          Then run gantry serve again."
     )
+}
+
+/// One of gantry's own jobs whose work a part above the job system knows
+/// how to do (`gantry.certs` is ACME's). The job runner schedules and runs it
+/// as numbered runs without knowing what it does; the part registers it
+/// when gantry is opened (`setup`).
+#[async_trait::async_trait]
+pub trait Upkeep: Send + Sync {
+    /// The job's name (`gantry.certs`); a host job of that name is ignored.
+    fn name(&self) -> &'static str;
+
+    /// When it runs (cron's 5 fields, or `@daily`...).
+    fn schedule(&self) -> &'static str;
+
+    /// How long a run may take before it is killed.
+    fn timeout(&self) -> Duration;
+
+    /// Whether the job exists with these settings (`gantry.certs` needs `[acme]`).
+    fn enabled(&self, config: &Config) -> bool;
+
+    /// Does the work, writing what it did to `log`; `Err` fails the run with
+    /// its reason.
+    async fn run(&self, gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>;
 }

@@ -5,7 +5,7 @@
 
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::release_env;
+use super::spec::release_env;
 use crate::context::Gantry;
 use crate::names::AppName;
 use crate::runtime::{Attached, Interactive, OneOff, Owner, Streams, Task};

@@ -3,7 +3,11 @@
 //! the running ones; restarting rolls the live release out again, so neither
 //! drops a request.
 
-use super::{formation, replicas, roll_out, route, Progress};
+use super::progress::Progress;
+use super::replicas;
+use super::rollout::roll_out;
+use super::route::route;
+use super::spec::formation;
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
@@ -141,4 +145,18 @@ pub async fn restart(
     roll_out(gantry, &release, progress, false)
         .await
         .map_err(anyhow::Error::msg)
+}
+
+/// Takes an app off the proxy and removes all its processes (the app is
+/// being destroyed); returns how many there were.
+pub async fn remove_processes(gantry: &Gantry, app: &AppName) -> anyhow::Result<usize> {
+    gantry.routing.remove(&gantry.config.app_host(app)).await;
+    let processes = gantry.runtime.list(app).await?;
+    for c in &processes {
+        gantry
+            .runtime
+            .stop_and_remove(&c.id, std::time::Duration::ZERO)
+            .await;
+    }
+    Ok(processes.len())
 }

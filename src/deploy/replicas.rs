@@ -1,10 +1,12 @@
 //! Starting a release's web replicas and switching traffic to them.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::ops::RangeInclusive;
 use std::time::Duration;
 
-use super::{health, release_env, route, DeployError};
+use super::health;
+use super::route::{address, route};
+use super::spec::{release_env, web_spec, DeployError, WebSpec};
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
@@ -86,7 +88,7 @@ pub async fn start(
     numbers: RangeInclusive<u32>,
 ) -> Result<Started, DeployError> {
     let env = release_env(gantry, release)?;
-    let spec = super::web_spec(gantry, release);
+    let spec = web_spec(gantry, release);
     let manifest = Manifest::from_stored(&release.manifest);
     let command = if process == "web" {
         spec.command.clone()
@@ -131,7 +133,7 @@ async fn start_one(
     number: u32,
     env: Vec<String>,
     command: Option<&str>,
-    spec: &super::WebSpec,
+    spec: &WebSpec,
 ) -> Result<Replica, DeployError> {
     let runtime = &*gantry.runtime;
     let id = runtime
@@ -270,9 +272,4 @@ pub async fn converge(
     }
     addrs.sort();
     Ok((addrs, extra))
-}
-
-/// Where a process answers, if the runtime knows.
-pub async fn address(gantry: &Gantry, id: &str) -> Option<IpAddr> {
-    gantry.runtime.inspect(id).await.ok()?.address
 }

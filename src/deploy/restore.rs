@@ -6,7 +6,10 @@
 
 use std::time::Duration;
 
-use super::{formation, health, replicas, route};
+use super::health;
+use super::replicas;
+use super::route::route;
+use super::spec::{formation, web_spec};
 use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
@@ -143,7 +146,7 @@ async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
         }
         if c.process == "web" {
             // A web replica must still answer; one that does not is replaced.
-            let spec = super::web_spec(gantry, &release);
+            let spec = web_spec(gantry, &release);
             let check = health::wait_until_healthy(
                 runtime,
                 &c.id,

@@ -55,7 +55,7 @@ async fn reroute(gantry: &Gantry, app: &AppName, release: i64, id: &str) {
         _ => return,
     }
     tracing::info!(%app, release, container = %id, "live container (re)started; re-routing");
-    if let Err(err) = super::reroute(gantry, app).await {
+    if let Err(err) = super::route::reroute(gantry, app).await {
         tracing::warn!(%app, error = %err, "cannot re-route");
     }
 }

@@ -340,7 +340,7 @@ async fn authorize_git(
                 "app {app} does not exist; an admin can create it with apps:create {app}"
             ));
         }
-        match cli::create_app(gantry, app).await {
+        match crate::apps::create(gantry, app).await {
             Ok(()) => tracing::info!(%app, key = %key.name, "app created by push"),
             // A concurrent first push created it: fine.
             Err(err)

@@ -37,12 +37,10 @@ pub enum JobKind {
     AppCron { app: AppName, command: String },
     /// gantry's own upkeep: pruning old runs, their logs and artifacts.
     PruneRuns,
-    /// gantry's own upkeep: ACME certificates that are missing or due.
-    Certs,
+    /// gantry's own upkeep that a part above jobs does (`context.upkeep`),
+    /// by job name.
+    Upkeep(&'static str),
 }
-
-/// The built-in job that obtains and renews ACME certificates.
-pub const CERTS: &str = "gantry.certs";
 
 /// The built-in job that applies run retention (`runs_keep`, `runs_keep_days`).
 pub const PRUNE_RUNS: &str = "gantry.prune-runs";
@@ -63,8 +61,15 @@ fn builtin_jobs(gantry: &Gantry) -> Vec<JobDef> {
         retry_interrupted: true,
     };
     let mut jobs = vec![upkeep(PRUNE_RUNS, JobKind::PruneRuns, "@daily", 3600)];
-    if gantry.config.acme.is_some() {
-        jobs.push(upkeep(CERTS, JobKind::Certs, "17 */6 * * *", 1800));
+    for work in &gantry.upkeep {
+        if work.enabled(&gantry.config) {
+            jobs.push(upkeep(
+                work.name(),
+                JobKind::Upkeep(work.name()),
+                work.schedule(),
+                work.timeout().as_secs(),
+            ));
+        }
     }
     jobs
 }
@@ -174,7 +179,7 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
         };
         if let Some(schedule) = &file.schedule {
             let now = chrono::Local::now();
-            if super::scheduler::next_after(schedule, &now).is_none() {
+            if super::schedule::next_after(schedule, &now).is_none() {
                 problems.push(format!(
                     "{}: invalid schedule {schedule:?}: use cron's 5 fields (or 6, seconds first), or @hourly, @daily, @weekly, @monthly",
                     toml_path.display()
@@ -264,7 +269,7 @@ pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
     let mut jobs = builtin_jobs(gantry);
     jobs.extend(
         host.into_iter()
-            .filter(|j| j.name != PRUNE_RUNS && j.name != CERTS),
+            .filter(|j| j.name != PRUNE_RUNS && !gantry.upkeep.iter().any(|u| u.name() == j.name)),
     );
     for problem in problems {
         tracing::warn!("job definition skipped: {problem}");

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use tokio_util::sync::CancellationToken;
 
-use super::JobError;
+use super::error::JobError;
 use crate::context::Gantry;
 use crate::store::RunStatus;
 
@@ -34,7 +34,7 @@ impl LiveRun {
             .store
             .queue_run(job, trigger, cause, "", parent)
             .await?;
-        let path = super::log_path(gantry, job, run.number);
+        let path = super::files::log_path(gantry, job, run.number);
         let opened = path
             .parent()
             .map_or(Ok(()), std::fs::create_dir_all)

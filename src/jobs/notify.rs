@@ -43,7 +43,7 @@ pub fn send(gantry: &Gantry, targets: Vec<Target>, alert: Alert) {
     if targets.is_empty() {
         return;
     }
-    let log = (alert.run > 0).then(|| super::log_path(gantry, &alert.job, alert.run));
+    let log = (alert.run > 0).then(|| super::files::log_path(gantry, &alert.job, alert.run));
     let failures = gantry.executors.notify_failures.clone();
     tokio::spawn(async move {
         for target in targets {

@@ -129,7 +129,7 @@ pub async fn alert_if_needed(
     };
     let mut targets = gantry.config.notify.clone();
     targets.extend(job_targets.iter().cloned());
-    let path = super::log_path(gantry, job, number);
+    let path = super::files::log_path(gantry, job, number);
     let text = match event {
         "recovery" => format!("{job} #{number} succeeded again"),
         _ => format!("{job} #{number} {}: {reason}", status.as_str()),
@@ -185,8 +185,8 @@ async fn execute_inner(
         }
     }
 
-    let path = super::log_path(gantry, &run.job, run.number);
-    let artifacts = super::artifacts_dir(gantry, &run.job, run.number);
+    let path = super::files::log_path(gantry, &run.job, run.number);
+    let artifacts = super::files::artifacts_dir(gantry, &run.job, run.number);
     let opened = std::fs::create_dir_all(&artifacts).and_then(|()| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -219,10 +219,15 @@ async fn execute_inner(
         .unwrap_or(std::time::Duration::from_secs(24 * 3600));
     match &job.kind {
         JobKind::PruneRuns => prune_runs(gantry, &mut log).await,
-        JobKind::Certs => match crate::acme::run(gantry, &mut log).await {
-            Ok(()) => Ending::exited(0),
-            Err(err) => Ending::failed(format!("{err:#}")),
-        },
+        JobKind::Upkeep(name) => {
+            let Some(work) = gantry.upkeep.iter().find(|u| u.name() == *name) else {
+                return Ending::failed(format!("{name} is not a job this gantry does"));
+            };
+            match work.run(gantry, &mut log).await {
+                Ok(()) => Ending::exited(0),
+                Err(err) => Ending::failed(format!("{err:#}")),
+            }
+        }
         JobKind::Host {
             script,
             image: Some(image),
@@ -389,8 +394,8 @@ async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
         Err(err) => return Ending::failed(format!("cannot prune runs: {err}")),
     };
     for (job, number) in &doomed {
-        let _ = std::fs::remove_file(super::log_path(gantry, job, *number));
-        let _ = std::fs::remove_dir_all(super::artifacts_dir(gantry, job, *number));
+        let _ = std::fs::remove_file(super::files::log_path(gantry, job, *number));
+        let _ = std::fs::remove_dir_all(super::files::artifacts_dir(gantry, job, *number));
         let _ = writeln!(log, "pruned {job}#{number}");
     }
     let _ = writeln!(log, "pruned {} run(s)", doomed.len());

@@ -7,30 +7,15 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Local, TimeZone};
-use croner::parser::{CronParser, Seconds, Year};
 use croner::Cron;
 use tokio_util::sync::CancellationToken;
 
 use super::definition::JobDef;
-use super::Trigger;
+use super::queue::Trigger;
+use super::schedule::{next_after, parse};
 use crate::context::Gantry;
 
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// The first time `schedule` fires strictly after `after`. Host jobs may add
-/// a leading seconds field (`*/10 * * * * *`); Procfile schedules cannot.
-pub fn next_after(schedule: &str, after: &DateTime<Local>) -> Option<DateTime<Local>> {
-    parse(schedule)?.find_next_occurrence(after, false).ok()
-}
-
-fn parse(schedule: &str) -> Option<Cron> {
-    CronParser::builder()
-        .seconds(Seconds::Optional)
-        .year(Year::Disallowed)
-        .build()
-        .parse(schedule)
-        .ok()
-}
 
 pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     run_missed(&gantry).await;
@@ -167,7 +152,7 @@ async fn start(gantry: &Arc<Gantry>, job: JobDef, kind: &str, schedule: &str) {
         params: Vec::new(),
         parent: "",
     };
-    if let Err(err) = super::trigger(gantry, job, trigger).await {
+    if let Err(err) = super::queue::trigger(gantry, job, trigger).await {
         tracing::warn!(job = %name, error = %err, "cannot queue a scheduled run");
     }
 }

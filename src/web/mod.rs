@@ -286,7 +286,13 @@ async fn route(gantry: &Gantry, req: Request<Incoming>) -> anyhow::Result<Respon
             if !form_csrf_matches(req, csrf).await {
                 return Ok(csrf_refused(csrf));
             }
-            match crate::cli::rollback(gantry, caller, &name, Some(&version)).await {
+            let rolled = async {
+                let record = crate::access::managed_app(gantry, caller, &name).await?;
+                let version = parse_version(&version)?;
+                crate::deploy::releases::rollback(gantry, &record, Some(version), &caller.name())
+                    .await
+            };
+            match rolled.await {
                 Ok(_) => Ok(redirect(&format!("/apps/{name}/releases"), None)),
                 Err(err) => Ok(problem(
                     StatusCode::CONFLICT,

@@ -1,0 +1,15 @@
+//! Opening a gantry: the shared context, plus what is chosen above the job
+//! system: gantry's own jobs that other parts do (`gantry.certs`). The CLI and
+//! `serve` both open gantry here, so both see the same jobs.
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::context::Gantry;
+
+/// The context, with gantry's own jobs registered.
+pub async fn open(config: Config) -> anyhow::Result<Gantry> {
+    let mut gantry = Gantry::open(config).await?;
+    gantry.upkeep.push(Arc::new(crate::acme::CertsJob));
+    Ok(gantry)
+}
