@@ -27,6 +27,8 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(gantry::cli::run(cli));
+    let code = runtime.block_on(gantry::cli::run(cli, |config| {
+        Box::pin(gantry::server::run(config))
+    }));
     ExitCode::from(u8::try_from(code).unwrap_or(1))
 }

@@ -15,7 +15,7 @@ use crate::build::{buildpack, stack};
 use crate::config_vars::ConfigVars;
 use crate::context::sessions::PushSession;
 use crate::context::Gantry;
-use crate::control::{Frame, HookRequest, RefUpdate};
+use crate::control::protocol::{Frame, HookRequest, RefUpdate};
 use crate::git::source::Source;
 use crate::jobs::live::LiveRun;
 use crate::manifest::Manifest;

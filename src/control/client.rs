@@ -6,7 +6,7 @@ use std::path::Path;
 use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::UnixStream;
 
-use super::{Frame, Request};
+use super::protocol::{Frame, Request};
 
 /// Connects to a running server, or `None` when none listens on `socket`.
 pub async fn connect(socket: &Path) -> Option<UnixStream> {

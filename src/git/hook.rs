@@ -8,7 +8,8 @@
 use std::io::BufRead;
 use std::path::PathBuf;
 
-use crate::control::{self, HookRequest, RefUpdate, Request};
+use crate::control;
+use crate::control::protocol::{HookRequest, RefUpdate, Request};
 
 pub async fn pre_receive() -> anyhow::Result<i32> {
     let token = std::env::var("GANTRY_PUSH_TOKEN").map_err(|_| {

@@ -8,4 +8,3 @@
 pub mod hook;
 pub mod repos;
 pub mod source;
-pub mod ssh;

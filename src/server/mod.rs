@@ -4,6 +4,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
+mod control;
+
 use anyhow::Context as _;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
@@ -43,7 +45,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     restrict(&config.run_dir(), 0o700)?;
     sweep_scratch(&config.run_dir());
     git::repos::install_hooks(config).context("cannot write the git hooks")?;
-    let host_key = git::ssh::load_or_create_host_key(&config.home.join("ssh_host_ed25519_key"))?;
+    let host_key = crate::ssh::load_or_create_host_key(&config.home.join("ssh_host_ed25519_key"))?;
     let first_key = register_first_key(&gantry.store).await?;
 
     let ssh_listener = TcpListener::bind(config.ssh_listen)
@@ -106,7 +108,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gantry.clone(),
         shutdown.child_token(),
     ));
-    tasks.spawn(git::ssh::serve(
+    tasks.spawn(crate::ssh::serve(
         ssh_listener,
         gantry.clone(),
         host_key,
@@ -115,7 +117,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     {
         let (gantry, token) = (gantry.clone(), shutdown.child_token());
         tasks.spawn(async move {
-            crate::control::server::serve(control_listener, gantry, token).await;
+            control::serve(control_listener, gantry, token).await;
             Ok(())
         });
     }
@@ -154,7 +156,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let outcome = tokio::select! {
-        _ = shutdown_signal() => Ok(()),
+        _ = crate::signal::shutdown_signal() => Ok(()),
         Some(done) = tasks.join_next() => match done {
             Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped unexpectedly")),
             Ok(Err(err)) => Err(anyhow::Error::from(err).context("a listener failed")),
@@ -291,19 +293,4 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set permissions on {}", path.display()))
-}
-
-pub(crate) async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(_) => {
-            let _ = ctrl_c.await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = ctrl_c => {}
-        _ = term.recv() => {}
-    }
 }

@@ -1,10 +1,8 @@
 //! The one command grammar. `gantry keys:add …` on the host and
 //! `ssh git@HOST keys:add …` parse into the same [`ManageCommand`] and run through
-//! the same [`execute`]; only the transport and the [`Caller`] differ.
-//!
-//! On the host, a management command goes to the running server through the
-//! control socket when there is one (so it acts on live routes and locks), and
-//! runs in-process otherwise.
+//! the same [`execute`]; only the transport and the [`Caller`] differ. Each
+//! command parses its words, asks [`Caller`] whether it may, calls the
+//! operation (in the parts below) and writes what people read.
 
 mod apps;
 mod artifacts;
@@ -15,76 +13,13 @@ mod keys;
 mod ps;
 mod releases;
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use crate::access::Caller;
-use crate::config::{Config, Overrides};
 use crate::context::Gantry;
 use crate::names::AppName;
 use crate::runtime::Streams;
-
-/// gantry: git push to your own server, and your app is live.
-#[derive(Debug, Parser)]
-#[command(name = "gantry", version, about, propagate_version = true)]
-pub struct Cli {
-    /// Where gantry keeps its state [default: ~/.local/share/gantry, or /var/lib/gantry as root]
-    #[arg(long, global = true, env = "GANTRY_HOME", value_name = "DIR")]
-    pub home: Option<PathBuf>,
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Run gantry: the SSH git endpoint, builds, deploys and the HTTP proxy
-    Serve(ServeArgs),
-    /// Run the reverse proxy on its own (serve starts it when it is not running)
-    Proxy(ProxyArgs),
-    /// Build the default stack image (Debian bookworm via debootstrap, needs root)
-    #[command(name = "stack:build")]
-    StackBuild,
-    #[command(flatten)]
-    Manage(ManageCommand),
-    /// Run by git during a push; not for people
-    #[command(hide = true)]
-    Hook {
-        #[arg(value_parser = ["pre-receive"])]
-        name: String,
-    },
-}
-
-#[derive(Debug, Args)]
-pub struct ProxyArgs {
-    /// Address of the HTTP listener [default: 0.0.0.0:8080]
-    #[arg(long, env = "GANTRY_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
-    /// Address of the HTTPS listener [default: 0.0.0.0:8443]
-    #[arg(long, env = "GANTRY_HTTPS_LISTEN", value_name = "ADDR")]
-    pub https_listen: Option<SocketAddr>,
-}
-
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// Apps are served at APP.DOMAIN [default: localhost]
-    #[arg(long, env = "GANTRY_DOMAIN")]
-    pub domain: Option<String>,
-    /// Address of the SSH git endpoint [default: 0.0.0.0:2222]
-    #[arg(long, env = "GANTRY_SSH_LISTEN", value_name = "ADDR")]
-    pub ssh_listen: Option<SocketAddr>,
-    /// Address of the HTTP proxy [default: 0.0.0.0:8080]
-    #[arg(long, env = "GANTRY_HTTP_LISTEN", value_name = "ADDR")]
-    pub http_listen: Option<SocketAddr>,
-    /// Address of the HTTPS proxy [default: 0.0.0.0:8443]
-    #[arg(long, env = "GANTRY_HTTPS_LISTEN", value_name = "ADDR")]
-    pub https_listen: Option<SocketAddr>,
-    /// sqlite://PATH or postgres://… [default: sqlite://$GANTRY_HOME/gantry.db]
-    #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<String>,
-}
 
 /// Commands that manage gantry; the same over SSH and on the host.
 #[derive(Debug, Clone, Subcommand, Serialize, Deserialize)]
@@ -511,140 +446,6 @@ pub async fn execute_streaming(
     code
 }
 
-/// The binary's entry: runs what `cli` says and returns the exit code.
-/// `gantry proxy`: the proxy alone, until SIGINT or SIGTERM.
-async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32> {
-    let config = Config::resolve(Overrides {
-        home,
-        http_listen: args.http_listen,
-        https_listen: args.https_listen,
-        ..Overrides::default()
-    })?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    {
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            crate::server::shutdown_signal().await;
-            tracing::info!("proxy shutting down; requests in flight finish first");
-            shutdown.cancel();
-        });
-    }
-    gantry_proxy::daemon::run(config.proxy_daemon(), shutdown).await?;
-    Ok(0)
-}
-
-pub async fn run(cli: Cli) -> i32 {
-    let result = match cli.command {
-        Command::Serve(args) => {
-            let overrides = Overrides {
-                home: cli.home,
-                domain: args.domain,
-                ssh_listen: args.ssh_listen,
-                http_listen: args.http_listen,
-                https_listen: args.https_listen,
-                database_url: args.database_url,
-            };
-            match Config::resolve(overrides) {
-                Ok(config) => crate::server::run(config).await.map(|()| 0),
-                Err(err) => Err(err.into()),
-            }
-        }
-        Command::Proxy(args) => run_proxy(cli.home, args).await,
-        Command::StackBuild => stack_build(cli.home).await,
-        Command::Manage(command) => run_local(cli.home, command).await,
-        Command::Hook { .. } => crate::git::hook::pre_receive().await,
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            eprintln!("gantry: {err:#}");
-            1
-        }
-    }
-}
-
-/// `stack:build`: on the host only, since it runs debootstrap as root here.
-async fn stack_build(home: Option<PathBuf>) -> anyhow::Result<i32> {
-    let config = Config::resolve(Overrides::from_env(home)?)?;
-    if let Some(image) = &config.stack_image {
-        println!("note: gantry.toml sets stack_image = {image:?}, so builds use that, not the stack built now");
-    }
-    let docker = crate::context::connect_docker().await?;
-    let started = std::time::Instant::now();
-    crate::build::stack::build(&docker, &config.home, &config.stack_mirror, &mut |line| {
-        println!("{line}")
-    })
-    .await?;
-    println!(
-        "built {} in {:.0}s",
-        crate::build::stack::DEFAULT_STACK,
-        started.elapsed().as_secs_f64()
-    );
-    Ok(0)
-}
-
-/// A management command typed on the host: through the running server if any.
-async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow::Result<i32> {
-    let config = Config::resolve(Overrides::from_env(home)?)?;
-    // run and logs only read state: they run here, attached to this terminal.
-    if command.is_streaming() {
-        let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match command {
-            ManageCommand::Run { .. } => Some(Box::new(tokio::io::stdin())),
-            _ => None,
-        };
-        let streams = Streams {
-            stdin,
-            stdout: Box::new(tokio::io::stdout()),
-            stderr: Box::new(tokio::io::stderr()),
-            tty: false,
-        };
-        let gantry = crate::setup::open(config).await?;
-        return Ok(execute_streaming(&gantry, &Caller::Local, command, streams).await);
-    }
-    // A key file is read here, by the user who named it, and sent as text.
-    let mut stdin = None;
-    if let ManageCommand::KeysAdd { pubkey_file, .. } = &mut command {
-        let text = if pubkey_file == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            std::fs::read_to_string(&*pubkey_file)
-                .map_err(|e| anyhow::anyhow!("cannot read {pubkey_file}: {e}"))?
-        };
-        *pubkey_file = "-".into();
-        stdin = Some(text);
-    }
-    // Certificate and key files too: sent as one PEM text.
-    if let ManageCommand::CertsAdd {
-        cert_file,
-        key_file,
-        ..
-    } = &mut command
-    {
-        let text = if cert_file == "-" {
-            std::io::read_to_string(std::io::stdin())?
-        } else {
-            let read = |path: &str| {
-                std::fs::read_to_string(path)
-                    .map_err(|e| anyhow::anyhow!("cannot read {path}: {e}"))
-            };
-            format!("{}\n{}", read(cert_file)?, read(key_file)?)
-        };
-        *cert_file = "-".into();
-        *key_file = "-".into();
-        stdin = Some(text);
-    }
-    if let Some(stream) = crate::control::client::connect(&config.socket_path()).await {
-        let request = crate::control::Request::Cli { command, stdin };
-        return crate::control::client::call(stream, &request).await;
-    }
-    let gantry = crate::setup::open(config).await?;
-    let outcome = execute(&gantry, &Caller::Local, command, stdin).await;
-    print!("{}", outcome.stdout);
-    eprint!("{}", outcome.stderr);
-    gantry.store.close().await;
-    Ok(outcome.code)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,7 +497,6 @@ mod tests {
     #[test]
     fn both_grammars_are_well_formed() {
         use clap::CommandFactory;
-        Cli::command().debug_assert();
         RemoteCli::command().debug_assert();
     }
 
@@ -714,30 +514,6 @@ mod tests {
         assert!(matches!(
             parse_remote(&words("releases:rollback web")),
             Ok(ManageCommand::ReleasesRollback { release: None, .. })
-        ));
-    }
-
-    #[test]
-    fn local_grammar_has_global_home_and_serve_flags() {
-        let cli = Cli::try_parse_from([
-            "gantry",
-            "serve",
-            "--home",
-            "/tmp/x",
-            "--domain",
-            "example.com",
-        ])
-        .expect("parse");
-        assert_eq!(cli.home, Some(PathBuf::from("/tmp/x")));
-        let Command::Serve(args) = cli.command else {
-            panic!("not serve")
-        };
-        assert_eq!(args.domain.as_deref(), Some("example.com"));
-        let cli =
-            Cli::try_parse_from(["gantry", "--home", "/h", "apps:create", "web"]).expect("parse");
-        assert!(matches!(
-            cli.command,
-            Command::Manage(ManageCommand::AppsCreate { .. })
         ));
     }
 }

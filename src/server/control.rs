@@ -1,4 +1,5 @@
-//! The server side of the control socket.
+//! The server side of the control socket: a hook's push goes to the push
+//! pipeline, a local command to the command grammar, as the local admin.
 
 use std::sync::Arc;
 
@@ -7,10 +8,10 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{Frame, Request};
 use crate::access::Caller;
-use crate::cli;
+use crate::commands::{self, ManageCommand};
 use crate::context::Gantry;
+use crate::control::protocol::{Frame, Request};
 use crate::push;
 
 /// Accepts control connections until `shutdown`.
@@ -71,7 +72,15 @@ async fn handle(stream: UnixStream, gantry: Arc<Gantry>) -> anyhow::Result<()> {
     let code = match request {
         Request::Hook(hook) => push::handle_hook(&gantry, hook, tx.clone(), gone).await,
         Request::Cli { command, stdin } => {
-            let outcome = cli::execute(&gantry, &Caller::Local, command, stdin).await;
+            let outcome = match serde_json::from_value::<ManageCommand>(command) {
+                Ok(command) => commands::execute(&gantry, &Caller::Local, command, stdin).await,
+                Err(err) => commands::Outcome::failure(
+                    format!(
+                        "gantry: serve cannot read this command ({err}); is it the same version?\n"
+                    ),
+                    2,
+                ),
+            };
             if !outcome.stdout.is_empty() {
                 let _ = tx.send(Frame::Stdout(outcome.stdout.into_bytes()));
             }

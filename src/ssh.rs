@@ -19,11 +19,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::repos;
 use crate::access::Caller;
-use crate::cli;
+use crate::commands;
 use crate::context::sessions::PushSession;
 use crate::context::Gantry;
+use crate::git::repos;
 use crate::names::AppName;
 use crate::store::{KeyRecord, Role};
 
@@ -271,7 +271,7 @@ async fn run_exec(
             write_stderr(&channel, &format!("gantry: {message}\n")).await;
             1
         }
-        Ok(Exec::Manage(words)) => match cli::parse_remote(&words) {
+        Ok(Exec::Manage(words)) => match commands::parse_remote(&words) {
             Ok(command) if command.is_streaming() => {
                 run_streaming(&gantry, key, command, channel, tty).await;
                 return;
@@ -361,7 +361,7 @@ async fn run_manage(
     words: &[String],
     channel: &mut Channel<Msg>,
 ) -> i32 {
-    let outcome = match cli::parse_remote(words) {
+    let outcome = match commands::parse_remote(words) {
         Err(outcome) => outcome,
         Ok(command) => {
             let stdin = if command.reads_stdin() {
@@ -369,7 +369,7 @@ async fn run_manage(
             } else {
                 None
             };
-            cli::execute(gantry, &Caller::Key(key), command, stdin).await
+            commands::execute(gantry, &Caller::Key(key), command, stdin).await
         }
     };
     if !outcome.stdout.is_empty() {
@@ -383,13 +383,13 @@ async fn run_manage(
 async fn run_streaming(
     gantry: &Gantry,
     key: KeyRecord,
-    command: cli::ManageCommand,
+    command: commands::ManageCommand,
     channel: Channel<Msg>,
     tty: bool,
 ) {
     let (mut read_half, write_half) = channel.split();
     let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
-        if matches!(command, cli::ManageCommand::Run { .. }) {
+        if matches!(command, commands::ManageCommand::Run { .. }) {
             // The channel's input, owned by a task so the command gets a plain reader.
             let (mut pipe_in, pipe_out) = tokio::io::duplex(64 * 1024);
             tokio::spawn(async move {
@@ -406,7 +406,7 @@ async fn run_streaming(
         stderr: Box::new(write_half.make_writer_ext(Some(1))),
         tty,
     };
-    let code = cli::execute_streaming(gantry, &Caller::Key(key), command, streams).await;
+    let code = commands::execute_streaming(gantry, &Caller::Key(key), command, streams).await;
     let _ = write_half
         .exit_status(u32::try_from(code).unwrap_or(1))
         .await;
