@@ -9,19 +9,7 @@ use std::net::IpAddr;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
 
-/// Headers that describe one connection, not the message; never forwarded
-/// as they are (`Upgrade` is too, and both paths write it back for a
-/// protocol switch).
-pub(crate) const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
+use crate::hop_by_hop::HOP_BY_HOP;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -128,9 +116,9 @@ pub fn request_id<B>(req: &mut Request<B>) -> HeaderValue {
     id
 }
 
-/// A new request id (see [`crate::h1::new_request_id`]).
+/// A new request id (see [`crate::request_id::new_request_id`]).
 fn new_request_id() -> HeaderValue {
-    HeaderValue::from_bytes(&crate::h1::new_request_id())
+    HeaderValue::from_bytes(&crate::request_id::new_request_id())
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 

@@ -30,10 +30,10 @@ use backend::BackendConn;
 pub use backend::Backends;
 use deadline::Deadline;
 use framing::{BodyScan, Framing};
-pub use head::new_request_id;
 use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
 use crate::pages::{self, Page};
+use crate::request_id::new_request_id;
 use crate::routes::Route;
 use crate::serve::Proxy;
 
@@ -139,7 +139,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                     Err(err) => {
                         tracing::debug!(peer = %self.addr, error = %err, "refused a request");
                         let page = pages::refused(err.status(), &err.to_string());
-                        self.answer(page, false, &RequestId::Made(head::new_request_id()), true)
+                        self.answer(page, false, &RequestId::Made(new_request_id()), true)
                             .await;
                         return Next::Close;
                     }
@@ -152,7 +152,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                 None if self.buf.is_empty() => return Next::Close,
                 None => {
                     let page = pages::refused(408, "The request headers took too long to arrive.");
-                    self.answer(page, false, &RequestId::Made(head::new_request_id()), true)
+                    self.answer(page, false, &RequestId::Made(new_request_id()), true)
                         .await;
                     return Next::Close;
                 }
