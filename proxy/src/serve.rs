@@ -22,9 +22,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::h1::Decision;
 use crate::idle::IdleIo;
-use crate::routes::Balance;
+use crate::routes::{Balance, InFlight, RouteTable};
+use crate::tls::CertStore;
 use crate::tracked::Tracked;
-use crate::{forward, pages, CertStore, RouteTable};
+use crate::{forward, pages};
 
 type ProxyBody = BoxBody<Bytes, hyper::Error>;
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
@@ -323,7 +324,7 @@ impl Proxy {
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
-    in_flight: crate::InFlight,
+    in_flight: InFlight,
 ) {
     let _in_flight = in_flight;
     match tokio::try_join!(client, backend) {

@@ -6,7 +6,7 @@ use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::InFlight;
+use crate::routes::InFlight;
 
 pub struct Tracked<B> {
     inner: B,

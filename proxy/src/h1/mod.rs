@@ -34,7 +34,7 @@ use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
 use crate::pages::{self, Page};
 use crate::request_id::new_request_id;
-use crate::routes::Route;
+use crate::routes::{InFlight, Route};
 use crate::serve::Proxy;
 
 /// How a client connection left the HTTP/1.1 path.
@@ -411,7 +411,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         resp: ResponseHead,
         mut down: Vec<u8>,
         upload_done: bool,
-        in_flight: crate::InFlight,
+        in_flight: InFlight,
     ) -> Next {
         let settings = self.proxy.settings();
         conn.buf.advance(resp.len);
