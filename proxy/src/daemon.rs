@@ -13,9 +13,9 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
+use crate::context::{Challenges, Proxy, Settings};
 use crate::control::{self, Handler, Reply, Request};
 use crate::routes::RouteTable;
-use crate::serve::{Challenges, Proxy, Settings};
 use crate::state::State;
 use crate::tls::CertStore;
 

@@ -12,6 +12,7 @@
 //! certificates HTTPS picks by SNI. [`daemon`] runs it all as a process of
 //! its own (`gantry proxy`), driven over [`control`] and persisted by [`state`].
 
+mod context;
 pub mod control;
 pub mod daemon;
 pub mod forward;
@@ -26,7 +27,9 @@ mod serve;
 pub mod state;
 pub mod tls;
 mod tracked;
+mod upstream;
 
+pub use context::{Challenges, Proxy, Settings};
 pub use routes::{Backend, Balance, InFlight, Route, RouteTable};
-pub use serve::{serve, serve_tls, Challenges, Proxy, Settings};
+pub use serve::{serve, serve_tls};
 pub use tls::{CertStore, LocalCa};

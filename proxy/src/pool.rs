@@ -18,7 +18,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::serve::Upstream;
+use crate::upstream::Upstream;
 
 /// Why a request got no response from its backend.
 #[derive(Debug, thiserror::Error)]

@@ -9,7 +9,7 @@
 //! buffers. It knows nothing of TLS or of how routes are made: it reads
 //! and writes a stream and asks [`Proxy`] where a host goes.
 
-mod backend;
+pub(crate) mod backend;
 mod deadline;
 mod framing;
 mod head;
@@ -19,7 +19,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -27,15 +26,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use backend::BackendConn;
-pub use backend::Backends;
 use deadline::Deadline;
 use framing::{BodyScan, Framing};
 use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
+use crate::context::{Decision, Proxy};
 use crate::pages::{self, Page};
 use crate::request_id::new_request_id;
-use crate::routes::{InFlight, Route};
-use crate::serve::Proxy;
+use crate::routes::InFlight;
 
 /// How a client connection left the HTTP/1.1 path.
 pub enum Ended<I> {
@@ -532,13 +530,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         let _ = self.client.write_all(&out).await;
         let _ = self.client.flush().await;
     }
-}
-
-/// What the proxy does with a request before any backend is involved.
-pub enum Decision {
-    /// Answer with this page; `true` if the request's body is left unread.
-    Answer(Page, bool),
-    Forward(Arc<Route>),
 }
 
 /// A response head read within `timeout`, or [`Failure::Timeout`].
