@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod forward;
 mod h1;
 mod hop_by_hop;
+mod hyper_path;
 mod idle;
 pub mod pages;
 mod pool;
