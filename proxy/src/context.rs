@@ -14,8 +14,8 @@ use std::time::Duration;
 use hyper::header::HeaderValue;
 
 use crate::h1::backend::Backends;
+use crate::hyper_pool::Pool;
 use crate::pages;
-use crate::pool::Pool;
 use crate::routes::{Balance, Route, RouteTable};
 use crate::tls::CertStore;
 

@@ -3,6 +3,10 @@
 //! `X-Forwarded-*` set (overwritten, since gantry is the edge), the version set
 //! to HTTP/1.1 (backends speak HTTP/1.1; an h2 request forwarded as h2 would
 //! fail) with `:authority` copied to `Host`.
+//!
+//! This is the hyper path's rewriting, on hyper's request and response
+//! types; the HTTP/1.1 path rewrites a head's bytes itself (`h1::head`), and
+//! the two share the hop-by-hop list and the request-id generator.
 
 use std::net::IpAddr;
 

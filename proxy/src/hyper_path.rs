@@ -1,6 +1,6 @@
 //! The hyper path: HTTP/2 (by ALPN or the h2c preface) and HTTP/1.0
 //! connections, served by hyper's server; each request is rewritten by
-//! [`forward`] and sent over the hyper backend pool (`pool`), with upgrades
+//! [`forward`] and sent over the hyper backend pool (`hyper_pool`), with upgrades
 //! (WebSocket) tunnelled.
 //!
 //! It knows nothing of accepting connections, TLS or the HTTP/1.1 path: it

@@ -1,7 +1,7 @@
 //! The request body the hyper path sends to a backend: the client's body,
 //! cut off with an error once it passes the size limit.
 //!
-//! It is the body type of the hyper path's backend pool (`pool`), which
+//! It is the body type of the hyper path's backend pool (`hyper_pool`), which
 //! needs nothing else of the path that fills it.
 
 use std::pin::Pin;

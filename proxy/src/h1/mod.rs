@@ -1,13 +1,13 @@
 //! The HTTP/1.1 path: every HTTP/1.1 client connection, plain or TLS, is
-//! served here; hyper serves HTTP/2 and HTTP/1.0 (see `serve`).
+//! served here; hyper serves HTTP/2 and HTTP/1.0 (see `hyper_path`).
 //!
 //! One task per client connection reads a request head, forwards it to a
 //! backend over a pooled keep-alive connection, and streams the response
 //! back, with no header map and no task per request: a request's head is
 //! parsed and rewritten in one pass ([`head`]), and bodies pass through byte
 //! for byte, their ends found by [`framing`]. Idle connections hold no
-//! buffers. It knows nothing of TLS or of how routes are made: it reads
-//! and writes a stream and asks [`Proxy`] where a host goes.
+//! buffers. It knows nothing of TLS, of the hyper path or of how routes are
+//! made: it reads and writes a stream and asks [`Proxy`] where a host goes.
 
 pub(crate) mod backend;
 mod deadline;

@@ -1,5 +1,5 @@
-//! Keep-alive connections to backends, one pool per worker thread, on
-//! hyper's low-level client connections.
+//! The hyper path's keep-alive connections to backends, one pool per worker
+//! thread, on hyper's low-level client connections.
 //!
 //! hyper-util's general-purpose client does more per request than a proxy
 //! to a handful of known addresses needs (URI-keyed pool, connector layers,
