@@ -13,9 +13,11 @@ use std::time::Duration;
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
+use crate::context::{Challenges, Proxy, Settings};
 use crate::control::{self, Handler, Reply, Request};
+use crate::routes::RouteTable;
 use crate::state::State;
-use crate::{CertStore, Challenges, Proxy, RouteTable, Settings};
+use crate::tls::CertStore;
 
 /// Where the proxy listens and keeps its files.
 #[derive(Debug, Clone)]
@@ -244,8 +246,8 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
                     let http = TcpListener::from_std(http)?;
                     let https = TcpListener::from_std(https)?;
                     tokio::try_join!(
-                        crate::serve(http, proxy.clone(), token.clone()),
-                        crate::serve_tls(https, proxy, tls, token),
+                        crate::serve::serve(http, proxy.clone(), token.clone()),
+                        crate::serve::serve_tls(https, proxy, tls, token),
                     )
                     .map(|_| ())
                 })

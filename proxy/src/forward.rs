@@ -3,25 +3,17 @@
 //! `X-Forwarded-*` set (overwritten, since gantry is the edge), the version set
 //! to HTTP/1.1 (backends speak HTTP/1.1; an h2 request forwarded as h2 would
 //! fail) with `:authority` copied to `Host`.
+//!
+//! This is the hyper path's rewriting, on hyper's request and response
+//! types; the HTTP/1.1 path rewrites a head's bytes itself (`h1::head`), and
+//! the two share the hop-by-hop list and the request-id generator.
 
 use std::net::IpAddr;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Request, Response, Uri, Version};
 
-/// Headers that describe one connection, not the message; never forwarded
-/// as they are (`Upgrade` is too, and both paths write it back for a
-/// protocol switch).
-pub(crate) const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-];
+use crate::hop_by_hop::HOP_BY_HOP;
 
 /// Why a request could not be forwarded.
 #[derive(Debug, thiserror::Error)]
@@ -128,9 +120,9 @@ pub fn request_id<B>(req: &mut Request<B>) -> HeaderValue {
     id
 }
 
-/// A new request id (see [`crate::h1::new_request_id`]).
+/// A new request id (see [`crate::request_id::new_request_id`]).
 fn new_request_id() -> HeaderValue {
-    HeaderValue::from_bytes(&crate::h1::new_request_id())
+    HeaderValue::from_bytes(&crate::request_id::new_request_id())
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 

@@ -4,12 +4,19 @@
 //! `RwLock` around a map of `Arc<Route>`: a lookup clones one `Arc` and lets go of
 //! the lock at once, and a deploy swaps a whole route in one write (atomic switch:
 //! a request sees either the old backends or the new ones, never a mix).
+//!
+//! The table is made from, and reported as, the plain specs of `state`
+//! (`RouteSpec::to_route`, `snapshot`, `replace` live here, so `state` needs
+//! nothing of the table). It knows hosts and addresses, never apps' releases
+//! or gantry's store.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 use std::time::{Duration, Instant};
+
+use crate::state::{RouteSpec, State};
 
 /// How long a backend that refused a connection is left out before it is
 /// tried again.
@@ -155,6 +162,18 @@ impl Route {
     }
 }
 
+/// A spec from the state file made live: the table is made from specs, so
+/// the conversion lives here and `state` stays plain data.
+impl RouteSpec {
+    pub fn to_route(&self) -> Route {
+        Route::new(
+            self.name.clone(),
+            self.backends.iter().copied().map(Backend::new).collect(),
+        )
+        .with_https_redirect(self.https_redirect)
+    }
+}
+
 /// Host name → route. Host names are matched lowercased and without a port.
 #[derive(Debug)]
 pub struct RouteTable {
@@ -289,11 +308,11 @@ impl RouteTable {
     }
 
     /// Every route and alias, as the proxy persists and reports them.
-    pub fn snapshot(&self) -> crate::state::State {
+    pub fn snapshot(&self) -> State {
         let routes = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut specs: Vec<crate::state::RouteSpec> = routes
+        let mut specs: Vec<RouteSpec> = routes
             .iter()
-            .map(|(host, route)| crate::state::RouteSpec {
+            .map(|(host, route)| RouteSpec {
                 host: host.clone(),
                 name: route.name.clone(),
                 backends: route.backends.iter().map(|b| b.addr).collect(),
@@ -308,14 +327,14 @@ impl RouteTable {
             .iter()
             .map(|(a, h)| (a.clone(), h.clone()))
             .collect();
-        crate::state::State {
+        State {
             routes: specs,
             aliases,
         }
     }
 
     /// Makes the table exactly `state`: hosts not in it stop being routed.
-    pub fn replace(&self, state: &crate::state::State) {
+    pub fn replace(&self, state: &State) {
         let keep: std::collections::HashSet<String> = state
             .routes
             .iter()
@@ -443,5 +462,21 @@ mod tests {
         let picks: Vec<u16> = (0..4).map(|_| choose(&route).expect("backend")).collect();
         assert_eq!(picks, vec![1, 2, 1, 2]);
         assert!(choose(&Route::new("a", vec![])).is_none());
+    }
+
+    #[test]
+    fn a_table_round_trips_through_its_snapshot() {
+        let table = RouteTable::new();
+        let mut state = State::default();
+        state.routes.push(RouteSpec {
+            host: "a.test".into(),
+            name: "a".into(),
+            backends: vec!["127.0.0.1:9000".parse().expect("addr")],
+            https_redirect: false,
+        });
+        table.set("stale.test", Route::new("stale", vec![]));
+        table.replace(&state);
+        assert_eq!(table.snapshot(), state);
+        assert_eq!(table.hosts(), vec!["a.test".to_string()]);
     }
 }

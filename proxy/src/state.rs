@@ -1,14 +1,15 @@
 //! The routes the proxy serves, as one JSON file it rewrites on every change
 //! and reads on start: a proxy that restarts (or whose `serve` died) comes back
 //! serving what it served before, without waiting to be told.
+//!
+//! Only data and the file: it knows nothing of the live route table, which
+//! makes itself from these specs and back (see `routes`).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
-
-use crate::{Backend, Route};
 
 /// Every route and alias.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,16 +31,6 @@ pub struct RouteSpec {
     pub backends: Vec<SocketAddr>,
     #[serde(default)]
     pub https_redirect: bool,
-}
-
-impl RouteSpec {
-    pub fn to_route(&self) -> Route {
-        Route::new(
-            self.name.clone(),
-            self.backends.iter().copied().map(Backend::new).collect(),
-        )
-        .with_https_redirect(self.https_redirect)
-    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,21 +112,5 @@ mod tests {
         std::fs::write(&path, "{not json").expect("write");
         let err = State::load(&path).expect_err("garbage accepted");
         assert!(err.to_string().contains("state.json"), "{err}");
-    }
-
-    #[test]
-    fn a_table_round_trips_through_its_snapshot() {
-        let table = crate::RouteTable::new();
-        let mut state = State::default();
-        state.routes.push(RouteSpec {
-            host: "a.test".into(),
-            name: "a".into(),
-            backends: vec!["127.0.0.1:9000".parse().expect("addr")],
-            https_redirect: false,
-        });
-        table.set("stale.test", Route::new("stale", vec![]));
-        table.replace(&state);
-        assert_eq!(table.snapshot(), state);
-        assert_eq!(table.hosts(), vec!["a.test".to_string()]);
     }
 }

@@ -1,12 +1,14 @@
 //! A response body that keeps its request counted as in flight until the body
 //! has been sent: a streamed response is still in flight after the headers.
+//! The hyper path wraps backends' responses in it (the HTTP/1.1 path holds
+//! its count while it copies the body).
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use hyper::body::{Body, Frame, SizeHint};
 
-use crate::InFlight;
+use crate::routes::InFlight;
 
 pub struct Tracked<B> {
     inner: B,

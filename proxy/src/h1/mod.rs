@@ -1,15 +1,15 @@
 //! The HTTP/1.1 path: every HTTP/1.1 client connection, plain or TLS, is
-//! served here; hyper serves HTTP/2 and HTTP/1.0 (see `serve`).
+//! served here; hyper serves HTTP/2 and HTTP/1.0 (see `hyper_path`).
 //!
 //! One task per client connection reads a request head, forwards it to a
 //! backend over a pooled keep-alive connection, and streams the response
 //! back, with no header map and no task per request: a request's head is
 //! parsed and rewritten in one pass ([`head`]), and bodies pass through byte
 //! for byte, their ends found by [`framing`]. Idle connections hold no
-//! buffers. It knows nothing of TLS or of how routes are made: it reads
-//! and writes a stream and asks [`Proxy`] where a host goes.
+//! buffers. It knows nothing of TLS, of the hyper path or of how routes are
+//! made: it reads and writes a stream and asks [`Proxy`] where a host goes.
 
-mod backend;
+pub(crate) mod backend;
 mod deadline;
 mod framing;
 mod head;
@@ -19,7 +19,6 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::Poll;
 use std::time::Instant;
 
@@ -27,15 +26,14 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 use backend::BackendConn;
-pub use backend::Backends;
 use deadline::Deadline;
 use framing::{BodyScan, Framing};
-pub use head::new_request_id;
 use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
+use crate::context::{Decision, Proxy};
 use crate::pages::{self, Page};
-use crate::routes::Route;
-use crate::serve::Proxy;
+use crate::request_id::new_request_id;
+use crate::routes::InFlight;
 
 /// How a client connection left the HTTP/1.1 path.
 pub enum Ended<I> {
@@ -139,7 +137,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                     Err(err) => {
                         tracing::debug!(peer = %self.addr, error = %err, "refused a request");
                         let page = pages::refused(err.status(), &err.to_string());
-                        self.answer(page, false, &RequestId::Made(head::new_request_id()), true)
+                        self.answer(page, false, &RequestId::Made(new_request_id()), true)
                             .await;
                         return Next::Close;
                     }
@@ -152,7 +150,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                 None if self.buf.is_empty() => return Next::Close,
                 None => {
                     let page = pages::refused(408, "The request headers took too long to arrive.");
-                    self.answer(page, false, &RequestId::Made(head::new_request_id()), true)
+                    self.answer(page, false, &RequestId::Made(new_request_id()), true)
                         .await;
                     return Next::Close;
                 }
@@ -411,7 +409,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         resp: ResponseHead,
         mut down: Vec<u8>,
         upload_done: bool,
-        in_flight: crate::InFlight,
+        in_flight: InFlight,
     ) -> Next {
         let settings = self.proxy.settings();
         conn.buf.advance(resp.len);
@@ -532,13 +530,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         let _ = self.client.write_all(&out).await;
         let _ = self.client.flush().await;
     }
-}
-
-/// What the proxy does with a request before any backend is involved.
-pub enum Decision {
-    /// Answer with this page; `true` if the request's body is left unread.
-    Answer(Page, bool),
-    Forward(Arc<Route>),
 }
 
 /// A response head read within `timeout`, or [`Failure::Timeout`].

@@ -242,10 +242,3 @@ fn responses_keep_their_framing_and_lose_hop_by_hop_headers() {
     .expect("valid");
     assert!(head.ends_with("connection: close\r\n\r\n"), "{head}");
 }
-
-#[test]
-fn request_ids_are_unique_hex() {
-    let (a, b) = (new_request_id(), new_request_id());
-    assert_ne!(a, b);
-    assert!(a.iter().all(u8::is_ascii_hexdigit));
-}

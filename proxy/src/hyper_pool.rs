@@ -1,5 +1,5 @@
-//! Keep-alive connections to backends, one pool per worker thread, on
-//! hyper's low-level client connections.
+//! The hyper path's keep-alive connections to backends, one pool per worker
+//! thread, on hyper's low-level client connections.
 //!
 //! hyper-util's general-purpose client does more per request than a proxy
 //! to a handful of known addresses needs (URI-keyed pool, connector layers,
@@ -18,7 +18,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
-use crate::serve::Upstream;
+use crate::upstream::Upstream;
 
 /// Why a request got no response from its backend.
 #[derive(Debug, thiserror::Error)]
