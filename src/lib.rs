@@ -1,21 +1,19 @@
 //! gantry: `git push` to a server you own, and your app is live.
 //!
 //! # Layout
-//! A push travels through these modules in order (see `docs/architecture.md`):
-//! - [`git`]: the SSH endpoint; authenticates keys, runs `git receive-pack`, and
-//!   reads pushed trees.
-//! - [`control`]: the local socket through which the pre-receive hook and the
-//!   local CLI reach the running server.
-//! - [`push`]: a push's stages (receive, build, release, deploy), streamed to the pusher.
-//! - [`build`]: turns a source tree into an image; never runs it.
-//! - [`deploy`]: runs a release's containers, health-checks them and switches routes.
-//! - the `gantry-proxy` crate: routes HTTP by host to app containers.
-//! - [`store`]: keys, apps and releases in SQLite or Postgres.
-//! - [`cli`]: the one command grammar, shared by the local CLI and SSH.
-//! - [`config`], [`names`]: settings and validated names; [`secrets`]: config
-//!   vars encrypted at rest.
-//! - [`web`]: the dashboard (deploy history pages), routed like an app.
-//! - [`server`]: `gantry serve`, which wires all of the above together.
+//! Floors, each importing only from the floors below it (the picture and
+//! the rule are in `docs/architecture.md`; `tests/it/layers.rs` checks them):
+//! - top: [`server`] (`gantry serve`, which wires everything; nothing imports it);
+//! - transports: [`cli`] (the command line), [`ssh`] (the SSH endpoint),
+//!   [`commands`] (the one command grammar), [`web`] (the dashboard);
+//! - operations: [`push`] (a push's stages), [`apps`], [`domains`], [`setup`];
+//! - parts: [`deploy`] and [`acme`] over [`git`], [`jobs`], [`build`],
+//!   [`artifacts`] and [`certs`];
+//! - the ground floor: [`access`] (who may do what), [`context`] (the handles
+//!   every part shares), [`runtime`] (where apps' processes run), [`routing`]
+//!   (the link to the proxy), [`config_vars`], [`config`], [`store`],
+//!   [`control`] (the control socket's wire), [`manifest`], [`names`],
+//!   [`time`], [`secrets`], [`signal`].
 
 pub mod access;
 pub mod acme;

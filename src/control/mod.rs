@@ -7,7 +7,7 @@
 //! `$GANTRY_HOME/run` with owner-only permissions: whoever can open it is the
 //! server's own user, so local CLI calls act as admin.
 //!
-//! Protocol: the client sends one JSON line ([`Request`]); the server answers
+//! Protocol: the client sends one JSON line (`protocol::Request`); the server answers
 //! with frames (one tag byte, a big-endian u32 length, the payload; see [`protocol`]): stdout
 //! bytes, stderr bytes, and finally the exit code.
 

@@ -5,7 +5,7 @@
 //! and wait until each answers HTTP ([`replicas::start`]), record the release as
 //! current, swap the route atomically, let requests in flight on the old route
 //! finish, stop the old containers ([`replicas::switch`]). Any failure before the
-//! switch leaves the old release serving, untouched. [`restore`] rebuilds routes
+//! switch leaves the old release serving, untouched. [`restore`](restore::restore) rebuilds routes
 //! when `serve` starts; [`processes`] scales, stops and restarts; [`watch`]
 //! follows containers Docker restarts.
 //!

@@ -1,9 +1,10 @@
-//! The git server: an SSH endpoint (russh) that authenticates keys, runs the real
-//! `git receive-pack` / `git upload-pack` on bare repositories, and answers
-//! management commands; plus reading what was pushed with gix.
+//! The git server's repositories: one bare repository per app (`repos`),
+//! reading what was pushed with gix (`source`), and the pre-receive hook's
+//! side of the control socket (`hook`). The SSH endpoint that runs git on
+//! them is `ssh`, a transport above.
 //!
 //! It does not build or deploy: a push reaches `push` through the pre-receive
-//! hook and the control socket, identified by a `context::sessions::PushSession` token.
+//! hook and the control socket, identified by a `context::sessions` token.
 
 pub mod hook;
 pub mod repos;

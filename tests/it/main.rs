@@ -8,6 +8,7 @@ mod browser;
 mod buildpacks;
 mod https;
 mod jobs;
+mod layers;
 mod manifest;
 mod processes;
 mod proxy;
