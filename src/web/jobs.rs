@@ -1,26 +1,154 @@
 //! The job log's pages: `/jobs`, `/jobs/NAME`, `/jobs/NAME/RUN` (the log,
 //! followed live over Server-Sent Events while the run goes), Run again,
-//! artifacts, `/badge/NAME.svg` and Prometheus `/metrics`.
+//! artifacts, and `/badge/NAME.svg`.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full, StreamBody};
-use hyper::body::Frame;
-use hyper::header::{self, HeaderValue};
-use hyper::Response;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
 
 use super::pages;
+use super::respond::{html, not_found, problem, redirect, Page};
+use super::session::{CsrfForm, CsrfRefused, LoggedIn};
 use crate::access::Caller;
 use crate::context::Gantry;
 use crate::jobs::{self, Trigger};
 use crate::store::{Run, RunStatus};
 
-pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+/// `GET /jobs`.
+pub async fn list(State(gantry): State<Arc<Gantry>>, visitor: LoggedIn) -> Page {
+    Ok(html(
+        StatusCode::OK,
+        list_page(&gantry, visitor.caller(), visitor.csrf()).await?,
+    ))
+}
+
+/// `GET /jobs/NAME[/RUN[/events | /artifacts/FILE]]`.
+pub async fn show(
+    State(gantry): State<Arc<Gantry>>,
+    visitor: LoggedIn,
+    Path(rest): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Page {
+    let csrf = visitor.csrf();
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((job, tail)) = split_path(&segments) else {
+        return Ok(not_found(csrf));
+    };
+    if !visitor.caller().may_use_job(&job) {
+        return Ok(not_found(csrf));
+    }
+    let tail: Vec<&str> = tail.iter().map(String::as_str).collect();
+    let run = |number: &str| {
+        let (gantry, job, number) = (gantry.clone(), job.clone(), number.parse::<i64>());
+        async move {
+            match number {
+                Ok(n) => gantry.store.run(&job, n).await,
+                Err(_) => Ok(None),
+            }
+        }
+    };
+    Ok(match tail.as_slice() {
+        [] => html(StatusCode::OK, runs_page(&gantry, &job, csrf).await?),
+        [number] => match run(number).await? {
+            Some(run) => html(StatusCode::OK, run_page(&gantry, &run, csrf).await?),
+            None => not_found(csrf),
+        },
+        [number, "events"] => match run(number).await? {
+            Some(run) => {
+                // `?from=BYTES`: where the page's log stopped.
+                let from = query
+                    .as_deref()
+                    .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("from=")))
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                events(gantry.clone(), run, from)
+            }
+            None => not_found(csrf),
+        },
+        [number, "artifacts", file] => {
+            artifact(&gantry, &job, number, file).unwrap_or_else(|| not_found(csrf))
+        }
+        _ => not_found(csrf),
+    })
+}
+
+/// `POST /jobs/NAME/run`: Run (or Run again, with the `again` run's
+/// parameters), the same operation as `jobs:run`.
+pub async fn run(
+    State(gantry): State<Arc<Gantry>>,
+    visitor: LoggedIn,
+    Path(rest): Path<String>,
+    form: Result<CsrfForm, CsrfRefused>,
+) -> Page {
+    let (caller, csrf) = (visitor.caller(), visitor.csrf());
+    let segments: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let Some((job, tail)) = split_path(&segments) else {
+        return Ok(not_found(csrf));
+    };
+    if tail != ["run"] || !caller.may_use_job(&job) {
+        return Ok(not_found(csrf));
+    }
+    let form = match form {
+        Ok(form) => form,
+        Err(refused) => return Ok(refused.into_response()),
+    };
+    // "Run again" names the run whose parameters to reuse.
+    let again = form.field("again").and_then(|v| v.parse::<i64>().ok());
+    Ok(match run_now(&gantry, caller, &job, again).await {
+        Ok(run) => redirect(&format!("/jobs/{}/{}", run.job, run.number), None),
+        Err(err) => problem(
+            StatusCode::CONFLICT,
+            "Cannot run it",
+            &format!("{err:#}"),
+            Some(csrf),
+        ),
+    })
+}
+
+/// `GET /badge/NAME.svg`: public, for READMEs.
+pub async fn badge(State(gantry): State<Arc<Gantry>>, Path(file): Path<String>) -> Response {
+    let Some(job) = file.strip_suffix(".svg") else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let last = gantry
+        .store
+        .list_runs(job, 1)
+        .await
+        .ok()
+        .and_then(|r| r.into_iter().next());
+    badge_svg(job, last.as_ref())
+}
+
+/// A file a run left in its artifacts directory, as a download.
+fn artifact(gantry: &Gantry, job: &str, number: &str, file: &str) -> Option<Response> {
+    let number: i64 = number.parse().ok()?;
+    if file.is_empty() || file.starts_with('.') || file.contains(['/', '\\']) {
+        return None;
+    }
+    let bytes = std::fs::read(jobs::artifacts_dir(gantry, job, number).join(file)).ok()?;
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        bytes,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{file}\"")) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    Some(response)
+}
 
 /// `["jobs", ...rest]` split into the job name and what follows it: job names
 /// may hold one `/` (`APP/cron-x`), so a numeric segment marks the run.
-pub fn split_path(rest: &[&str]) -> Option<(String, Vec<String>)> {
+fn split_path(rest: &[&str]) -> Option<(String, Vec<String>)> {
     let run_at = rest
         .iter()
         .position(|s| s.parse::<i64>().is_ok() || *s == "run");
@@ -34,11 +162,7 @@ pub fn split_path(rest: &[&str]) -> Option<(String, Vec<String>)> {
     Some((name.join("/"), tail.iter().map(|s| s.to_string()).collect()))
 }
 
-pub async fn list_page(
-    gantry: &Gantry,
-    caller: &Caller,
-    csrf: &str,
-) -> anyhow::Result<maud::Markup> {
+async fn list_page(gantry: &Gantry, caller: &Caller, csrf: &str) -> anyhow::Result<maud::Markup> {
     let mut rows = Vec::new();
     for job in jobs::overview(gantry, caller).await? {
         let mut durations: Vec<f64> = gantry
@@ -61,7 +185,7 @@ pub async fn list_page(
     Ok(pages::layout("Jobs", Some(csrf), pages::jobs(&rows)))
 }
 
-pub async fn runs_page(gantry: &Gantry, job: &str, csrf: &str) -> anyhow::Result<maud::Markup> {
+async fn runs_page(gantry: &Gantry, job: &str, csrf: &str) -> anyhow::Result<maud::Markup> {
     let runs = gantry.store.list_runs(job, 200).await?;
     Ok(pages::layout(
         job,
@@ -70,7 +194,7 @@ pub async fn runs_page(gantry: &Gantry, job: &str, csrf: &str) -> anyhow::Result
     ))
 }
 
-pub async fn run_page(gantry: &Gantry, run: &Run, csrf: &str) -> anyhow::Result<maud::Markup> {
+async fn run_page(gantry: &Gantry, run: &Run, csrf: &str) -> anyhow::Result<maud::Markup> {
     let text = std::fs::read(jobs::log_path(gantry, &run.job, run.number)).unwrap_or_default();
     // Show whole lines; a live run's events start after the last one shown.
     let shown = if run.status.is_finished() {
@@ -110,13 +234,13 @@ pub async fn run_page(gantry: &Gantry, run: &Run, csrf: &str) -> anyhow::Result<
 }
 
 /// ANSI-coloured text to HTML (escaped), as the release build log is.
-pub fn to_html(text: &str) -> String {
+fn to_html(text: &str) -> String {
     ansi_to_html::convert(text).unwrap_or_else(|_| maud::html! { (text) }.into_string())
 }
 
 /// Queues a manual run from the dashboard; `again` names a run whose
 /// parameters it takes (the run page's "Run again").
-pub async fn run_now(
+async fn run_now(
     gantry: &Gantry,
     caller: &Caller,
     job: &str,
@@ -148,20 +272,20 @@ pub async fn run_now(
 
 /// The run's log from byte `from` on, as Server-Sent Events: `log` events of
 /// rendered HTML lines while it grows, then one `end` event with the status.
-pub fn events(gantry: std::sync::Arc<Gantry>, run: Run, from: u64) -> Response<Body> {
-    struct State {
-        gantry: std::sync::Arc<Gantry>,
+fn events(gantry: Arc<Gantry>, run: Run, from: u64) -> Response {
+    struct Follow {
+        gantry: Arc<Gantry>,
         run: Run,
         offset: u64,
         done: bool,
     }
-    let state = State {
+    let follow = Follow {
         gantry,
         run,
         offset: from,
         done: false,
     };
-    let stream = futures_util::stream::unfold(state, |mut state| async move {
+    let stream = futures_util::stream::unfold(follow, |mut state| async move {
         if state.done {
             return None;
         }
@@ -189,35 +313,26 @@ pub fn events(gantry: std::sync::Arc<Gantry>, run: Run, from: u64) -> Response<B
             if take > 0 {
                 state.offset += take as u64;
                 let html = to_html(String::from_utf8_lossy(&fresh[..take]).trim_end_matches('\n'));
-                let mut event = String::from("event: log\n");
-                for line in html.lines() {
-                    event.push_str("data: ");
-                    event.push_str(line);
-                    event.push('\n');
-                }
-                event.push('\n');
-                return Some((Ok::<_, Infallible>(Frame::data(Bytes::from(event))), state));
+                let event = Event::default().event("log").data(html);
+                return Some((Ok::<_, Infallible>(event), state));
             }
             if status.is_finished() {
                 state.done = true;
-                let event = format!("event: end\ndata: {}\n\n", status.as_str());
-                return Some((Ok(Frame::data(Bytes::from(event))), state));
+                let event = Event::default().event("end").data(status.as_str());
+                return Some((Ok(event), state));
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
     });
-    let mut response = Response::new(BodyExt::boxed_unsync(StreamBody::new(stream)));
-    let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    (
+        [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
+        Sse::new(stream),
+    )
+        .into_response()
 }
 
 /// A shields-style status badge for READMEs.
-pub fn badge(job: &str, last: Option<&Run>) -> Response<Body> {
+fn badge_svg(job: &str, last: Option<&Run>) -> Response {
     let (text, color) = match last.map(|r| r.status) {
         Some(RunStatus::Succeeded) => ("passing", "#2e7d32"),
         Some(RunStatus::Failed | RunStatus::TimedOut) => ("failing", "#c62828"),
@@ -239,114 +354,17 @@ pub fn badge(job: &str, last: Option<&Run>) -> Response<Body> {
         }
     }
     .into_string();
-    let mut response = Response::new(Full::new(Bytes::from(svg)).boxed_unsync());
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("image/svg+xml"),
-    );
-    response
-        .headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    response
-}
-
-/// Prometheus text exposition of the job log, builds and deploys.
-pub async fn metrics(gantry: &Gantry) -> anyhow::Result<String> {
-    use std::fmt::Write;
-    let mut out = String::new();
-    let stats = gantry.store.run_stats().await?;
-    writeln!(
-        out,
-        "# HELP gantry_job_runs_total Finished runs by job and status (pruned runs included)."
-    )?;
-    writeln!(out, "# TYPE gantry_job_runs_total counter")?;
-    for s in stats
-        .iter()
-        .filter(|s| s.status != "queued" && s.status != "running")
-    {
-        writeln!(
-            out,
-            "gantry_job_runs_total{{job=\"{}\",status=\"{}\"}} {}",
-            escape(&s.job),
-            s.status,
-            s.count
-        )?;
-    }
-    writeln!(
-        out,
-        "# HELP gantry_job_run_duration_seconds Time from start to end of finished runs."
-    )?;
-    writeln!(out, "# TYPE gantry_job_run_duration_seconds summary")?;
-    let mut by_job: std::collections::BTreeMap<&str, (f64, i64)> = Default::default();
-    for s in &stats {
-        let e = by_job.entry(&s.job).or_default();
-        e.0 += s.duration_ms as f64 / 1000.0;
-        e.1 += s.finished;
-    }
-    for (job, (sum, count)) in by_job {
-        writeln!(
-            out,
-            "gantry_job_run_duration_seconds_sum{{job=\"{}\"}} {sum:.3}",
-            escape(job)
-        )?;
-        writeln!(
-            out,
-            "gantry_job_run_duration_seconds_count{{job=\"{}\"}} {count}",
-            escape(job)
-        )?;
-    }
-    let queued: i64 = stats
-        .iter()
-        .filter(|s| s.status == "queued")
-        .map(|s| s.count)
-        .sum();
-    writeln!(
-        out,
-        "# HELP gantry_job_queue_depth Runs waiting for an executor."
-    )?;
-    writeln!(out, "# TYPE gantry_job_queue_depth gauge")?;
-    writeln!(out, "gantry_job_queue_depth {queued}")?;
-    let (busy, total) = gantry.executors.executors();
-    writeln!(
-        out,
-        "# HELP gantry_executors_busy Executors running a job, of gantry_executors."
-    )?;
-    writeln!(out, "# TYPE gantry_executors_busy gauge")?;
-    writeln!(out, "gantry_executors_busy {busy}")?;
-    writeln!(out, "# TYPE gantry_executors gauge")?;
-    writeln!(out, "gantry_executors {total}")?;
-    writeln!(
-        out,
-        "# HELP gantry_releases_total Releases (builds and deploys) by kind and status."
-    )?;
-    writeln!(out, "# TYPE gantry_releases_total counter")?;
-    for (kind, status, count) in gantry.store.release_stats().await? {
-        writeln!(
-            out,
-            "gantry_releases_total{{kind=\"{kind}\",status=\"{status}\"}} {count}"
-        )?;
-    }
-    writeln!(
-        out,
-        "# HELP gantry_notify_failures_total Alert sends that failed (each attempt)."
-    )?;
-    writeln!(out, "# TYPE gantry_notify_failures_total counter")?;
-    writeln!(
-        out,
-        "gantry_notify_failures_total {}",
-        gantry
-            .executors
-            .notify_failures
-            .load(std::sync::atomic::Ordering::Relaxed)
-    )?;
-    Ok(out)
-}
-
-fn escape(label: &str) -> String {
-    label
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/svg+xml"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        svg,
+    )
+        .into_response()
 }
 
 #[cfg(test)]
