@@ -12,6 +12,10 @@ pub enum ConfigVarError {
     NotAssignment(String),
     #[error("invalid config var name {0:?}: names are letters, digits and '_', not starting with a digit")]
     BadName(String),
+    #[error("the value of {0} is not base64 (config:set --encoded takes each value base64-encoded): {1}")]
+    NotBase64(String, String),
+    #[error("the value of {0} decodes to bytes that are not UTF-8 text")]
+    NotText(String),
     #[error(
         "PORT is set by gantry (the port the web process listens on); it cannot be a config var"
     )]
@@ -46,6 +50,23 @@ impl ConfigVars {
             .ok_or_else(|| ConfigVarError::NotAssignment(raw.to_owned()))?;
         Self::check_name(name)?;
         Ok((name.to_owned(), value.to_owned()))
+    }
+
+    /// `KEY=BASE64` as Dokku's `config:set --encoded` takes it: the way to
+    /// pass a value with newlines, quotes or spaces through an SSH command line.
+    pub fn parse_encoded_assignment(raw: &str) -> Result<(String, String), ConfigVarError> {
+        use base64::Engine;
+        let (name, encoded) = Self::parse_assignment(raw)?;
+        let engine = base64::engine::GeneralPurpose::new(
+            &base64::alphabet::STANDARD,
+            base64::engine::GeneralPurposeConfig::new()
+                .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+        );
+        let bytes = engine
+            .decode(encoded.trim())
+            .map_err(|e| ConfigVarError::NotBase64(name.clone(), e.to_string()))?;
+        let value = String::from_utf8(bytes).map_err(|_| ConfigVarError::NotText(name.clone()))?;
+        Ok((name, value))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -135,6 +156,22 @@ mod tests {
         assert!(matches!(
             ConfigVars::parse_assignment("NOEQUALS"),
             Err(ConfigVarError::NotAssignment(_))
+        ));
+        assert_eq!(
+            ConfigVars::parse_encoded_assignment("KEY=bGluZSAxCmxpbmUgIjIiICdx"),
+            Ok(("KEY".into(), "line 1\nline \"2\" 'q".into()))
+        );
+        assert_eq!(
+            ConfigVars::parse_encoded_assignment("E="),
+            Ok(("E".into(), String::new()))
+        );
+        assert!(matches!(
+            ConfigVars::parse_encoded_assignment("KEY=not base64!"),
+            Err(ConfigVarError::NotBase64(..))
+        ));
+        assert!(matches!(
+            ConfigVars::parse_encoded_assignment("KEY=/w=="),
+            Err(ConfigVarError::NotText(_))
         ));
         for bad in ["1X=a", "A-B=a", "=a", "A B=c"] {
             assert!(

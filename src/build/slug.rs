@@ -19,6 +19,11 @@ use tokio::io::AsyncWriteExt;
 
 use super::{BuildError, BuiltImage};
 
+/// Where buildpacks put files the app needs at run time that must not sit in
+/// `/app` beside the app's own (the static buildpack's server): the image
+/// has them at the same path.
+pub const LIB: &str = "/gantry/lib";
+
 /// How the image starts its processes.
 pub struct Launch<'a> {
     /// The launcher script, stored at `/gantry/launch` and made the entrypoint.
@@ -59,6 +64,8 @@ pub async fn load(
         .await
         .map_err(|e| io("cannot write the slug", e))?;
     drop(file);
+    let lib_tar = scratch.join("lib.tar");
+    let has_lib = download(docker, builder, LIB, &lib_tar).await?;
 
     let stack_image = docker.inspect_image(stack).await?;
     let stack_layers = stack_image
@@ -86,6 +93,7 @@ pub async fn load(
         write_archive(
             &scratch_owned,
             &app_tar,
+            has_lib.then_some(lib_tar.as_path()),
             &launcher,
             &stack_layers,
             image_config,
@@ -130,12 +138,51 @@ pub async fn load(
     })
 }
 
+/// Copies `path` out of the builder as a tar at `to`; false when the
+/// builder has no such path.
+async fn download(
+    docker: &Docker,
+    builder: &str,
+    path: &str,
+    to: &Path,
+) -> Result<bool, BuildError> {
+    let io = |e: std::io::Error| BuildError::Failed(format!("cannot write {}: {e}", to.display()));
+    let options = DownloadFromContainerOptionsBuilder::default()
+        .path(path)
+        .build();
+    let mut stream = docker.download_from_container(builder, Some(options));
+    let mut file: Option<tokio::fs::File> = None;
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(chunk) => chunk,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(false),
+            Err(err) => return Err(err.into()),
+        };
+        if file.is_none() {
+            file = Some(tokio::fs::File::create(to).await.map_err(io)?);
+        }
+        if let Some(file) = file.as_mut() {
+            file.write_all(&chunk).await.map_err(io)?;
+        }
+    }
+    match file {
+        Some(mut file) => {
+            file.flush().await.map_err(io)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
 /// Writes `layer.tar` (the slug plus the launcher) and around it the
 /// `docker load` archive; returns the archive's path.
 #[allow(clippy::too_many_arguments)]
 fn write_archive(
     scratch: &Path,
     app_tar: &Path,
+    lib_tar: Option<&Path>,
     launcher: &str,
     stack_layers: &[String],
     image_config: serde_json::Value,
@@ -170,6 +217,21 @@ fn write_archive(
     file.set_mode(0o755);
     file.set_size(launcher.len() as u64);
     layer.append_data(&mut file, "gantry/launch", launcher.as_bytes())?;
+    if let Some(lib_tar) = lib_tar {
+        let mut lib = tar::Archive::new(std::fs::File::open(lib_tar)?);
+        for entry in lib.entries()? {
+            let mut entry = entry?;
+            let mut header = entry.header().clone();
+            let path = Path::new("gantry").join(entry.path()?);
+            match entry.link_name()? {
+                Some(target) => {
+                    let target = target.into_owned();
+                    layer.append_link(&mut header, &path, &target)?;
+                }
+                None => layer.append_data(&mut header, &path, &mut entry)?,
+            }
+        }
+    }
     let hashing = layer.into_inner()?;
     let (file, digest) = hashing.finish()?;
     drop(file);

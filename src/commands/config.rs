@@ -16,6 +16,51 @@ pub async fn show(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Resul
     Ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect())
 }
 
+/// `config:export`: the vars in a form a shell or a tool reads back
+/// exactly, newlines and quotes included.
+pub async fn export(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+    format: &str,
+) -> anyhow::Result<String> {
+    let record = crate::access::managed_app(gantry, caller, name).await?;
+    let vars = ConfigVars::open(&record.config, &gantry.secrets)?;
+    Ok(render_export(&vars, format))
+}
+
+fn render_export(vars: &ConfigVars, format: &str) -> String {
+    let quote = |v: &str| {
+        shlex::try_quote(v)
+            .map(|q| q.into_owned())
+            .unwrap_or_else(|_| format!("'{}'", v.replace('\'', "'\\''")))
+    };
+    match format {
+        "json" => {
+            let map: serde_json::Map<String, serde_json::Value> = vars
+                .iter()
+                .map(|(k, v)| (k.to_owned(), serde_json::Value::String(v.to_owned())))
+                .collect();
+            format!("{}\n", serde_json::Value::Object(map))
+        }
+        "envfile" => vars
+            .iter()
+            .map(|(k, v)| format!("{k}={}\n", quote(v)))
+            .collect(),
+        "shell" => {
+            let line: Vec<String> = vars
+                .iter()
+                .map(|(k, v)| format!("{k}={}", quote(v)))
+                .collect();
+            format!("{}\n", line.join(" "))
+        }
+        _ => vars
+            .iter()
+            .map(|(k, v)| format!("export {k}={}\n", quote(v)))
+            .collect(),
+    }
+}
+
 pub async fn get(
     gantry: &Gantry,
     caller: &Caller,
@@ -36,11 +81,18 @@ pub async fn set(
     name: &str,
     assignments: &[String],
     no_restart: bool,
+    encoded: bool,
 ) -> anyhow::Result<String> {
     // Every bad assignment is reported, not just the first.
     let (pairs, errors): (Vec<_>, Vec<_>) = assignments
         .iter()
-        .map(|a| ConfigVars::parse_assignment(a))
+        .map(|a| {
+            if encoded {
+                ConfigVars::parse_encoded_assignment(a)
+            } else {
+                ConfigVars::parse_assignment(a)
+            }
+        })
         .partition(Result::is_ok);
     if !errors.is_empty() {
         let messages: Vec<String> = errors
@@ -100,4 +152,32 @@ async fn change(
         edit,
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exports_read_back_exactly_in_a_shell() {
+        let mut vars = ConfigVars::default();
+        vars.set("A".into(), "two\nlines with 'quotes' and $HOME".into());
+        vars.set("B".into(), "plain".into());
+        let script = format!(
+            "{}printf '%s|%s' \"$A\" \"$B\"",
+            render_export(&vars, "exports")
+        );
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .output()
+            .expect("sh");
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "two\nlines with 'quotes' and $HOME|plain"
+        );
+        assert_eq!(
+            render_export(&vars, "json"),
+            "{\"A\":\"two\\nlines with 'quotes' and $HOME\",\"B\":\"plain\"}\n"
+        );
+    }
 }

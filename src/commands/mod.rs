@@ -81,6 +81,16 @@ pub enum ManageCommand {
         /// Record the release without restarting the running containers
         #[arg(long)]
         no_restart: bool,
+        /// Each VALUE is base64 (Dokku's form for values with newlines or quotes)
+        #[arg(long)]
+        encoded: bool,
+    },
+    /// Print an app's config vars as shell `export` lines (or --format envfile, json)
+    #[command(name = "config:export")]
+    ConfigExport {
+        app: String,
+        #[arg(long, default_value = "exports", value_parser = ["exports", "envfile", "json", "shell"])]
+        format: String,
     },
     /// Remove config vars; makes a release and restarts the app with no downtime
     #[command(name = "config:unset")]
@@ -321,7 +331,11 @@ pub async fn execute(
             app,
             assignments,
             no_restart,
-        } => config::set(gantry, caller, &app, &assignments, no_restart).await,
+            encoded,
+        } => config::set(gantry, caller, &app, &assignments, no_restart, encoded).await,
+        ManageCommand::ConfigExport { app, format } => {
+            config::export(gantry, caller, &app, &format).await
+        }
         ManageCommand::ConfigUnset {
             app,
             keys,

@@ -66,10 +66,21 @@ pub struct CronJob {
     pub schedule: String,
 }
 
+/// app.json as Dokku reads it: `//` and `/* */` comments and trailing commas
+/// are allowed, as people write them in hand-kept files.
+fn lenient(text: &str) -> Result<AppJson, serde_json_lenient::Error> {
+    let mut de = serde_json_lenient::Deserializer::from_str(text);
+    de.set_allow_comments(true);
+    de.set_ignore_trailing_commas(true);
+    let parsed = AppJson::deserialize(&mut de)?;
+    de.end()?;
+    Ok(parsed)
+}
+
 impl AppJson {
     /// Parses and checks `app.json`; the error says where and what.
     pub fn parse(text: &str) -> Result<AppJson, String> {
-        let parsed: AppJson = serde_json::from_str(text)
+        let parsed = lenient(text)
             .map_err(|e| format!("app.json line {} column {}: {e}", e.line(), e.column()))?;
         let mut problems = Vec::new();
         for (i, job) in parsed.cron.iter().enumerate() {
@@ -138,6 +149,15 @@ mod tests {
         assert_eq!(app.formation["web"].quantity, 2);
         assert_eq!(app.cron[0].schedule, "@daily");
         assert_eq!(AppJson::parse("{}").expect("empty"), AppJson::default());
+    }
+
+    #[test]
+    fn comments_and_trailing_commas_as_dokku_allows() {
+        let text = "// deploy settings\n{\n  /* two web */ \"formation\": {\"web\": {\"quantity\": 2,},},\n  \"cron\": [{\"command\": \"echo // not a comment\", \"schedule\": \"@daily\"},], // nightly\n}\n";
+        let app = AppJson::parse(text).expect("parse");
+        assert_eq!(app.formation["web"].quantity, 2);
+        assert_eq!(app.cron[0].command, "echo // not a comment");
+        assert!(AppJson::parse("{} trailing").is_err());
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! The Procfile (Heroku's grammar): `name: command` lines. `web` is routed and
 //! gets `PORT`; `release` runs once per deploy before any process switches; any
-//! type whose name starts with `cron` takes a schedule before its command
-//! (Piku-compatible: `cron1: */5 * * * * python task.py`), with full 5-field cron
-//! syntax (ranges, lists, steps, names) or `@hourly`/`@daily`/`@weekly`/`@monthly`/
-//! `@yearly`, validated with croner. Every other type is a worker.
+//! type whose name starts with `cron` and whose command starts with a schedule
+//! is scheduled (Piku-compatible: `cron1: */5 * * * * python task.py`), with
+//! full 5-field cron syntax (ranges, lists, steps, names) or `@hourly`/`@daily`/
+//! `@weekly`/`@monthly`/`@yearly`, validated with croner. Every other type,
+//! `cron: python3 -u worker.py` included (as Dokku reads it), is a worker.
 
 use std::collections::BTreeMap;
 
@@ -86,7 +87,7 @@ impl Procfile {
             }
             if name == "release" {
                 procfile.release = Some(command.to_owned());
-            } else if name.starts_with("cron") {
+            } else if name.starts_with("cron") && looks_scheduled(command) {
                 match split_schedule(command) {
                     Ok((schedule, command)) => {
                         procfile
@@ -117,10 +118,32 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// Whether `name` may be a long-running process type (not `release`, not a
-/// `cron*` schedule): for process types a buildpack declares.
+/// Whether `name` may be a long-running process type (not `release`): for
+/// process types a buildpack declares.
 pub fn is_process_name(name: &str) -> bool {
-    valid_name(name) && name != "release" && !name.starts_with("cron")
+    valid_name(name) && name != "release"
+}
+
+/// Whether a `cron*` line's command starts with a schedule, as Dokku reads
+/// it: an `@macro`, or a first word made of cron field characters (`*/5`,
+/// `0`, `MON-FRI`). `cron: python3 -u worker.py` is a worker named cron.
+fn looks_scheduled(command: &str) -> bool {
+    let Some(first) = command.split_whitespace().next() else {
+        return false;
+    };
+    if first.starts_with('@') {
+        return true;
+    }
+    const NAMES: [&str; 19] = [
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC", "MON",
+        "TUE", "WED", "THU", "FRI", "SAT", "SUN",
+    ];
+    first.split([',', '-', '/']).all(|part| {
+        part == "*"
+            || part == "?"
+            || (!part.is_empty() && part.chars().all(|c| c.is_ascii_digit()))
+            || NAMES.contains(&part.to_ascii_uppercase().as_str())
+    })
 }
 
 /// `*/5 * * * * cmd args` → (`*/5 * * * *`, `cmd args`); `@daily cmd` likewise.
@@ -165,6 +188,21 @@ mod tests {
         assert_eq!(p.crons["cron-nightly"].command, "./backup.sh --full");
         assert_eq!(p.crons["cronweek"].schedule, "0 3 * * MON-FRI,SUN");
         assert!(!p.processes.contains_key("release") && !p.processes.contains_key("cron1"));
+    }
+
+    #[test]
+    fn a_cron_type_without_a_schedule_is_a_worker() {
+        let p = Procfile::parse(
+            "cron: python3 -u worker.py\ncronjob: ./run-forever\ncron2: 0 3 * * * ./nightly\n",
+        )
+        .expect("parse");
+        assert_eq!(p.processes["cron"], "python3 -u worker.py");
+        assert_eq!(p.processes["cronjob"], "./run-forever");
+        assert_eq!(p.crons["cron2"].schedule, "0 3 * * *");
+        assert!(is_process_name("cron"));
+        assert!(
+            !looks_scheduled("python3 x") && looks_scheduled("MON-FRI") && looks_scheduled("*/5")
+        );
     }
 
     #[test]
