@@ -31,9 +31,12 @@ pub enum Command {
     Serve(ServeArgs),
     /// Run the reverse proxy on its own (serve starts it when it is not running)
     Proxy(ProxyArgs),
-    /// Build the default stack image (Debian bookworm via debootstrap, needs root)
+    /// Build a stack from Debian packages, security updates applied (needs root)
     #[command(name = "stack:build")]
-    StackBuild,
+    StackBuild {
+        /// bookworm, trixie or forky (default: trixie, the default for new apps)
+        suite: Option<String>,
+    },
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -116,7 +119,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
             }
         }
         Command::Proxy(args) => run_proxy(cli.home, args).await,
-        Command::StackBuild => stack_build(cli.home).await,
+        Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::Manage(command) => run_local(cli.home, command).await,
         Command::Hook { .. } => crate::git::hook::pre_receive().await,
     };
@@ -130,21 +133,41 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
 }
 
 /// `stack:build`: on the host only, since it runs debootstrap as root here.
-async fn stack_build(home: Option<PathBuf>) -> anyhow::Result<i32> {
+async fn stack_build(home: Option<PathBuf>, suite: Option<&str>) -> anyhow::Result<i32> {
+    use crate::build::stack;
+    let suite = match suite {
+        Some(name) => stack::Suite::parse(name)?,
+        None => stack::DEFAULT_SUITE,
+    };
     let config = Config::resolve(Overrides::from_env(home)?)?;
     if let Some(image) = &config.stack_image {
         println!("note: gantry.toml sets stack_image = {image:?}, so builds use that, not the stack built now");
     }
     let docker = crate::context::connect_docker().await?;
     let started = std::time::Instant::now();
-    crate::build::stack::build(&docker, &config.home, &config.stack_mirror, &mut |line| {
-        println!("{line}")
-    })
+    let built = stack::build(
+        &docker,
+        suite,
+        &config.home,
+        &config.stack_mirror,
+        &mut |line| println!("{line}"),
+    )
     .await?;
+    let runtimes: Vec<String> = built
+        .runtimes
+        .iter()
+        .map(|(lang, version)| format!("{lang} {version}"))
+        .collect();
     println!(
-        "built {} in {:.0}s",
-        crate::build::stack::DEFAULT_STACK,
-        started.elapsed().as_secs_f64()
+        "built {} and {} in {:.0}s ({}; {})",
+        suite.run_image(),
+        suite.build_image(),
+        started.elapsed().as_secs_f64(),
+        runtimes.join(", "),
+        match built.upgraded {
+            Some(n) => format!("{n} package(s) from {suite}-security and {suite}-updates"),
+            None => format!("{suite} has no -security or -updates"),
+        }
     );
     Ok(0)
 }

@@ -430,8 +430,8 @@ async fn deploy_locked(
     };
 
     // The release runs with the app's config vars and formation as they are now.
-    let (config, formation) = match gantry.store.get_app(app).await {
-        Ok(Some(record)) => (record.config, record.formation),
+    let (config, formation, stack) = match gantry.store.get_app(app).await {
+        Ok(Some(record)) => (record.config, record.formation, record.stack),
         Ok(None) => {
             log.error(&format!("app {app} was destroyed during the push"));
             return Err(Failed);
@@ -461,6 +461,7 @@ async fn deploy_locked(
                 .iter()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
+            stack,
         }
     };
     let mut release = Release {
@@ -539,6 +540,8 @@ enum Plan {
     Buildpacks {
         selection: buildpack::Selection,
         env: Vec<(String, String)>,
+        /// The app's stack; `None`: never built, the default.
+        stack: Option<String>,
     },
 }
 
@@ -568,10 +571,25 @@ async fn build_and_deploy(
                 _ = disconnected => None,
             }
         }
-        Plan::Buildpacks { selection, env } => {
+        Plan::Buildpacks {
+            selection,
+            env,
+            stack,
+        } => {
             log.stage("Build: buildpacks");
-            let build =
-                build_with_buildpacks(gantry, release, &tag, &labels, selection, env, context, log);
+            let build = build_with_buildpacks(
+                gantry,
+                release,
+                &tag,
+                &labels,
+                BuildpackPlan {
+                    selection,
+                    env,
+                    stack,
+                },
+                context,
+                log,
+            );
             tokio::select! {
                 built = build => Some(built),
                 _ = disconnected => None,
@@ -629,27 +647,49 @@ fn truncate(text: &str, max: usize) -> &str {
 /// Makes sure the stack exists, runs the buildpacks, and completes the
 /// release's processes with the ones the buildpacks declared (a Procfile's
 /// own entries win, as on Heroku).
-#[allow(clippy::too_many_arguments)]
+struct BuildpackPlan {
+    selection: buildpack::Selection,
+    env: Vec<(String, String)>,
+    stack: Option<String>,
+}
+
 async fn build_with_buildpacks(
     gantry: &Gantry,
     release: &mut Release,
     tag: &str,
     labels: &std::collections::HashMap<String, String>,
-    selection: buildpack::Selection,
-    env: Vec<(String, String)>,
+    plan: BuildpackPlan,
     source: Vec<u8>,
     log: &mut PushLog,
 ) -> Result<build::BuiltImage, build::BuildError> {
     let config = &gantry.config;
+    let failed = |err: stack::StackError| build::BuildError::Failed(err.to_string());
+    let suite = match plan.stack.as_deref() {
+        Some(name) => stack::Suite::parse(name).map_err(failed)?,
+        None => stack::DEFAULT_SUITE,
+    };
     let stack = stack::ensure(
         &gantry.docker,
         config.stack_image.as_deref(),
+        suite,
         &config.home,
         &config.stack_mirror,
         &mut |line| log.line(line),
     )
     .await
-    .map_err(|err| build::BuildError::Failed(err.to_string()))?;
+    .map_err(failed)?;
+    if plan.stack.is_none() {
+        // The first build fixes the app's stack: a later change of the
+        // default does not move it.
+        if let Err(err) = gantry.store.set_stack(&release.app, suite.name()).await {
+            tracing::warn!(app = %release.app, error = %err, "cannot record the app's stack");
+        }
+    }
+    log.line(&format!("stack {} ({})", stack.name, stack.run));
+    let mut labels = labels.clone();
+    labels.insert(stack::LABEL_SUITE.to_owned(), stack.name.clone());
+    let (selection, env) = (plan.selection, plan.env);
+    let labels = &labels;
     let scratch = config
         .run_dir()
         .join(format!("build-{}-v{}", release.app, release.version));

@@ -9,6 +9,11 @@ pub fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 
+/// Now as RFC 3339 UTC, for labels and files other tools read.
+pub fn now_rfc3339() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
 /// A store time (unix milliseconds) as `YYYY-MM-DD HH:MM:SS` UTC.
 pub fn format_time(ms: i64) -> String {
     DateTime::<Utc>::from_timestamp_millis(ms)

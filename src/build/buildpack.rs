@@ -129,7 +129,7 @@ pub fn nothing_detected() -> String {
 pub struct BuildpackBuild<'a> {
     pub docker: &'a Docker,
     pub app: &'a AppName,
-    pub stack: &'a str,
+    pub stack: &'a super::stack::StackImages,
     /// The image's tag, `gantry/APP:vN`.
     pub tag: &'a str,
     pub labels: &'a HashMap<String, String>,
@@ -223,12 +223,13 @@ pub async fn build(
         )
         .await;
     let body = ContainerCreateBody {
-        image: Some(build.stack.to_string()),
+        image: Some(build.stack.build.clone()),
         entrypoint: Some(vec!["/bin/sh".into(), "/gantry/build".into()]),
         cmd: Some(vec![]),
         working_dir: Some("/app".into()),
         env: Some(vec![
             format!("SOURCE_VERSION={}", build.commit_sha),
+            format!("STACK={}", build.stack.name),
             format!("GANTRY_APP={}", build.app),
         ]),
         host_config: Some(HostConfig {
@@ -331,7 +332,7 @@ pub async fn build(
     let image = super::slug::load(
         build.docker,
         &builder.id,
-        build.stack,
+        &build.stack.run,
         build.tag,
         super::slug::Launch {
             launcher: LAUNCHER,

@@ -12,6 +12,7 @@ mod jobs;
 mod keys;
 mod ps;
 mod releases;
+mod stacks;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -49,6 +50,14 @@ pub enum ManageCommand {
     /// List apps
     #[command(name = "apps:list")]
     AppsList,
+    /// Show an app: URL, stack, runtimes, domains, processes
+    #[command(name = "apps:info")]
+    AppsInfo { app: String },
+    /// List the stacks (Debian suites) with their runtimes and age
+    Stacks,
+    /// Put an app on a stack (bookworm, trixie, forky) from its next build on
+    #[command(name = "stack:set")]
+    StackSet { app: String, stack: String },
     /// List an app's releases, newest first
     Releases { app: String },
     /// Show one release: what made it, its image, config var names and build log
@@ -318,6 +327,9 @@ pub async fn execute(
         ManageCommand::KeysRemove { name } => keys::remove(gantry, caller, &name).await,
         ManageCommand::AppsCreate { name } => apps::create(gantry, caller, &name).await,
         ManageCommand::AppsList => apps::list(gantry, caller).await,
+        ManageCommand::AppsInfo { app } => stacks::info(gantry, caller, &app).await,
+        ManageCommand::Stacks => stacks::list(gantry).await,
+        ManageCommand::StackSet { app, stack } => stacks::set(gantry, caller, &app, &stack).await,
         ManageCommand::Releases { app } => releases::list(gantry, caller, &app).await,
         ManageCommand::ReleasesInfo { app, release } => {
             releases::info(gantry, caller, &app, &release).await

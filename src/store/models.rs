@@ -66,6 +66,8 @@ pub struct AppRecord {
     pub stopped: bool,
     /// Plain HTTP redirects to HTTPS once the app's host has a certificate.
     pub https_redirect: bool,
+    /// The stack (Debian suite) builds use; `None`: never built, the default.
+    pub stack: Option<String>,
 }
 
 impl AppRecord {

@@ -107,7 +107,7 @@ impl Store {
 
     pub async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>> {
         let row = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect FROM apps WHERE name = $1",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack FROM apps WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&self.pool)
@@ -117,7 +117,7 @@ impl Store {
 
     pub async fn list_apps(&self) -> Result<Vec<AppRecord>> {
         let rows = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect FROM apps ORDER BY name",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack FROM apps ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -150,6 +150,16 @@ impl Store {
             app,
             "UPDATE apps SET stopped = $1 WHERE name = $2",
             i64::from(stopped),
+        )
+        .await
+    }
+
+    /// The stack (a Debian suite's name) the app's next build uses.
+    pub async fn set_stack(&self, app: &AppName, stack: &str) -> Result<()> {
+        self.update_app(
+            app,
+            "UPDATE apps SET stack = $1 WHERE name = $2",
+            stack.to_owned(),
         )
         .await
     }
@@ -467,6 +477,7 @@ fn app_from_row(row: &AnyRow) -> Result<AppRecord> {
         formation: row.try_get("formation")?,
         stopped: row.try_get::<i64, _>("stopped")? != 0,
         https_redirect: row.try_get::<i64, _>("https_redirect")? != 0,
+        stack: row.try_get::<Option<String>, _>("stack")?,
     })
 }
 

@@ -31,12 +31,17 @@ pub fn ensure_base_image() {
     });
 }
 
-/// Builds the default stack image once per test run, unless the engine has it.
+/// Builds the default stack (trixie) once per test run, unless the engine has it.
 pub fn ensure_stack() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
         let present = Command::new("docker")
-            .args(["image", "inspect", "gantry/stack:bookworm"])
+            .args([
+                "image",
+                "inspect",
+                "gantry/stack:trixie",
+                "gantry/stack:trixie-build",
+            ])
             .output()
             .expect("docker image inspect");
         if present.status.success() {
