@@ -37,6 +37,29 @@ pub enum Command {
         /// bookworm, trixie or forky (default: trixie, the default for new apps)
         suite: Option<String>,
     },
+    /// Add a toolchain to the host's runtime store (a release tarball or a wheel), checked by sha256
+    #[command(name = "runtimes:add")]
+    RuntimesAdd {
+        /// python, node or go
+        lang: String,
+        /// The version it must be (22, 1.24.3); its binary is asked
+        #[arg(value_name = "VERSION")]
+        wanted: String,
+        /// A file, or an http(s) URL to download
+        source: String,
+        /// Refuse it unless the file has this sha256
+        #[arg(long)]
+        sha256: Option<String>,
+    },
+    /// List the runtimes builds can use: the host's store and each stack's own
+    Runtimes,
+    /// Remove a toolchain from the host's runtime store
+    #[command(name = "runtimes:remove")]
+    RuntimesRemove {
+        lang: String,
+        #[arg(value_name = "VERSION")]
+        stored: String,
+    },
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -120,6 +143,14 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
         }
         Command::Proxy(args) => run_proxy(cli.home, args).await,
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
+        Command::RuntimesAdd {
+            lang,
+            wanted,
+            source,
+            sha256,
+        } => runtimes_add(cli.home, &lang, &wanted, &source, sha256.as_deref()).await,
+        Command::Runtimes => runtimes_list(cli.home).await,
+        Command::RuntimesRemove { lang, stored } => runtimes_remove(cli.home, &lang, &stored),
         Command::Manage(command) => run_local(cli.home, command).await,
         Command::Hook { .. } => crate::git::hook::pre_receive().await,
     };
@@ -168,6 +199,66 @@ async fn stack_build(home: Option<PathBuf>, suite: Option<&str>) -> anyhow::Resu
             Some(n) => format!("{n} package(s) from {suite}-security and {suite}-updates"),
             None => format!("{suite} has no -security or -updates"),
         }
+    );
+    Ok(0)
+}
+
+/// `runtimes:add`: on the host only, as it reads a file there.
+async fn runtimes_add(
+    home: Option<PathBuf>,
+    lang: &str,
+    version: &str,
+    source: &str,
+    sha256: Option<&str>,
+) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    let stored = crate::build::runtimes::add(&config.home, lang, version, source, sha256).await?;
+    println!(
+        "added {} {} (sha256 {}) to {}\nbuilds that ask for {lang} {version} can use it from their next push",
+        stored.lang,
+        stored.version,
+        stored.sha256,
+        stored.dir.display()
+    );
+    Ok(0)
+}
+
+fn runtimes_remove(home: Option<PathBuf>, lang: &str, version: &str) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    crate::build::runtimes::remove(&config.home, lang, version)?;
+    println!("removed {lang} {version} from the runtime store");
+    Ok(0)
+}
+
+/// `runtimes`: what builds can choose from.
+async fn runtimes_list(home: Option<PathBuf>) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    let stored = crate::build::runtimes::list(&config.home)?;
+    println!("{:<7} {:<10} {:<18} SHA256", "LANG", "VERSION", "FROM");
+    for runtime in &stored {
+        println!(
+            "{:<7} {:<10} {:<18} {}",
+            runtime.lang,
+            runtime.version,
+            "store",
+            &runtime.sha256[..runtime.sha256.len().min(16)]
+        );
+    }
+    if let Ok(docker) = crate::context::connect_docker().await {
+        for stack in crate::build::stack::list(&docker).await {
+            for (lang, version) in &stack.runtimes {
+                println!(
+                    "{:<7} {:<10} {:<18} -",
+                    lang,
+                    version,
+                    format!("stack {}", stack.suite)
+                );
+            }
+        }
+    }
+    println!(
+        "also on first need, from each stack's Debian suite: {}",
+        crate::build::stack::SUITE_RUNTIMES
     );
     Ok(0)
 }

@@ -705,6 +705,7 @@ async fn build_with_buildpacks(
             config: env,
             commit_sha: &release.commit_sha,
             scratch: scratch.clone(),
+            runtimes: crate::build::runtimes::store_dir(&config.home),
         },
         &mut |line| log.buildpack_line(line),
     )

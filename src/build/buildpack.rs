@@ -29,8 +29,13 @@ static BUILTIN: Dir<'_> = include_dir!("$CARGO_MANIFEST_DIR/buildpacks");
 /// The built-in buildpacks in detection order, with what each looks for.
 /// The order is documented in `buildpacks/README.md`: a Python app with an
 /// `index.html` is a Python app; the Procfile one is the last resort.
-pub const DETECT_ORDER: [(&str, &str); 3] = [
-    ("python", "requirements.txt, pyproject.toml or *.py"),
+pub const DETECT_ORDER: [(&str, &str); 5] = [
+    (
+        "python",
+        "requirements.txt, pyproject.toml, Pipfile, runtime.txt, .python-version or *.py",
+    ),
+    ("node", "package.json"),
+    ("go", "go.mod"),
     ("static", "index.html or public/index.html"),
     ("procfile", "a Procfile"),
 ];
@@ -141,6 +146,8 @@ pub struct BuildpackBuild<'a> {
     pub commit_sha: &'a str,
     /// Where git buildpacks are cloned for the build.
     pub scratch: PathBuf,
+    /// The host's runtime store, mounted read-only at `runtimes::MOUNT`.
+    pub runtimes: PathBuf,
 }
 
 /// A buildpack build's image and the process types its buildpacks declared.
@@ -222,6 +229,14 @@ pub async fn build(
             Some(RemoveContainerOptionsBuilder::default().force(true).build()),
         )
         .await;
+    let mut binds = vec![format!("{}:/cache", cache_volume(build.app))];
+    if std::fs::create_dir_all(&build.runtimes).is_ok() {
+        binds.push(format!(
+            "{}:{}:ro",
+            build.runtimes.display(),
+            super::runtimes::MOUNT
+        ));
+    }
     let body = ContainerCreateBody {
         image: Some(build.stack.build.clone()),
         entrypoint: Some(vec!["/bin/sh".into(), "/gantry/build".into()]),
@@ -233,7 +248,7 @@ pub async fn build(
             format!("GANTRY_APP={}", build.app),
         ]),
         host_config: Some(HostConfig {
-            binds: Some(vec![format!("{}:/cache", cache_volume(build.app))]),
+            binds: Some(binds),
             ..Default::default()
         }),
         ..Default::default()
@@ -321,8 +336,18 @@ pub async fn build(
         .as_deref()
         .map(parse_release)
         .unwrap_or_default();
+    // Each buildpack notes the runtimes it chose (`python 3.13.5`): they go
+    // with the release's image, for apps:info and the next build.
+    let mut labels = build.labels.clone();
+    if let Some(chosen) = read_file(build.docker, &builder.id, "/gantry/out/runtimes").await {
+        for line in chosen.lines() {
+            if let Some((lang, version)) = line.trim().split_once(' ') {
+                labels.insert(format!("gantry.runtime.{lang}"), version.trim().to_owned());
+            }
+        }
+    }
     let cmd = match default_process_types.get("web") {
-        Some(web) => vec!["/bin/sh".into(), "-c".into(), web.clone()],
+        Some(web) => vec!["/bin/bash".into(), "-c".into(), web.clone()],
         None => vec![
             "/bin/sh".into(),
             "-c".into(),
@@ -337,7 +362,7 @@ pub async fn build(
         super::slug::Launch {
             launcher: LAUNCHER,
             cmd,
-            labels: build.labels,
+            labels: &labels,
         },
         &build.scratch,
     )

@@ -5,6 +5,7 @@
 //! buildpack builds come next and will live beside it.
 
 pub mod buildpack;
+pub mod runtimes;
 pub mod slug;
 pub mod stack;
 

@@ -31,6 +31,10 @@ pub enum Suite {
 /// Every suite, oldest first.
 pub const SUITES: [Suite; 3] = [Suite::Bookworm, Suite::Trixie, Suite::Forky];
 
+/// What each suite's Debian packages offer beyond the stack image, installed
+/// by the buildpacks on first need (verified December 2026).
+pub const SUITE_RUNTIMES: &str = "go: bookworm 1.19 (backports 1.23), trixie 1.24 (backports 1.25, 1.26, 1.27), forky 1.24+; python: bookworm 3.11, trixie 3.13, forky 3.14; node: bookworm 18, trixie 20, forky 24 (Debian's node: use the store for apps)";
+
 /// The stack new apps get. Apps keep the stack they were first built on.
 pub const DEFAULT_SUITE: Suite = Suite::Trixie;
 

@@ -68,7 +68,8 @@ async fn run_in(
     streams: &mut Streams,
     log: Option<std::fs::File>,
 ) -> anyhow::Result<i32> {
-    let env = release_env(gantry, release)?;
+    let mut env = release_env(gantry, release)?;
+    env.push("DYNO=run.1".to_owned());
     let tty = streams.tty;
     let stdin = streams.stdin.take();
     let task = Task {

@@ -96,15 +96,10 @@ pub async fn start(
         manifest.command(process).map(str::to_owned)
     };
     let attempts = numbers.map(|n| {
-        start_one(
-            gantry,
-            release,
-            process,
-            n,
-            env.clone(),
-            command.as_deref(),
-            &spec,
-        )
+        // Heroku's DYNO: `web.1`, `worker.2`.
+        let mut env = env.clone();
+        env.push(format!("DYNO={process}.{n}"));
+        start_one(gantry, release, process, n, env, command.as_deref(), &spec)
     });
     let results = futures_util::future::join_all(attempts).await;
     let mut started = Started::default();

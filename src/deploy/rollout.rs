@@ -122,7 +122,8 @@ async fn run_phase(
         run.write(&format!("$ {command}\n"));
     }
     let outcome = async {
-        let env = release_env(gantry, release)?;
+        let mut env = release_env(gantry, release)?;
+        env.push("DYNO=release.1".to_owned());
         let task = Task::shell(&release.app, release.version, &release.image, command, env);
         let code = crate::runtime::run_to_end(&gantry.runtime, &task, &mut |line: &str| {
             progress.line(&format!("  {line}"));

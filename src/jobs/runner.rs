@@ -252,6 +252,7 @@ async fn execute_inner(
             let env = match crate::config_vars::release_env(&release, &gantry.secrets) {
                 Ok(mut env) => {
                     env.extend(container_env(run, []));
+                    env.push(format!("DYNO=scheduler.{}", run.number));
                     env
                 }
                 Err(err) => return Ending::failed(format!("cannot run it: {err}")),

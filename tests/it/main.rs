@@ -8,6 +8,7 @@ mod browser;
 mod buildpacks;
 mod https;
 mod jobs;
+mod languages;
 mod layers;
 mod manifest;
 mod processes;

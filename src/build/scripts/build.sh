@@ -7,7 +7,8 @@
 # With /gantry/detect present, the first whose bin/detect says yes runs;
 # otherwise every one listed runs, in order, on the same tree.
 # Exit codes gantry reads: 100 nothing detected, 101 a chosen buildpack
-# does not apply, 102 compile failed, 103 release failed.
+# does not apply, 102 compile failed, 103 release failed. A buildpack's
+# `export` file is sourced before each later buildpack compiles.
 set -u
 BUILD_DIR=/app
 CACHE_DIR=/cache
@@ -20,9 +21,14 @@ run_one() { # DIR LABEL DETECTED_NAME
     bp=$1
     label=$2
     echo "-----> $3 app detected (buildpack: $label)"
-    if ! "$bp/bin/compile" "$BUILD_DIR" "$CACHE_DIR" "$ENV_DIR" </dev/null; then
+    if ! ( [ -f /gantry/out/export ] && . /gantry/out/export; "$bp/bin/compile" "$BUILD_DIR" "$CACHE_DIR" "$ENV_DIR" </dev/null ); then
         echo " !     buildpack $label: bin/compile failed"
         exit 102
+    fi
+    # What a buildpack exports (PATH to its toolchain, say) is in effect for
+    # the buildpacks after it, as on Heroku.
+    if [ -f "$bp/export" ]; then
+        cat "$bp/export" >>/gantry/out/export
     fi
     if [ -f "$bp/bin/release" ]; then
         if ! "$bp/bin/release" "$BUILD_DIR" </dev/null >/gantry/out/release.yml; then

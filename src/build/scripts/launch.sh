@@ -1,9 +1,14 @@
-#!/bin/sh
-# Starts a process of a buildpack-built app: sources what the buildpacks left
-# in .profile.d (PATH to a virtualenv, say), then runs the command.
+#!/bin/bash
+# Starts a process of a buildpack-built app as Heroku does: bash sources what
+# the buildpacks left in .profile.d (PATH to a virtualenv, say; Heroku's own
+# buildpacks write bash there), then the command is exec'ed.
 cd /app 2>/dev/null || true
 export HOME=/app
 for profile in /app/.profile.d/*.sh; do
-    [ -r "$profile" ] && . "$profile"
+    if [ -r "$profile" ]; then
+        # shellcheck disable=SC1090
+        . "$profile"
+    fi
 done
+unset profile
 exec "$@"

