@@ -110,6 +110,19 @@ struct FileConfig {
     /// The reverse proxy's limits and timeouts.
     #[serde(default)]
     proxy: ProxyFileConfig,
+    /// `[stack]`: what the weekly `gantry.stack-refresh` does.
+    #[serde(default)]
+    stack: StackSettings,
+}
+
+/// `[stack]` in `gantry.toml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StackSettings {
+    /// After rebuilding the stacks, rebase every app on an outdated one
+    /// (`stack:rebase`) instead of only listing them.
+    #[serde(default)]
+    pub auto_rebase: bool,
 }
 
 /// `[proxy]` in `gantry.toml`.
@@ -222,6 +235,7 @@ pub struct Config {
     pub proxy: gantry_proxy::Settings,
     /// `[apps.NAME]` tables, by app name.
     pub apps: std::collections::BTreeMap<String, AppSettings>,
+    pub stack: StackSettings,
 }
 
 impl Config {
@@ -282,6 +296,7 @@ impl Config {
             acme: file.acme,
             proxy,
             apps: file.apps,
+            stack: file.stack,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),

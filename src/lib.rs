@@ -5,8 +5,10 @@
 //! the rule are in `docs/architecture.md`; `tests/it/layers.rs` checks them):
 //! - top: [`server`] (`gantry serve`, which wires everything; nothing imports it);
 //! - transports: [`cli`] (the command line), [`ssh`] (the SSH endpoint),
-//!   [`commands`] (the one command grammar), [`web`] (the dashboard);
-//! - operations: [`push`] (a push's stages), [`apps`], [`domains`], [`setup`];
+//!   [`commands`] (the one command grammar), [`web`] (the dashboard), [`setup`]
+//!   (opening gantry with its own jobs);
+//! - operations: [`push`] (a push's stages), [`apps`], [`domains`],
+//!   [`stack_refresh`];
 //! - parts: [`deploy`] and [`acme`] over [`git`], [`jobs`], [`build`],
 //!   [`artifacts`] and [`certs`];
 //! - the ground floor: [`access`] (who may do what), [`context`] (the handles
@@ -41,6 +43,7 @@ pub mod server;
 pub mod setup;
 pub mod signal;
 pub mod ssh;
+pub mod stack_refresh;
 pub mod store;
 pub mod time;
 pub mod web;

@@ -1,5 +1,6 @@
 //! Opening a gantry: the shared context, plus what is chosen above the job
-//! system: gantry's own jobs that other parts do (`gantry.certs`). The CLI and
+//! system: gantry's own jobs that other parts do (`gantry.certs`,
+//! `gantry.stack-refresh`). The CLI and
 //! `serve` both open gantry here, so both see the same jobs.
 
 use std::sync::Arc;
@@ -11,5 +12,8 @@ use crate::context::Gantry;
 pub async fn open(config: Config) -> anyhow::Result<Gantry> {
     let mut gantry = Gantry::open(config).await?;
     gantry.upkeep.push(Arc::new(crate::acme::CertsJob));
+    gantry
+        .upkeep
+        .push(Arc::new(crate::stack_refresh::StackRefreshJob));
     Ok(gantry)
 }

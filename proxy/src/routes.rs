@@ -226,7 +226,13 @@ impl RouteTable {
             stats.retain(|_, s| s.strong_count() > 0);
             for backend in &mut route.backends {
                 match stats.get(&backend.addr).and_then(Weak::upgrade) {
-                    Some(shared) => backend.stats = shared,
+                    Some(shared) => {
+                        // serve routes a backend only after checking it, and
+                        // Docker reuses the addresses of stopped containers:
+                        // a refusal by the address's earlier holder is stale.
+                        shared.down_until.store(0, Ordering::Relaxed);
+                        backend.stats = shared;
+                    }
                     None => {
                         stats.insert(backend.addr, Arc::downgrade(&backend.stats));
                     }

@@ -106,7 +106,17 @@ pub async fn load(
     .map_err(|e| BuildError::Failed(format!("making the image: {e}")))?
     .map_err(|e| io("cannot make the image archive", e))?;
 
-    let file = tokio::fs::File::open(&archive)
+    load_archive(docker, &archive, tag).await
+}
+
+/// Hands a `docker load` archive to the engine; the loaded image.
+async fn load_archive(
+    docker: &Docker,
+    archive: &Path,
+    tag: &str,
+) -> Result<BuiltImage, BuildError> {
+    let io = |what: &str, e: std::io::Error| BuildError::Failed(format!("{what}: {e}"));
+    let file = tokio::fs::File::open(archive)
         .await
         .map_err(|e| io("cannot read the image archive", e))?;
     let body = tokio_util::io::ReaderStream::new(file);
@@ -136,6 +146,133 @@ pub async fn load(
         size: image.size.unwrap_or(0),
         exposed_port: None,
     })
+}
+
+/// Puts the slug of `image` (its last layer, byte for byte) on `stack`'s
+/// current layers as `tag`: a stack's security updates reach an app without
+/// a rebuild. `labels` are added to the image's own.
+pub async fn rebase(
+    docker: &Docker,
+    image: &str,
+    stack: &str,
+    tag: &str,
+    labels: &HashMap<String, String>,
+    scratch: &Path,
+) -> Result<BuiltImage, BuildError> {
+    let io = |what: &str, e: std::io::Error| BuildError::Failed(format!("{what}: {e}"));
+    tokio::fs::create_dir_all(scratch)
+        .await
+        .map_err(|e| io("cannot make the scratch directory", e))?;
+    let old = docker.inspect_image(image).await?;
+    let old_layers = old
+        .root_fs
+        .as_ref()
+        .and_then(|r| r.layers.clone())
+        .unwrap_or_default();
+    let Some(slug_diff_id) = old_layers.last().cloned() else {
+        return Err(BuildError::Failed(format!("{image} has no layers")));
+    };
+    let is_slug = old
+        .config
+        .as_ref()
+        .and_then(|c| c.entrypoint.clone())
+        .is_some_and(|e| e == ["/gantry/launch"]);
+    if !is_slug {
+        return Err(BuildError::Failed(format!(
+            "{image} is not a buildpack build (a Dockerfile image is rebuilt by pushing, not rebased)"
+        )));
+    }
+    // `docker save` of the old image, kept on disk; only the slug layer is read.
+    let saved = scratch.join("saved.tar");
+    let mut file = tokio::fs::File::create(&saved)
+        .await
+        .map_err(|e| io("cannot write the saved image", e))?;
+    let mut stream = docker.export_image(image);
+    while let Some(chunk) = stream.next().await {
+        file.write_all(&chunk?)
+            .await
+            .map_err(|e| io("cannot write the saved image", e))?;
+    }
+    file.flush()
+        .await
+        .map_err(|e| io("cannot write the saved image", e))?;
+    drop(file);
+
+    let stack_image = docker.inspect_image(stack).await?;
+    let stack_layers = stack_image
+        .root_fs
+        .as_ref()
+        .and_then(|r| r.layers.clone())
+        .unwrap_or_default();
+    let old_config = old.config.clone().unwrap_or_default();
+    let stack_config = stack_image.config.clone().unwrap_or_default();
+    let mut merged_labels = old_config.labels.clone().unwrap_or_default();
+    merged_labels.extend(stack_config.labels.clone().unwrap_or_default());
+    merged_labels.extend(labels.clone());
+    let image_config = json!({
+        "Env": stack_config.env.clone().unwrap_or_default(),
+        "User": old_config.user.clone().unwrap_or_default(),
+        "Entrypoint": ["/gantry/launch"],
+        "Cmd": old_config.cmd.clone().unwrap_or_default(),
+        "WorkingDir": "/app",
+        "Labels": merged_labels,
+    });
+    let architecture = stack_image.architecture.unwrap_or_else(|| "amd64".into());
+    let os = stack_image.os.unwrap_or_else(|| "linux".into());
+    let tag_owned = tag.to_owned();
+    let scratch_owned = scratch.to_path_buf();
+    let archive = tokio::task::spawn_blocking(move || {
+        let layer = extract_last_layer(&saved, &scratch_owned.join("slug.tar"))?;
+        write_load_archive(
+            &scratch_owned,
+            &layer,
+            &slug_diff_id,
+            &stack_layers,
+            image_config,
+            &architecture,
+            &os,
+            &tag_owned,
+        )
+    })
+    .await
+    .map_err(|e| BuildError::Failed(format!("making the image: {e}")))?
+    .map_err(|e| io("cannot make the rebased image", e))?;
+    load_archive(docker, &archive, tag).await
+}
+
+/// The last layer of a `docker save` archive, written to `to`.
+fn extract_last_layer(saved: &Path, to: &Path) -> std::io::Result<PathBuf> {
+    let mut archive = tar::Archive::new(std::fs::File::open(saved)?);
+    let mut manifest = None;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.as_os_str() == "manifest.json" {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text)?;
+            manifest = Some(text);
+            break;
+        }
+    }
+    let manifest: serde_json::Value =
+        serde_json::from_str(&manifest.unwrap_or_default()).map_err(std::io::Error::other)?;
+    let last = manifest[0]["Layers"]
+        .as_array()
+        .and_then(|layers| layers.last())
+        .and_then(|l| l.as_str())
+        .ok_or_else(|| std::io::Error::other("the saved image lists no layers"))?
+        .to_owned();
+    let mut archive = tar::Archive::new(std::fs::File::open(saved)?);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if entry.path()?.to_string_lossy() == last {
+            let mut out = std::fs::File::create(to)?;
+            std::io::copy(&mut entry, &mut out)?;
+            return Ok(to.to_path_buf());
+        }
+    }
+    Err(std::io::Error::other(format!(
+        "the saved image lacks {last}"
+    )))
 }
 
 /// Copies `path` out of the builder as a tar at `to`; false when the
@@ -236,9 +373,33 @@ fn write_archive(
     let (file, digest) = hashing.finish()?;
     drop(file);
     let diff_id = format!("sha256:{digest}");
+    write_load_archive(
+        scratch,
+        &layer_path,
+        &diff_id,
+        stack_layers,
+        image_config,
+        architecture,
+        os,
+        tag,
+    )
+}
 
+/// Writes the `docker load` archive of `stack_layers` (named, not included:
+/// the engine has them) plus the slug layer at `layer_path`.
+#[allow(clippy::too_many_arguments)]
+fn write_load_archive(
+    scratch: &Path,
+    layer_path: &Path,
+    diff_id: &str,
+    stack_layers: &[String],
+    image_config: serde_json::Value,
+    architecture: &str,
+    os: &str,
+    tag: &str,
+) -> std::io::Result<PathBuf> {
     let mut diff_ids: Vec<String> = stack_layers.to_vec();
-    diff_ids.push(diff_id);
+    diff_ids.push(diff_id.to_owned());
     let history: Vec<serde_json::Value> = (0..diff_ids.len())
         .map(|i| {
             json!({ "created_by": if i + 1 == diff_ids.len() { "gantry: slug (/app) from buildpacks" } else { "stack" } })
@@ -272,7 +433,7 @@ fn write_archive(
     };
     add(&config_name, &config_bytes)?;
     add("manifest.json", &manifest_bytes)?;
-    archive.append_path_with_name(&layer_path, "slug/layer.tar")?;
+    archive.append_path_with_name(layer_path, "slug/layer.tar")?;
     archive.into_inner()?.sync_all()?;
     Ok(archive_path)
 }

@@ -58,6 +58,9 @@ pub enum ManageCommand {
     /// Put an app on a stack (bookworm, trixie, forky) from its next build on
     #[command(name = "stack:set")]
     StackSet { app: String, stack: String },
+    /// Make a new release of the live slug on its freshly built stack (no rebuild)
+    #[command(name = "stack:rebase")]
+    StackRebase { app: String },
     /// List an app's releases, newest first
     Releases { app: String },
     /// Show one release: what made it, its image, config var names and build log
@@ -330,6 +333,7 @@ pub async fn execute(
         ManageCommand::AppsInfo { app } => stacks::info(gantry, caller, &app).await,
         ManageCommand::Stacks => stacks::list(gantry).await,
         ManageCommand::StackSet { app, stack } => stacks::set(gantry, caller, &app, &stack).await,
+        ManageCommand::StackRebase { app } => stacks::rebase(gantry, caller, &app).await,
         ManageCommand::Releases { app } => releases::list(gantry, caller, &app).await,
         ManageCommand::ReleasesInfo { app, release } => {
             releases::info(gantry, caller, &app, &release).await

@@ -80,6 +80,11 @@ pub async fn set(
     ))
 }
 
+pub async fn rebase(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Result<String> {
+    let record = crate::access::managed_app(gantry, caller, name).await?;
+    crate::deploy::releases::rebase(gantry, &record, &caller.name()).await
+}
+
 /// The stack an app's next build uses.
 pub fn stack_of(record: &crate::store::AppRecord) -> String {
     match &record.stack {

@@ -5,6 +5,7 @@
 
 use super::progress::TextProgress;
 use super::rollout::roll_out;
+use crate::build::stack::Suite;
 use crate::config_vars::ConfigVars;
 use crate::context::Gantry;
 use crate::names::AppName;
@@ -114,6 +115,112 @@ pub async fn change_config(
     release_and_roll_out(gantry, release, &record.config, no_restart).await
 }
 
+/// Whether `image` sits on `stack`'s current layers (all of them, in order,
+/// below its own slug layer).
+pub async fn on_current_stack(gantry: &Gantry, image: &str, stack: &str) -> anyhow::Result<bool> {
+    let layers =
+        |i: bollard::models::ImageInspect| i.root_fs.and_then(|r| r.layers).unwrap_or_default();
+    let image = layers(gantry.docker.inspect_image(image).await?);
+    let stack = layers(gantry.docker.inspect_image(stack).await?);
+    Ok(image.len() == stack.len() + 1 && image[..stack.len()] == stack[..])
+}
+
+/// The stack an app's live image was built on, from its label.
+pub async fn built_on(gantry: &Gantry, image: &str) -> Option<Suite> {
+    let labels = gantry
+        .docker
+        .inspect_image(image)
+        .await
+        .ok()?
+        .config?
+        .labels?;
+    Suite::parse(labels.get(crate::build::stack::LABEL_SUITE)?).ok()
+}
+
+/// `stack:rebase`: a new release of the live release's slug, byte for byte,
+/// on the freshly built run image of its stack; zero downtime and
+/// rollback-able like any release. Dockerfile images are refused: they are
+/// rebuilt by pushing.
+pub async fn rebase(gantry: &Gantry, app: &AppRecord, by: &str) -> anyhow::Result<String> {
+    if let Some(image) = &gantry.config.stack_image {
+        anyhow::bail!(
+            "gantry.toml sets stack_image = {image:?}: apps are on that image, which gantry does not build; rebuild it and push"
+        );
+    }
+    let record = app;
+    let app = record.name.clone();
+    let _lock = gantry.locks.get(&app).lock_owned().await;
+    let current = gantry
+        .store
+        .current_release(&app)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("{app} has no live release to rebase"))?;
+    let suite = match built_on(gantry, &current.image).await {
+        Some(suite) => suite,
+        None => anyhow::bail!(
+            "v{} of {app} is not a buildpack build on one of gantry's stacks (a Dockerfile image is rebuilt by pushing)",
+            current.version
+        ),
+    };
+    let stack = suite.run_image();
+    if !crate::artifacts::exists(&gantry.docker, &stack).await {
+        anyhow::bail!("the stack {stack} is not built: sudo gantry stack:build {suite}");
+    }
+    if on_current_stack(gantry, &current.image, &stack).await? {
+        return Ok(format!(
+            "{app} v{} is already on the current {stack}: nothing to rebase\n",
+            current.version
+        ));
+    }
+    let description = format!("Rebase v{} onto the current {stack}", current.version);
+    let mut release = successor(
+        current.clone(),
+        by,
+        ReleaseKind::Rebase,
+        description,
+        &record.formation,
+    );
+    release.version = gantry.store.begin_release(&release).await?;
+    let tag = crate::artifacts::image_tag(&app, release.version);
+    let mut labels = crate::artifacts::image_labels(&app);
+    labels.insert(
+        crate::build::stack::LABEL_SUITE.to_owned(),
+        suite.name().to_owned(),
+    );
+    let scratch = gantry
+        .config
+        .run_dir()
+        .join(format!("rebase-{app}-v{}", release.version));
+    let built = {
+        let _gate = crate::context::image_gate::IMAGE_GATE.read().await;
+        crate::build::slug::rebase(
+            &gantry.docker,
+            &current.image,
+            &stack,
+            &tag,
+            &labels,
+            &scratch,
+        )
+        .await
+    };
+    if let Err(err) = std::fs::remove_dir_all(&scratch) {
+        tracing::debug!(path = %scratch.display(), error = %err, "no rebase scratch to remove");
+    }
+    let built = match built {
+        Ok(built) => built,
+        Err(err) => {
+            release.status = ReleaseStatus::Failed;
+            release.error = err.to_string();
+            gantry.store.finish_release(&release).await?;
+            anyhow::bail!("cannot rebase {app}: {err}");
+        }
+    };
+    release.image = tag;
+    release.image_id = built.id;
+    release.image_size = built.size;
+    put_live(gantry, release, &record.config, false).await
+}
+
 /// A new release that runs `base`'s image, commit and config (a config change
 /// replaces the config afterwards), made `by` someone, with the app's formation.
 fn successor(
@@ -147,9 +254,22 @@ async fn release_and_roll_out(
     previous_config: &str,
     no_restart: bool,
 ) -> anyhow::Result<String> {
-    let app = release.app.clone();
-    gantry.store.set_app_config(&app, &release.config).await?;
+    gantry
+        .store
+        .set_app_config(&release.app, &release.config)
+        .await?;
     release.version = gantry.store.begin_release(&release).await?;
+    put_live(gantry, release, previous_config, no_restart).await
+}
+
+/// Puts a begun release live (see [`release_and_roll_out`]).
+async fn put_live(
+    gantry: &Gantry,
+    mut release: Release,
+    previous_config: &str,
+    no_restart: bool,
+) -> anyhow::Result<String> {
+    let app = release.app.clone();
     if no_restart {
         release.status = ReleaseStatus::Succeeded;
         gantry.store.finish_release(&release).await?;

@@ -119,6 +119,8 @@ pub enum ReleaseKind {
     Config,
     /// An older release's image and config, put live again.
     Rollback,
+    /// The same slug on a freshly built stack (`stack:rebase`).
+    Rebase,
 }
 
 impl ReleaseKind {
@@ -127,12 +129,14 @@ impl ReleaseKind {
             ReleaseKind::Deploy => "deploy",
             ReleaseKind::Config => "config",
             ReleaseKind::Rollback => "rollback",
+            ReleaseKind::Rebase => "rebase",
         }
     }
 
     pub fn parse(raw: &str) -> Option<ReleaseKind> {
         match raw {
             "deploy" => Some(ReleaseKind::Deploy),
+            "rebase" => Some(ReleaseKind::Rebase),
             "config" => Some(ReleaseKind::Config),
             "rollback" => Some(ReleaseKind::Rollback),
             _ => None,

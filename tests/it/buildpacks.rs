@@ -260,7 +260,8 @@ fn buildpack_builds_fail_clearly_and_dockerfile_wins_unless_told() {
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(
-            "no buildpack detected: looked for requirements.txt, pyproject.toml or *.py (python), \
+            "no buildpack detected: looked for requirements.txt, pyproject.toml, Pipfile, \
+             runtime.txt, .python-version or *.py (python), package.json (node), go.mod (go), \
              index.html or public/index.html (static), a Procfile (procfile)"
         ),
         "{err}"

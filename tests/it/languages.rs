@@ -247,3 +247,84 @@ fn config_set_encoded_carries_newlines_and_quotes_over_ssh() {
     let out = server.ssh(&server.admin, &format!("config:get {app} KEY"));
     assert_eq!(stdout(&out), "line 1\nline \"2\" 'q'\n");
 }
+
+fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker").args(args).output().expect("docker")
+}
+
+fn layers(image: &str) -> Vec<String> {
+    let out = docker(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", image]);
+    serde_json::from_slice(&out.stdout).expect("layers")
+}
+
+#[test]
+fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("rebase");
+    let repo = Repo::from_example(&server, "python-hello");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["stack:rebase", &app]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("already on the current gantry/stack:trixie"),
+        "{}",
+        stdout(&out)
+    );
+    let jobs = stdout(&server.cli(&["jobs"]));
+    assert!(jobs.contains("gantry.stack-refresh"), "{jobs}");
+
+    // A refreshed stack: the same image with one more layer (what an
+    // upgraded package gives). The shared stack stays usable by every test.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        "FROM gantry/stack:trixie\nRUN echo refreshed > /etc/gantry-refreshed\n",
+    )
+    .expect("write");
+    let out = docker(&[
+        "build",
+        "-q",
+        "-t",
+        "gantry/stack:trixie",
+        path_str(dir.path()),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let v1 = format!("gantry/{app}:v1");
+    let out = server.cli(&["stack:rebase", &app]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("Rebase v1 onto the current gantry/stack:trixie: v2 is live"),
+        "{}",
+        stdout(&out)
+    );
+    let v2 = format!("gantry/{app}:v2");
+    assert_eq!(
+        layers(&v1).last(),
+        layers(&v2).last(),
+        "the slug layer is the same bytes"
+    );
+    assert_eq!(
+        layers(&v2)[..layers(&v2).len() - 1],
+        layers("gantry/stack:trixie")[..],
+        "on the refreshed stack's layers"
+    );
+    let out = server.cli(&["run", &app, "--", "cat", "/etc/gantry-refreshed"]);
+    assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello from Python 3."), "{body}");
+    let releases = stdout(&server.cli(&["releases", &app]));
+    assert!(releases.contains("Rebase v1"), "{releases}");
+    // Rollback-able like any release.
+    let out = server.cli(&["releases:rollback", &app]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, body) = server.get(&app);
+    assert!(
+        status == 200 && body.starts_with("Hello from Python 3."),
+        "{status} {body}\n{}",
+        stdout(&out)
+    );
+}
