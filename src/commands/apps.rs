@@ -16,6 +16,20 @@ pub async fn create(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Res
     ))
 }
 
+pub async fn rename(
+    gantry: &Gantry,
+    caller: &Caller,
+    old: &str,
+    new: &str,
+) -> anyhow::Result<String> {
+    let old = AppName::parse(old)?;
+    let new = AppName::parse(new)?;
+    // Renaming creates an app: the caller must be allowed both names.
+    caller.require_app(&old)?;
+    caller.require_app(&new)?;
+    crate::apps::rename(gantry, &old, &new, &caller.name()).await
+}
+
 pub async fn list(gantry: &Gantry, caller: &Caller) -> anyhow::Result<String> {
     let apps: Vec<_> = gantry
         .store

@@ -50,6 +50,9 @@ pub enum ManageCommand {
     /// List apps
     #[command(name = "apps:list")]
     AppsList,
+    /// Rename an app: config, domains, repository and the live release move to the new name
+    #[command(name = "apps:rename")]
+    AppsRename { old: String, new: String },
     /// Show an app: URL, stack, runtimes, domains, processes
     #[command(name = "apps:info")]
     AppsInfo { app: String },
@@ -331,6 +334,7 @@ pub async fn execute(
         ManageCommand::AppsCreate { name } => apps::create(gantry, caller, &name).await,
         ManageCommand::AppsList => apps::list(gantry, caller).await,
         ManageCommand::AppsInfo { app } => stacks::info(gantry, caller, &app).await,
+        ManageCommand::AppsRename { old, new } => apps::rename(gantry, caller, &old, &new).await,
         ManageCommand::Stacks => stacks::list(gantry).await,
         ManageCommand::StackSet { app, stack } => stacks::set(gantry, caller, &app, &stack).await,
         ManageCommand::StackRebase { app } => stacks::rebase(gantry, caller, &app).await,

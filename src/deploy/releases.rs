@@ -221,6 +221,29 @@ pub async fn rebase(gantry: &Gantry, app: &AppRecord, by: &str) -> anyhow::Resul
     put_live(gantry, release, &record.config, false).await
 }
 
+/// Makes `from` (a release of another app, whose image was tagged `image`
+/// for `app`) `app`'s first release and puts it live: `apps:rename`.
+pub async fn adopt(
+    gantry: &Gantry,
+    app: &AppRecord,
+    from: Release,
+    image: String,
+    by: &str,
+    description: String,
+) -> anyhow::Result<String> {
+    let _lock = gantry.locks.get(&app.name).lock_owned().await;
+    let mut release = successor(from, by, ReleaseKind::Deploy, description, &app.formation);
+    release.app = app.name.clone();
+    release.image = image;
+    release.config = app.config.clone();
+    gantry
+        .store
+        .set_app_config(&app.name, &release.config)
+        .await?;
+    release.version = gantry.store.begin_release(&release).await?;
+    put_live(gantry, release, &app.config, false).await
+}
+
 /// A new release that runs `base`'s image, commit and config (a config change
 /// replaces the config afterwards), made `by` someone, with the app's formation.
 fn successor(

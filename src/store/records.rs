@@ -41,6 +41,24 @@ impl Store {
         }
     }
 
+    /// Replaces the apps a deployer key may touch.
+    pub async fn set_key_apps(&self, name: &KeyName, apps: &[AppName]) -> Result<()> {
+        let apps = apps
+            .iter()
+            .map(AppName::as_str)
+            .collect::<Vec<_>>()
+            .join(",");
+        let done = sqlx::query("UPDATE keys SET apps = $1 WHERE name = $2")
+            .bind(apps)
+            .bind(name.as_str())
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("key {:?}", name.as_str())));
+        }
+        Ok(())
+    }
+
     pub async fn list_keys(&self) -> Result<Vec<KeyRecord>> {
         let rows =
             sqlx::query("SELECT name, public_key, fingerprint, role, apps FROM keys ORDER BY name")

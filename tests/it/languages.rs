@@ -328,3 +328,53 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
         stdout(&out)
     );
 }
+
+#[test]
+fn apps_rename_moves_config_domains_repository_and_the_live_release() {
+    ensure_stack();
+    let server = Server::start();
+    let old = unique("old");
+    let new = unique("new");
+    let repo = Repo::from_example(&server, "python-hello");
+    let out = repo.push(&server, &server.admin, &old);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["config:set", &old, "KEPT=yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = server.ssh(&server.admin, &format!("apps:rename {old} {new}"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.contains(&format!("Renamed {old} to {new}")), "{text}");
+    let (status, body) = server.get(&new);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(server.get(&old).0, 404);
+    assert_eq!(stdout(&server.cli(&["config:get", &new, "KEPT"])), "yes\n");
+    let releases = stdout(&server.cli(&["releases", &new]));
+    assert!(
+        releases.contains(&format!("Renamed from {old}")),
+        "{releases}"
+    );
+    // The repository moved: a push to the new name is a fast-forward.
+    repo.write(
+        "app.py",
+        &std::fs::read_to_string(repo.path().join("app.py"))
+            .expect("read")
+            .replace("from Python", "again from Python"),
+    );
+    repo.commit(&server, "after the rename");
+    let out = repo.push(&server, &server.admin, &new);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, body) = server.get(&new);
+    assert!(
+        body.starts_with("Hello again from"),
+        "{status} {body} {}",
+        stderr(&out)
+    );
+    // Bad renames lose nothing.
+    let out = server.cli(&["apps:rename", &new, &new]);
+    assert!(!out.status.success());
+    let out = server.cli(&["apps:rename", "no-such-app", "other"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no-such-app"), "{}", stderr(&out));
+    assert_eq!(server.get(&new).0, 200);
+}
