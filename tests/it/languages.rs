@@ -41,6 +41,34 @@ fn django_with_whitenoise_collects_static_and_runs_a_worker_named_cron() {
 }
 
 #[test]
+fn flask_behind_gunicorn_and_a_uv_project_that_is_not_a_package() {
+    ensure_stack();
+    let server = Server::start();
+    let flask = unique("flask");
+    let out = Repo::from_example(&server, "flask-gunicorn").push(&server, &server.admin, &flask);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (status, body) = server.get(&flask);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body, "Hello from Flask; scheme=http; workers=2; dyno=web.1\n",
+        "gunicorn took PORT and WEB_CONCURRENCY from the environment"
+    );
+
+    let uv = unique("uv");
+    let out = Repo::from_example(&server, "pyproject-uv").push(&server, &server.admin, &uv);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Installing dependencies from uv.lock with uv")
+            && err.contains("installing uv from PyPI"),
+        "{err}"
+    );
+    let (status, body) = server.get(&uv);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello from uv; itsdangerous"), "{body}");
+}
+
+#[test]
 fn a_python_version_no_stack_has_is_refused_with_what_would_get_it() {
     ensure_stack();
     let server = Server::start();
@@ -163,6 +191,21 @@ fn node_app_runs_on_the_node_it_asks_for_from_the_runtime_store() {
     assert!(
         modules.contains("greet") && !modules.contains("devtool"),
         "devDependencies are pruned: {modules}"
+    );
+
+    // Two buildpacks: node's export puts Node on PATH for python's hooks.
+    let chain = unique("chain");
+    let chain_repo = Repo::from_example(&server, "node-python-chain");
+    let out = chain_repo.push(&server, &server.admin, &chain);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("is on PATH in the python buildpack"), "{err}");
+    let (status, body) = server.get(&chain);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("assets built by Node.js v22.")
+            && body.contains("post_compile saw Node.js v22."),
+        "{body}"
     );
 
     // A range nothing satisfies is refused, and the app keeps running.
