@@ -563,9 +563,12 @@ async fn build_and_deploy(
     let built = match plan {
         Plan::Dockerfile => {
             log.stage("Build: Dockerfile");
-            let build = build::build_dockerfile(&gantry.docker, context, &tag, &labels, |line| {
-                log.line(line)
-            });
+            // No labels: see artifacts::image_labels.
+            let no_labels = std::collections::HashMap::new();
+            let build =
+                build::build_dockerfile(&gantry.docker, context, &tag, &no_labels, |line| {
+                    log.line(line)
+                });
             tokio::select! {
                 built = build => Some(built),
                 _ = disconnected => None,
