@@ -301,6 +301,13 @@ async fn build_in(
         return Err(StackError::Debootstrap(status.to_string()));
     }
     std::fs::write(root.join("etc/apt/sources.list"), sources(suite, mirror))?;
+    // The host's way to reach the mirror (an apt proxy; a snapshot mirror
+    // whose Release files are past their Valid-Until) holds in the tree too,
+    // and in the build image, where buildpacks install runtimes.
+    let host_apt = host_apt_settings().await;
+    if !host_apt.is_empty() {
+        std::fs::write(root.join("etc/apt/apt.conf.d/99gantry-host"), host_apt)?;
+    }
     // No daemons start inside the tree while packages install.
     std::fs::write(root.join("usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n")?;
     set_mode(&root.join("usr/sbin/policy-rc.d"), 0o755)?;
@@ -445,6 +452,32 @@ async fn run_quietly(
     }
     flush(&mut phase, on_line);
     Ok(child.wait().await?)
+}
+
+/// The host's apt settings that decide how the mirror is reached, as
+/// `apt.conf` lines; empty without apt or without such settings.
+async fn host_apt_settings() -> String {
+    let Ok(out) = tokio::process::Command::new("apt-config")
+        .arg("dump")
+        .output()
+        .await
+    else {
+        return String::new();
+    };
+    apt_settings_to_keep(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn apt_settings_to_keep(dump: &str) -> String {
+    const KEEP: [&str; 4] = [
+        "Acquire::Check-Valid-Until ",
+        "Acquire::Check-Date ",
+        "Acquire::http::Proxy ",
+        "Acquire::https::Proxy ",
+    ];
+    dump.lines()
+        .filter(|line| KEEP.iter().any(|k| line.starts_with(k)))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// The phase a per-package line of debootstrap, apt or dpkg belongs to.
@@ -717,6 +750,15 @@ mod tests {
         assert_eq!(
             security_mirror("http://mirror.example/debian/"),
             "http://mirror.example/debian-security"
+        );
+    }
+
+    #[test]
+    fn the_hosts_way_to_the_mirror_is_kept() {
+        let dump = "APT \"\";\nAcquire::Check-Valid-Until \"false\";\nAcquire::http::Proxy \"http://proxy:3142\";\nDir \"/\";\n";
+        assert_eq!(
+            apt_settings_to_keep(dump),
+            "Acquire::Check-Valid-Until \"false\";\nAcquire::http::Proxy \"http://proxy:3142\";\n"
         );
     }
 

@@ -421,3 +421,38 @@ fn apps_rename_moves_config_domains_repository_and_the_live_release() {
     assert!(stderr(&out).contains("no-such-app"), "{}", stderr(&out));
     assert_eq!(server.get(&new).0, 200);
 }
+
+#[test]
+fn the_newest_python_builds_on_forky_after_stack_set() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("py314");
+    let repo = Repo::from_example(&server, "python-hello");
+    repo.write(".python-version", "3.14\n");
+    repo.commit(&server, "ask for Python 3.14");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Python 3.14 is asked for in .python-version") && err.contains("forky 3.14"),
+        "{err}"
+    );
+    let out = server.ssh(&server.admin, &format!("stack:set {app} forky"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("on stack forky from its next build on"));
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("stack gantry-forky") && err.contains("-----> Python 3.14."),
+        "{err}"
+    );
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("Hello from Python 3.14"), "{body}");
+    let stacks = stdout(&server.cli(&["stacks"]));
+    assert!(
+        stacks.contains("forky") && stacks.contains("python 3.14"),
+        "{stacks}"
+    );
+}
