@@ -719,6 +719,21 @@ async fn build_with_buildpacks(
         }
     }
     let built = result?;
+    let mut manifest = Manifest::from_stored(&release.manifest);
+    if let Some(text) = &built.procfile {
+        // What runs is the compiled tree's Procfile, as on Heroku.
+        match crate::manifest::procfile::Procfile::parse(text) {
+            Ok(procfile) => manifest.procfile = procfile,
+            Err(errors) => {
+                let lines: Vec<String> = errors
+                    .iter()
+                    .map(|e| format!("{e} (after the build)"))
+                    .collect();
+                return Err(build::BuildError::Failed(lines.join("; ")));
+            }
+        }
+    }
+    release.manifest = manifest.to_stored();
     if !built.default_process_types.is_empty() {
         let mut manifest = Manifest::from_stored(&release.manifest);
         for (name, command) in built.default_process_types {

@@ -155,6 +155,9 @@ pub struct BuildpackBuild<'a> {
 pub struct BuildpackImage {
     pub image: BuiltImage,
     pub default_process_types: BTreeMap<String, String>,
+    /// The compiled tree's Procfile, which is what runs (a buildpack may
+    /// write or change it), as Heroku reads it.
+    pub procfile: Option<String>,
 }
 
 /// The per-app volume buildpacks keep their cache in (pip's, say).
@@ -336,6 +339,7 @@ pub async fn build(
         .as_deref()
         .map(parse_release)
         .unwrap_or_default();
+    let procfile = read_file(build.docker, &builder.id, "/app/Procfile").await;
     // Each buildpack notes the runtimes it chose (`python 3.13.5`): they go
     // with the release's image, for apps:info and the next build.
     let mut labels = build.labels.clone();
@@ -370,6 +374,7 @@ pub async fn build(
     Ok(BuildpackImage {
         image,
         default_process_types,
+        procfile,
     })
 }
 

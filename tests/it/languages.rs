@@ -204,7 +204,8 @@ fn node_app_runs_on_the_node_it_asks_for_from_the_runtime_store() {
     assert_eq!(status, 200, "{body}");
     assert!(
         body.contains("assets built by Node.js v22.")
-            && body.contains("post_compile saw Node.js v22."),
+            && body.contains("post_compile saw Node.js v22.")
+            && body.contains("argv ['compiled-procfile']"),
         "{body}"
     );
 
