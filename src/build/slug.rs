@@ -67,25 +67,12 @@ pub async fn load(
     let lib_tar = scratch.join("lib.tar");
     let has_lib = download(docker, builder, LIB, &lib_tar).await?;
 
-    let stack_image = docker.inspect_image(stack).await?;
-    let stack_layers = stack_image
-        .root_fs
-        .as_ref()
-        .and_then(|r| r.layers.clone())
-        .unwrap_or_default();
-    let stack_config = stack_image.config.clone().unwrap_or_default();
-    let mut labels = stack_config.labels.clone().unwrap_or_default();
-    labels.extend(launch.labels.clone());
-    let image_config = json!({
-        "Env": stack_config.env.clone().unwrap_or_default(),
-        "User": stack_config.user.clone().unwrap_or_default(),
-        "Entrypoint": ["/gantry/launch"],
-        "Cmd": launch.cmd,
-        "WorkingDir": "/app",
-        "Labels": labels,
-    });
-    let architecture = stack_image.architecture.unwrap_or_else(|| "amd64".into());
-    let os = stack_image.os.unwrap_or_else(|| "linux".into());
+    let OnStack {
+        layers: stack_layers,
+        config: image_config,
+        architecture,
+        os,
+    } = on_stack(docker, stack, launch.cmd, None, launch.labels.clone()).await?;
     let launcher = launch.launcher.to_owned();
     let tag_owned = tag.to_owned();
     let scratch_owned = scratch.to_path_buf();
@@ -107,6 +94,47 @@ pub async fn load(
     .map_err(|e| io("cannot make the image archive", e))?;
 
     load_archive(docker, &archive, tag).await
+}
+
+/// What an image on a stack takes from it (layers, environment, platform),
+/// with the slug's command, user and labels on top.
+struct OnStack {
+    layers: Vec<String>,
+    config: serde_json::Value,
+    architecture: String,
+    os: String,
+}
+
+async fn on_stack(
+    docker: &Docker,
+    stack: &str,
+    cmd: Vec<String>,
+    user: Option<String>,
+    labels: HashMap<String, String>,
+) -> Result<OnStack, BuildError> {
+    let image = docker.inspect_image(stack).await?;
+    let layers = image
+        .root_fs
+        .as_ref()
+        .and_then(|r| r.layers.clone())
+        .unwrap_or_default();
+    let stack_config = image.config.clone().unwrap_or_default();
+    let mut all = stack_config.labels.clone().unwrap_or_default();
+    all.extend(labels);
+    let config = json!({
+        "Env": stack_config.env.clone().unwrap_or_default(),
+        "User": user.or(stack_config.user.clone()).unwrap_or_default(),
+        "Entrypoint": ["/gantry/launch"],
+        "Cmd": cmd,
+        "WorkingDir": "/app",
+        "Labels": all,
+    });
+    Ok(OnStack {
+        layers,
+        config,
+        architecture: image.architecture.unwrap_or_else(|| "amd64".into()),
+        os: image.os.unwrap_or_else(|| "linux".into()),
+    })
 }
 
 /// Hands a `docker load` archive to the engine; the loaded image.
@@ -198,27 +226,30 @@ pub async fn rebase(
         .map_err(|e| io("cannot write the saved image", e))?;
     drop(file);
 
-    let stack_image = docker.inspect_image(stack).await?;
-    let stack_layers = stack_image
-        .root_fs
-        .as_ref()
-        .and_then(|r| r.layers.clone())
-        .unwrap_or_default();
     let old_config = old.config.clone().unwrap_or_default();
-    let stack_config = stack_image.config.clone().unwrap_or_default();
-    let mut merged_labels = old_config.labels.clone().unwrap_or_default();
-    merged_labels.extend(stack_config.labels.clone().unwrap_or_default());
-    merged_labels.extend(labels.clone());
-    let image_config = json!({
-        "Env": stack_config.env.clone().unwrap_or_default(),
-        "User": old_config.user.clone().unwrap_or_default(),
-        "Entrypoint": ["/gantry/launch"],
-        "Cmd": old_config.cmd.clone().unwrap_or_default(),
-        "WorkingDir": "/app",
-        "Labels": merged_labels,
-    });
-    let architecture = stack_image.architecture.unwrap_or_else(|| "amd64".into());
-    let os = stack_image.os.unwrap_or_else(|| "linux".into());
+    // The old image's own labels stay; what the stack says of itself is the
+    // new stack's.
+    let mut kept: HashMap<String, String> = old_config
+        .labels
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("gantry.stack."))
+        .collect();
+    kept.extend(labels.clone());
+    let OnStack {
+        layers: stack_layers,
+        config: image_config,
+        architecture,
+        os,
+    } = on_stack(
+        docker,
+        stack,
+        old_config.cmd.clone().unwrap_or_default(),
+        old_config.user.clone(),
+        kept,
+    )
+    .await?;
     let tag_owned = tag.to_owned();
     let scratch_owned = scratch.to_path_buf();
     let archive = tokio::task::spawn_blocking(move || {
