@@ -43,8 +43,19 @@ impl BuildError {
     }
 }
 
+/// Which builder of the engine a Dockerfile build uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Builder {
+    /// BuildKit, through a session: the default.
+    BuildKit,
+    /// The classic builder: each step a container commit.
+    Classic,
+}
+
 /// Builds `context` (a tar of the tree) with its root `Dockerfile`, tags the image
 /// `tag`, and passes each line of build output to `on_line` as it arrives.
+/// BuildKit builds it; an engine without BuildKit (or `GANTRY_BUILDKIT=0`)
+/// gets the classic builder.
 pub async fn build_dockerfile(
     docker: &Docker,
     context: Vec<u8>,
@@ -54,40 +65,78 @@ pub async fn build_dockerfile(
 ) -> Result<BuiltImage, BuildError> {
     let _gate = crate::context::image_gate::IMAGE_GATE.read().await;
     let context = bytes::Bytes::from(context);
-    match build_once(docker, context.clone(), tag, labels, &mut on_line).await {
-        Err(err) if err.is_cache_race() => {
-            tracing::warn!(%tag, error = %err, "a cached layer vanished mid-build; building again");
-            on_line("a cached layer was removed during the build; building again");
-            build_once(docker, context, tag, labels, &mut on_line).await
+    let mut builder = if std::env::var("GANTRY_BUILDKIT").is_ok_and(|v| v == "0") {
+        Builder::Classic
+    } else {
+        Builder::BuildKit
+    };
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        match build_once(docker, context.clone(), tag, labels, builder, &mut on_line).await {
+            Err(Unstarted(err)) if builder == Builder::BuildKit => {
+                tracing::warn!(%tag, error = %err, "BuildKit is not usable; building with the classic builder");
+                on_line(&format!(
+                    "BuildKit is not usable on this engine ({err}); building with the classic builder"
+                ));
+                builder = Builder::Classic;
+            }
+            Err(Unstarted(err)) => return Err(err),
+            Err(Started(err)) if err.is_cache_race() && attempts < 3 => {
+                tracing::warn!(%tag, error = %err, "a cached layer vanished mid-build; building again");
+                on_line("a cached layer was removed during the build; building again");
+            }
+            Err(Started(err)) => return Err(err),
+            Ok(built) => return Ok(built),
         }
-        result => result,
     }
 }
+
+/// How a build failed: before the engine reported anything (the builder
+/// itself is unusable), or while it built.
+enum Failure {
+    Unstarted(BuildError),
+    Started(BuildError),
+}
+use Failure::{Started, Unstarted};
 
 async fn build_once(
     docker: &Docker,
     context: bytes::Bytes,
     tag: &str,
     labels: &HashMap<String, String>,
+    builder: Builder,
     on_line: &mut impl FnMut(&str),
-) -> Result<BuiltImage, BuildError> {
-    let options = BuildImageOptionsBuilder::default()
+) -> Result<BuiltImage, Failure> {
+    let mut options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
-        .labels(labels)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(context)));
+        .labels(labels);
+    let session = format!("gantry-{}", rand::random::<u64>());
+    if builder == Builder::BuildKit {
+        options = options
+            .version(bollard::query_parameters::BuilderVersion::BuilderBuildKit)
+            .session(&session);
+    }
+    let mut stream = docker.build_image(options.build(), None, Some(bollard::body_full(context)));
     let mut pending = String::new();
+    let mut started = false;
+    let mut steps = BuildKitSteps::default();
     while let Some(item) = stream.next().await {
         let info = match item {
             Ok(info) => info,
             Err(bollard::errors::Error::DockerStreamError { error }) => {
-                return Err(BuildError::Failed(error))
+                return Err(Started(BuildError::Failed(error)))
             }
-            Err(err) => return Err(err.into()),
+            Err(err) if !started => return Err(Unstarted(err.into())),
+            Err(err) => return Err(Started(err.into())),
         };
+        started = true;
+        if let Some(bollard::models::BuildInfoAux::BuildKit(status)) = &info.aux {
+            steps.show(status, on_line);
+        }
         if let Some(text) = info.stream {
             pending.push_str(&text);
             while let Some(end) = pending.find('\n') {
@@ -100,13 +149,19 @@ async fn build_once(
         }
         if let Some(detail) = info.error_detail {
             let message = detail.message.unwrap_or_else(|| "unknown error".into());
-            return Err(BuildError::Failed(message));
+            return Err(Started(BuildError::Failed(message)));
         }
     }
     if !pending.trim().is_empty() {
         on_line(pending.trim_end());
     }
-    let image = docker.inspect_image(tag).await?;
+    if let Some(error) = steps.error {
+        return Err(Started(BuildError::Failed(error)));
+    }
+    let image = docker
+        .inspect_image(tag)
+        .await
+        .map_err(|e| Started(e.into()))?;
     let exposed: Vec<u16> = image
         .config
         .and_then(|c| c.exposed_ports)
@@ -122,6 +177,46 @@ async fn build_once(
             _ => None,
         },
     })
+}
+
+/// BuildKit's progress as lines: each step once when it starts (`CACHED`
+/// when it was), the output of `RUN` steps, and the first error.
+#[derive(Default)]
+struct BuildKitSteps {
+    shown: std::collections::HashSet<String>,
+    names: HashMap<String, String>,
+    error: Option<String>,
+}
+
+impl BuildKitSteps {
+    fn show(
+        &mut self,
+        status: &bollard::moby::buildkit::v1::StatusResponse,
+        on_line: &mut impl FnMut(&str),
+    ) {
+        for vertex in &status.vertexes {
+            self.names
+                .insert(vertex.digest.clone(), vertex.name.clone());
+            let internal = vertex.name.starts_with("[internal]");
+            if (vertex.started.is_some() || vertex.cached)
+                && !internal
+                && self.shown.insert(vertex.digest.clone())
+            {
+                let cached = if vertex.cached { " CACHED" } else { "" };
+                on_line(&format!("{}{cached}", vertex.name));
+            }
+            if !vertex.error.is_empty() && self.error.is_none() {
+                self.error = Some(format!("{}: {}", vertex.name, vertex.error));
+            }
+        }
+        for log in &status.logs {
+            for line in String::from_utf8_lossy(&log.msg).lines() {
+                if !line.trim().is_empty() {
+                    on_line(line.trim_end());
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
