@@ -350,6 +350,28 @@ pub async fn build(
             }
         }
     }
+    // Runtimes a buildpack took from the host's store ("node/22.20.0
+    // app/.heroku/node"): layers of their own under the slug, made once.
+    let mut runtime_layers = Vec::new();
+    if let Some(listed) = read_file(build.docker, &builder.id, "/gantry/out/layers").await {
+        for line in listed.lines().filter(|l| !l.trim().is_empty()) {
+            let (runtime, dest) = parse_layer_line(line).ok_or_else(|| {
+                BuildError::Failed(format!(
+                    "a buildpack asked for a runtime layer gantry cannot make: {line:?}"
+                ))
+            })?;
+            let dir = build.runtimes.join(runtime);
+            let cache = build.runtimes.join(".layers");
+            let dest = dest.to_owned();
+            let made = tokio::task::spawn_blocking(move || {
+                super::slug::runtime_layer(&dir, &dest, &cache)
+            })
+            .await
+            .map_err(|e| BuildError::Failed(format!("making a runtime layer: {e}")))?
+            .map_err(|e| BuildError::Failed(format!("making the layer of {runtime}: {e}")))?;
+            runtime_layers.push(made);
+        }
+    }
     let cmd = match default_process_types.get("web") {
         Some(web) => vec!["/bin/bash".into(), "-c".into(), web.clone()],
         None => vec![
@@ -367,6 +389,7 @@ pub async fn build(
             launcher: LAUNCHER,
             cmd,
             labels: &labels,
+            runtimes: runtime_layers,
         },
         &build.scratch,
     )
@@ -601,6 +624,24 @@ async fn read_file(docker: &Docker, id: &str, path: &str) -> Option<String> {
     Some(text)
 }
 
+/// `LANG/VERSION app/PATH`: a stored runtime and where the image has it.
+/// Nothing outside the store or outside `/app`.
+fn parse_layer_line(line: &str) -> Option<(&str, &str)> {
+    let (runtime, dest) = line.trim().split_once(' ')?;
+    let dest = dest.trim();
+    let (lang, version) = runtime.split_once('/')?;
+    let plain = |part: &str| {
+        !part.is_empty()
+            && part != "."
+            && part != ".."
+            && part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    };
+    let dest_ok = dest.starts_with("app/") && dest.split('/').all(plain);
+    (plain(lang) && plain(version) && dest_ok).then_some((runtime, dest))
+}
+
 /// The `default_process_types` of a `bin/release` output. That output is YAML
 /// but only ever this shape (a mapping of names to one-line commands), so a
 /// reader for that shape beats a YAML dependency.
@@ -698,6 +739,23 @@ mod tests {
         assert_eq!(types["web"], "python3 app.py");
         assert_eq!(types["worker"], "sh -c 'x: y'");
         assert!(parse_release("--- {}\n").is_empty());
+    }
+
+    #[test]
+    fn runtime_layers_stay_inside_the_store_and_app() {
+        assert_eq!(
+            parse_layer_line("node/22.20.0 app/.heroku/node"),
+            Some(("node/22.20.0", "app/.heroku/node"))
+        );
+        for bad in [
+            "node/../../etc app/x",
+            "node/22 /etc",
+            "node/22 app/../etc",
+            "node app/x",
+            "node/22",
+        ] {
+            assert_eq!(parse_layer_line(bad), None, "{bad}");
+        }
     }
 
     #[test]

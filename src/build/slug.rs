@@ -31,7 +31,13 @@ pub struct Launch<'a> {
     /// The default command (the web process).
     pub cmd: Vec<String>,
     pub labels: &'a HashMap<String, String>,
+    /// Runtime layers under the slug: (diff id, tar), from [`runtime_layer`].
+    pub runtimes: Vec<(String, PathBuf)>,
 }
+
+/// Label of an image gantry wrote: how many of its top layers are the app's
+/// (runtimes and the slug); what a rebase moves to a newer stack.
+pub const LABEL_SLUG_LAYERS: &str = "gantry.slug.layers";
 
 /// Copies `/app` out of the finished builder and loads `stack` plus that
 /// layer as `tag`. `scratch` holds the temporary archives.
@@ -72,28 +78,76 @@ pub async fn load(
         config: image_config,
         architecture,
         os,
-    } = on_stack(docker, stack, launch.cmd, None, launch.labels.clone()).await?;
-    let launcher = launch.launcher.to_owned();
-    let tag_owned = tag.to_owned();
-    let scratch_owned = scratch.to_path_buf();
-    let archive = tokio::task::spawn_blocking(move || {
-        write_archive(
-            &scratch_owned,
-            &app_tar,
-            has_lib.then_some(lib_tar.as_path()),
-            &launcher,
-            &stack_layers,
-            image_config,
-            &architecture,
-            &os,
-            &tag_owned,
-        )
+    } = on_stack(docker, stack, launch.cmd, None, {
+        let mut labels = launch.labels.clone();
+        labels.insert(
+            LABEL_SLUG_LAYERS.to_owned(),
+            (launch.runtimes.len() + 1).to_string(),
+        );
+        labels
     })
-    .await
-    .map_err(|e| BuildError::Failed(format!("making the image: {e}")))?
-    .map_err(|e| io("cannot make the image archive", e))?;
-
-    load_archive(docker, &archive, tag).await
+    .await?;
+    // A runtime layer the engine was given once is named, not sent again;
+    // if the engine lost it since (a prune of every image that had it), the
+    // load fails and is retried with every layer included.
+    let loaded = |tar: &Path| tar.with_extension("loaded");
+    let mut include_all = false;
+    loop {
+        let runtimes: Vec<ArchiveLayer> = launch
+            .runtimes
+            .iter()
+            .map(|(diff_id, tar)| ArchiveLayer {
+                diff_id: diff_id.clone(),
+                file: (include_all || !loaded(tar).exists()).then(|| tar.clone()),
+                created_by: "gantry: runtime from the host's store".into(),
+            })
+            .collect();
+        let omitted = runtimes.iter().any(|l| l.file.is_none());
+        let launcher = launch.launcher.to_owned();
+        let tag_owned = tag.to_owned();
+        let scratch_owned = scratch.to_path_buf();
+        let (app_tar, lib_tar, stack_layers, image_config, architecture, os) = (
+            app_tar.clone(),
+            lib_tar.clone(),
+            stack_layers.clone(),
+            image_config.clone(),
+            architecture.clone(),
+            os.clone(),
+        );
+        let archive = tokio::task::spawn_blocking(move || {
+            write_archive(
+                &scratch_owned,
+                &app_tar,
+                has_lib.then_some(lib_tar.as_path()),
+                &launcher,
+                &stack_layers,
+                runtimes,
+                image_config,
+                &architecture,
+                &os,
+                &tag_owned,
+            )
+        })
+        .await
+        .map_err(|e| BuildError::Failed(format!("making the image: {e}")))?
+        .map_err(|e| io("cannot make the image archive", e))?;
+        match load_archive(docker, &archive, tag).await {
+            Err(err) if omitted => {
+                tracing::info!(%tag, error = %err, "a runtime layer was not in the engine; loading it again");
+                include_all = true;
+            }
+            result => {
+                if result.is_ok() {
+                    for (_, tar) in &launch.runtimes {
+                        if let Err(err) = std::fs::write(loaded(tar), b"") {
+                            tracing::warn!(path = %tar.display(), error = %err, "cannot mark a runtime layer loaded");
+                        }
+                    }
+                }
+                return result;
+            }
+        }
+    }
 }
 
 /// What an image on a stack takes from it (layers, environment, platform),
@@ -197,9 +251,13 @@ pub async fn rebase(
         .as_ref()
         .and_then(|r| r.layers.clone())
         .unwrap_or_default();
-    let Some(slug_diff_id) = old_layers.last().cloned() else {
-        return Err(BuildError::Failed(format!("{image} has no layers")));
-    };
+    let top = slug_layer_count(&old);
+    if old_layers.len() < top + 1 {
+        return Err(BuildError::Failed(format!(
+            "{image} has no layers above a stack"
+        )));
+    }
+    let slug_diff_ids: Vec<String> = old_layers[old_layers.len() - top..].to_vec();
     let is_slug = old
         .config
         .as_ref()
@@ -253,12 +311,18 @@ pub async fn rebase(
     let tag_owned = tag.to_owned();
     let scratch_owned = scratch.to_path_buf();
     let archive = tokio::task::spawn_blocking(move || {
-        let layer = extract_last_layer(&saved, &scratch_owned.join("slug.tar"))?;
+        let files = extract_top_layers(&saved, top, &scratch_owned)?;
+        let mut layers = stack_part(&stack_layers);
+        for (diff_id, file) in slug_diff_ids.into_iter().zip(files) {
+            layers.push(ArchiveLayer {
+                diff_id,
+                file: Some(file),
+                created_by: "gantry: the slug, rebased".into(),
+            });
+        }
         write_load_archive(
             &scratch_owned,
-            &layer,
-            &slug_diff_id,
-            &stack_layers,
+            &layers,
             image_config,
             &architecture,
             &os,
@@ -271,8 +335,22 @@ pub async fn rebase(
     load_archive(docker, &archive, tag).await
 }
 
-/// The last layer of a `docker save` archive, written to `to`.
-fn extract_last_layer(saved: &Path, to: &Path) -> std::io::Result<PathBuf> {
+/// How many top layers of an image gantry wrote are the app's (1 for
+/// images from before runtime layers).
+pub fn slug_layer_count(image: &bollard::models::ImageInspect) -> usize {
+    image
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .and_then(|l| l.get(LABEL_SLUG_LAYERS))
+        .and_then(|n| n.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(1)
+}
+
+/// The top `count` layers of a `docker save` archive, bottom first, written
+/// into `dir`.
+fn extract_top_layers(saved: &Path, count: usize, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut archive = tar::Archive::new(std::fs::File::open(saved)?);
     let mut manifest = None;
     for entry in archive.entries()? {
@@ -286,24 +364,41 @@ fn extract_last_layer(saved: &Path, to: &Path) -> std::io::Result<PathBuf> {
     }
     let manifest: serde_json::Value =
         serde_json::from_str(&manifest.unwrap_or_default()).map_err(std::io::Error::other)?;
-    let last = manifest[0]["Layers"]
+    let all: Vec<String> = manifest[0]["Layers"]
         .as_array()
-        .and_then(|layers| layers.last())
-        .and_then(|l| l.as_str())
-        .ok_or_else(|| std::io::Error::other("the saved image lists no layers"))?
-        .to_owned();
+        .map(|layers| {
+            layers
+                .iter()
+                .filter_map(|l| l.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    if all.len() < count {
+        return Err(std::io::Error::other(
+            "the saved image has fewer layers than its slug",
+        ));
+    }
+    let wanted = &all[all.len() - count..];
+    let mut found: HashMap<String, PathBuf> = HashMap::new();
     let mut archive = tar::Archive::new(std::fs::File::open(saved)?);
     for entry in archive.entries()? {
         let mut entry = entry?;
-        if entry.path()?.to_string_lossy() == last {
-            let mut out = std::fs::File::create(to)?;
+        let name = entry.path()?.to_string_lossy().into_owned();
+        if let Some(i) = wanted.iter().position(|w| *w == name) {
+            let to = dir.join(format!("top{i}.tar"));
+            let mut out = std::fs::File::create(&to)?;
             std::io::copy(&mut entry, &mut out)?;
-            return Ok(to.to_path_buf());
+            found.insert(name, to);
         }
     }
-    Err(std::io::Error::other(format!(
-        "the saved image lacks {last}"
-    )))
+    wanted
+        .iter()
+        .map(|w| {
+            found
+                .remove(w)
+                .ok_or_else(|| std::io::Error::other(format!("the saved image lacks {w}")))
+        })
+        .collect()
 }
 
 /// Copies `path` out of the builder as a tar at `to`; false when the
@@ -353,6 +448,7 @@ fn write_archive(
     lib_tar: Option<&Path>,
     launcher: &str,
     stack_layers: &[String],
+    runtimes: Vec<ArchiveLayer>,
     image_config: serde_json::Value,
     architecture: &str,
     os: &str,
@@ -403,38 +499,38 @@ fn write_archive(
     let hashing = layer.into_inner()?;
     let (file, digest) = hashing.finish()?;
     drop(file);
-    let diff_id = format!("sha256:{digest}");
-    write_load_archive(
-        scratch,
-        &layer_path,
-        &diff_id,
-        stack_layers,
-        image_config,
-        architecture,
-        os,
-        tag,
-    )
+    let mut layers = stack_part(stack_layers);
+    layers.extend(runtimes);
+    layers.push(ArchiveLayer {
+        diff_id: format!("sha256:{digest}"),
+        file: Some(layer_path),
+        created_by: "gantry: slug (/app) from buildpacks".into(),
+    });
+    write_load_archive(scratch, &layers, image_config, architecture, os, tag)
 }
 
-/// Writes the `docker load` archive of `stack_layers` (named, not included:
-/// the engine has them) plus the slug layer at `layer_path`.
-#[allow(clippy::too_many_arguments)]
+/// One layer of an image gantry writes: its diff id, and its tar when the
+/// engine may lack it (`None`: named, not included, for a layer the engine
+/// has, such as the stack's: it only opens the files of layers it lacks).
+pub struct ArchiveLayer {
+    pub diff_id: String,
+    pub file: Option<PathBuf>,
+    pub created_by: String,
+}
+
+/// Writes the `docker load` archive of `layers`, bottom first.
 fn write_load_archive(
     scratch: &Path,
-    layer_path: &Path,
-    diff_id: &str,
-    stack_layers: &[String],
+    layers: &[ArchiveLayer],
     image_config: serde_json::Value,
     architecture: &str,
     os: &str,
     tag: &str,
 ) -> std::io::Result<PathBuf> {
-    let mut diff_ids: Vec<String> = stack_layers.to_vec();
-    diff_ids.push(diff_id.to_owned());
-    let history: Vec<serde_json::Value> = (0..diff_ids.len())
-        .map(|i| {
-            json!({ "created_by": if i + 1 == diff_ids.len() { "gantry: slug (/app) from buildpacks" } else { "stack" } })
-        })
+    let diff_ids: Vec<&str> = layers.iter().map(|l| l.diff_id.as_str()).collect();
+    let history: Vec<serde_json::Value> = layers
+        .iter()
+        .map(|l| json!({ "created_by": l.created_by }))
         .collect();
     let config = json!({
         "architecture": architecture,
@@ -445,13 +541,10 @@ fn write_load_archive(
     });
     let config_bytes = serde_json::to_vec(&config).map_err(std::io::Error::other)?;
     let config_name = format!("{}.json", hex(&sha256(&config_bytes)));
-    // The stack's layers are named but not included: the engine has them
-    // and only opens the files of layers it lacks.
-    let mut layers: Vec<String> = (0..stack_layers.len())
-        .map(|i| format!("stack{i}/layer.tar"))
+    let names: Vec<String> = (0..layers.len())
+        .map(|i| format!("layer{i}/layer.tar"))
         .collect();
-    layers.push("slug/layer.tar".into());
-    let manifest = json!([{ "Config": config_name, "RepoTags": [tag], "Layers": layers }]);
+    let manifest = json!([{ "Config": config_name, "RepoTags": [tag], "Layers": names }]);
     let manifest_bytes = serde_json::to_vec(&manifest).map_err(std::io::Error::other)?;
 
     let archive_path = scratch.join("image.tar");
@@ -464,9 +557,71 @@ fn write_load_archive(
     };
     add(&config_name, &config_bytes)?;
     add("manifest.json", &manifest_bytes)?;
-    archive.append_path_with_name(layer_path, "slug/layer.tar")?;
+    for (layer, name) in layers.iter().zip(&names) {
+        if let Some(file) = &layer.file {
+            archive.append_path_with_name(file, name)?;
+        }
+    }
     archive.into_inner()?.sync_all()?;
     Ok(archive_path)
+}
+
+/// The stack's layers, as the bottom of an image gantry writes.
+fn stack_part(stack_layers: &[String]) -> Vec<ArchiveLayer> {
+    stack_layers
+        .iter()
+        .map(|diff_id| ArchiveLayer {
+            diff_id: diff_id.clone(),
+            file: None,
+            created_by: "stack".into(),
+        })
+        .collect()
+}
+
+/// A runtime from the host's store as an image layer at `dest` (such as
+/// `app/.heroku/node`), made once per runtime and kept beside the store: an
+/// app's one-file push then carries none of a 190 MB Node, which the engine
+/// already has. Returns the layer's diff id and tar.
+pub fn runtime_layer(dir: &Path, dest: &str, cache: &Path) -> std::io::Result<(String, PathBuf)> {
+    std::fs::create_dir_all(cache)?;
+    let key: String = format!("{}-{dest}", dir.display())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let tar_path = cache.join(format!("{key}.tar"));
+    let id_path = cache.join(format!("{key}.diffid"));
+    if let (true, Ok(id)) = (tar_path.is_file(), std::fs::read_to_string(&id_path)) {
+        return Ok((id.trim().to_owned(), tar_path));
+    }
+    let partial = cache.join(format!("{key}.tar.partial"));
+    let mut layer = tar::Builder::new(HashingWriter::new(std::fs::File::create(&partial)?));
+    layer.follow_symlinks(false);
+    let mut parent = PathBuf::new();
+    for part in Path::new(dest)
+        .parent()
+        .into_iter()
+        .flat_map(Path::components)
+    {
+        parent.push(part);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        layer.append_data(&mut header, &parent, std::io::empty())?;
+    }
+    layer.append_dir_all(dest, dir)?;
+    let (file, digest) = layer.into_inner()?.finish()?;
+    file.sync_all()?;
+    let diff_id = format!("sha256:{digest}");
+    std::fs::rename(&partial, &tar_path)?;
+    std::fs::write(&id_path, &diff_id)?;
+    Ok((diff_id, tar_path))
 }
 
 fn sha256(data: &[u8]) -> Vec<u8> {

