@@ -184,7 +184,6 @@ async fn build_once(
 #[derive(Default)]
 struct BuildKitSteps {
     shown: std::collections::HashSet<String>,
-    names: HashMap<String, String>,
     error: Option<String>,
 }
 
@@ -195,8 +194,6 @@ impl BuildKitSteps {
         on_line: &mut impl FnMut(&str),
     ) {
         for vertex in &status.vertexes {
-            self.names
-                .insert(vertex.digest.clone(), vertex.name.clone());
             let internal = vertex.name.starts_with("[internal]");
             if (vertex.started.is_some() || vertex.cached)
                 && !internal
