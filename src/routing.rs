@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 
+/// How long a route change may take the proxy (it saves its table to disk).
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The routes as `serve` knows them, and the link to the proxy.
 pub struct Routing {
     mirror: RouteTable,
@@ -29,6 +32,14 @@ pub struct Routing {
     authoritative: AtomicBool,
     /// The last send failed (logged once, not on every change).
     unreachable: AtomicBool,
+    /// A change did not reach the proxy: the supervisor sends the whole
+    /// mirror once it answers again. A proxy that missed one change keeps
+    /// a stale route, whose addresses Docker may give to another app.
+    dirty: AtomicBool,
+    /// Held from a change to the mirror until the proxy has it, so the
+    /// proxy sees changes in the mirror's order (a snapshot sent for a
+    /// resync never overtakes a later change).
+    wire: tokio::sync::Mutex<()>,
 }
 
 impl Routing {
@@ -38,6 +49,8 @@ impl Routing {
             socket,
             authoritative: AtomicBool::new(false),
             unreachable: AtomicBool::new(false),
+            dirty: AtomicBool::new(false),
+            wire: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -57,16 +70,18 @@ impl Routing {
             backends: addrs,
             https_redirect,
         };
+        let _wire = self.wire.lock().await;
         let replaced = self.mirror.set(host, route.to_route());
         let gone = gone(replaced, &route.backends);
-        self.send(Request::Route { route }).await;
+        self.change(Request::Route { route }).await;
         gone
     }
 
     /// Stops routing `host`; returns the addresses it had.
     pub async fn remove(&self, host: &str) -> Vec<SocketAddr> {
+        let _wire = self.wire.lock().await;
         let replaced = self.mirror.remove(host);
-        self.send(Request::Unroute {
+        self.change(Request::Unroute {
             host: host.to_owned(),
         })
         .await;
@@ -74,8 +89,9 @@ impl Routing {
     }
 
     pub async fn alias(&self, alias: &str, host: &str) {
+        let _wire = self.wire.lock().await;
         self.mirror.alias(alias, host);
-        self.send(Request::Alias {
+        self.change(Request::Alias {
             alias: alias.to_owned(),
             host: host.to_owned(),
         })
@@ -83,8 +99,9 @@ impl Routing {
     }
 
     pub async fn unalias(&self, alias: &str) {
+        let _wire = self.wire.lock().await;
         self.mirror.unalias(alias);
-        self.send(Request::Unalias {
+        self.change(Request::Unalias {
             alias: alias.to_owned(),
         })
         .await;
@@ -158,8 +175,51 @@ impl Routing {
     /// certificates itself when it starts).
     async fn resync(&self) {
         if self.authoritative.load(Ordering::Acquire) {
+            let _wire = self.wire.lock().await;
+            // Cleared first: a change that fails from here on sets it again.
+            self.dirty.store(false, Ordering::Release);
             let state = self.mirror.snapshot();
-            self.send(Request::Replace { state }).await;
+            self.change(Request::Replace { state }).await;
+        }
+    }
+
+    /// Checks that the proxy serves exactly the mirror (a change lost on the
+    /// way would leave it a stale address, which Docker may have given to
+    /// another app's container since); sends the whole table if not.
+    /// Returns whether they differed.
+    pub async fn verify(&self) -> bool {
+        if !self.authoritative.load(Ordering::Acquire) {
+            return false;
+        }
+        let differs = {
+            let _wire = self.wire.lock().await;
+            let Some(table) = self.send(Request::Table).await.and_then(|r| r.table) else {
+                return false;
+            };
+            normalized(table) != normalized(self.mirror.snapshot())
+        };
+        if differs {
+            tracing::warn!("the proxy's routes differ from serve's; sending it every route");
+            self.resync().await;
+        }
+        differs
+    }
+
+    /// Hands a proxy that missed a change the whole table.
+    pub async fn catch_up(&self) {
+        if self.dirty.load(Ordering::Acquire) {
+            tracing::info!("the proxy missed a route change; sending it every route");
+            self.resync().await;
+        }
+    }
+
+    /// Sends a change of the routes; one the proxy did not take is made good
+    /// by the next resync (see `dirty`).
+    async fn change(&self, request: Request) {
+        // A proxy that hangs must not hold every later change behind this one.
+        let sent = tokio::time::timeout(CHANGE_TIMEOUT, self.send(request)).await;
+        if !matches!(sent, Ok(Some(_))) {
+            self.dirty.store(true, Ordering::Release);
         }
     }
 
@@ -185,6 +245,15 @@ impl Routing {
             }
         }
     }
+}
+
+/// A table with each route's backends in one order, to compare two.
+fn normalized(mut state: gantry_proxy::state::State) -> gantry_proxy::state::State {
+    for route in &mut state.routes {
+        route.backends.sort();
+    }
+    state.routes.sort_by(|a, b| a.host.cmp(&b.host));
+    state
 }
 
 fn gone(replaced: Option<Arc<Route>>, kept: &[SocketAddr]) -> Vec<SocketAddr> {
@@ -284,6 +353,7 @@ pub async fn supervise(routing: &Routing, config: &Config, shutdown: Cancellatio
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         if running(config).await.is_some() {
+            routing.catch_up().await;
             continue;
         }
         tracing::warn!("the proxy is not answering; starting it again");
@@ -291,5 +361,76 @@ pub async fn supervise(routing: &Routing, config: &Config, shutdown: Cancellatio
             Ok(_) => routing.resync().await,
             Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot start the proxy"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gantry_proxy::control::{Handler, Reply};
+    use std::sync::Mutex;
+
+    /// A proxy's control socket that records what it was sent.
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<Request>>);
+
+    impl Handler for Recorder {
+        async fn handle(&self, request: Request) -> Reply {
+            let table = matches!(request, Request::Table).then(|| {
+                // A proxy that kept a stale address for `a.test`.
+                let mut state = gantry_proxy::state::State::default();
+                state.routes.push(RouteSpec {
+                    host: "a.test".into(),
+                    name: "a".into(),
+                    backends: vec!["10.9.9.9:5000".parse().expect("addr")],
+                    https_redirect: false,
+                });
+                state
+            });
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(request);
+            Reply {
+                ok: true,
+                table,
+                ..Reply::default()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_change_the_proxy_missed_reaches_it_when_it_answers_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("proxy.sock");
+        let routing = Routing::new(socket.clone());
+        routing.take_over().await;
+        let addr: SocketAddr = "10.1.2.3:5000".parse().expect("addr");
+        // Nothing listens: the change is lost on the way.
+        routing.set("a.test", "a", vec![addr], false).await;
+        let listener = tokio::net::UnixListener::bind(&socket).expect("bind");
+        let recorder = Arc::new(Recorder::default());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(control::serve(listener, recorder.clone(), shutdown.clone()));
+        routing.catch_up().await;
+        let sent = std::mem::take(&mut *recorder.0.lock().expect("lock"));
+        match sent.as_slice() {
+            [Request::Replace { state }] => {
+                assert_eq!(state.routes.len(), 1);
+                assert_eq!(state.routes[0].backends, vec![addr]);
+            }
+            other => panic!("expected the whole table, got {other:?}"),
+        }
+        // Caught up: nothing more is sent until another change is missed.
+        routing.catch_up().await;
+        assert!(recorder.0.lock().expect("lock").is_empty());
+        // A proxy whose table differs from serve's is found and corrected.
+        assert!(routing.verify().await);
+        let sent = std::mem::take(&mut *recorder.0.lock().expect("lock"));
+        assert!(
+            matches!(sent.as_slice(), [Request::Table, Request::Replace { .. }]),
+            "{sent:?}"
+        );
+        shutdown.cancel();
     }
 }

@@ -64,6 +64,9 @@ pub enum Request {
         timeout_ms: u64,
     },
     Status,
+    /// Every route and alias the proxy serves now, for `serve` to check
+    /// against its own copy.
+    Table,
 }
 
 /// The proxy's answer.
@@ -77,6 +80,9 @@ pub struct Reply {
     pub left: Option<usize>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<u32>,
+    /// For `Table`: what the proxy serves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<crate::state::State>,
 }
 
 impl Reply {

@@ -155,6 +155,10 @@ impl Handler for Daemon {
                 pid: Some(std::process::id()),
                 ..control::ok()
             },
+            Request::Table => Reply {
+                table: Some(self.routes.snapshot()),
+                ..control::ok()
+            },
         }
     }
 }

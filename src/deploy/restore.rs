@@ -61,6 +61,8 @@ pub async fn reconcile_forever(
         let Ok(apps) = gantry.store.list_apps().await else {
             continue;
         };
+        // The proxy serves what serve routed, nothing stale.
+        gantry.routing.verify().await;
         for app in apps {
             let Ok(_lock) = gantry.locks.get(&app.name).try_lock_owned() else {
                 continue;

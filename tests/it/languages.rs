@@ -364,9 +364,6 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
     );
     let out = server.cli(&["run", &app, "--", "cat", "/etc/gantry-refreshed"]);
     assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
-    let (status, body) = server.get(&app);
-    assert_eq!(status, 200, "{body}");
-    assert!(body.starts_with("Hello from Python 3."), "{body}");
     let out = server.cli(&["stack:rebase", &node]);
     assert!(out.status.success(), "{}", stderr(&out));
     let node_v2 = format!("gantry/{node}:v2");
@@ -384,6 +381,13 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
     );
     let out = server.cli(&["run", &node, "--", "cat", "/etc/gantry-refreshed"]);
     assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}\n{}", server.log());
+    assert!(
+        body.starts_with("Hello from Python 3."),
+        "{body}\n{}",
+        server.log()
+    );
     let releases = stdout(&server.cli(&["releases", &app]));
     assert!(releases.contains("Rebase v1"), "{releases}");
     // Rollback-able like any release.
