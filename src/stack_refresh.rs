@@ -94,7 +94,15 @@ async fn refresh(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         let Some(suite) = releases::built_on(gantry, &current.image).await else {
             continue;
         };
-        if releases::on_current_stack(gantry, &current.image, &suite.run_image())
+        let target = match releases::rebase_target(gantry, &current.image, suite).await {
+            Ok(target) => target,
+            Err(err) => {
+                writeln!(log, "{}: cannot tell its stack: {err:#}", record.name)?;
+                failed.push(format!("checking {}: {err:#}", record.name));
+                continue;
+            }
+        };
+        if releases::on_current_stack(gantry, &current.image, &target)
             .await
             .unwrap_or(true)
         {

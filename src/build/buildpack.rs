@@ -20,6 +20,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use include_dir::{include_dir, Dir};
 
+use super::container::{exit_code, read_file};
 use super::{BuildError, BuiltImage};
 use crate::names::AppName;
 
@@ -232,6 +233,38 @@ pub async fn build(
             Some(RemoveContainerOptionsBuilder::default().force(true).build()),
         )
         .await;
+    // Debian's Node works only at Debian's paths: an app that may use it
+    // builds on the build image with it, and its slug sits on the run image
+    // with it (made once per stack; see `debian`).
+    let mut builder_image = build.stack.build.clone();
+    let mut env = vec![
+        format!("SOURCE_VERSION={}", build.commit_sha),
+        format!("STACK={}", build.stack.name),
+        format!("GANTRY_APP={}", build.app),
+    ];
+    let mut debian_node = None;
+    if build.stack.suite.is_some() && may_use_node(&build.selection, &build.source) {
+        let scratch = build.scratch.join("debian-node");
+        match super::debian::provide(
+            build.docker,
+            build.stack,
+            super::debian::NODE,
+            &scratch,
+            on_line,
+        )
+        .await
+        {
+            Ok(provided) => {
+                builder_image = provided.build_image.clone();
+                env.push(format!("GANTRY_DEBIAN_NODE={}", provided.upstream()));
+                env.push(format!("GANTRY_DEBIAN_NODE_PACKAGE={}", provided.version));
+                debian_node = Some(provided);
+            }
+            Err(err) => on_line(&format!(
+                "       Debian's Node.js is not available on this stack ({err}); Node.js comes from the host's runtime store"
+            )),
+        }
+    }
     let mut binds = vec![format!("{}:/cache", cache_volume(build.app))];
     if std::fs::create_dir_all(&build.runtimes).is_ok() {
         binds.push(format!(
@@ -241,15 +274,11 @@ pub async fn build(
         ));
     }
     let body = ContainerCreateBody {
-        image: Some(build.stack.build.clone()),
+        image: Some(builder_image),
         entrypoint: Some(vec!["/bin/sh".into(), "/gantry/build".into()]),
         cmd: Some(vec![]),
         working_dir: Some("/app".into()),
-        env: Some(vec![
-            format!("SOURCE_VERSION={}", build.commit_sha),
-            format!("STACK={}", build.stack.name),
-            format!("GANTRY_APP={}", build.app),
-        ]),
+        env: Some(env),
         host_config: Some(HostConfig {
             binds: Some(binds),
             ..Default::default()
@@ -353,8 +382,21 @@ pub async fn build(
     // Runtimes a buildpack took from the host's store ("node/22.20.0
     // app/.heroku/node"): layers of their own under the slug, made once.
     let mut runtime_layers = Vec::new();
+    let mut run_image = build.stack.run.clone();
     if let Some(listed) = read_file(build.docker, &builder.id, "/gantry/out/layers").await {
         for line in listed.lines().filter(|l| !l.trim().is_empty()) {
+            // Debian's Node, at its own paths: the slug sits on the run image
+            // that has it.
+            if line.trim() == DEBIAN_NODE_LINE {
+                let provided = debian_node.as_ref().ok_or_else(|| {
+                    BuildError::Failed(
+                        "a buildpack asked for Debian's Node.js, which this build does not have"
+                            .into(),
+                    )
+                })?;
+                run_image = provided.run_image.clone();
+                continue;
+            }
             let (runtime, dest) = parse_layer_line(line).ok_or_else(|| {
                 BuildError::Failed(format!(
                     "a buildpack asked for a runtime layer gantry cannot make: {line:?}"
@@ -383,7 +425,7 @@ pub async fn build(
     let image = super::slug::load(
         build.docker,
         &builder.id,
-        &build.stack.run,
+        &run_image,
         build.tag,
         super::slug::Launch {
             launcher: LAUNCHER,
@@ -594,34 +636,31 @@ fn add_embedded(
     Ok(())
 }
 
-/// Waits for the builder to stop; its exit code. bollard reports a non-zero
-/// exit as an error; here it is a code.
-async fn exit_code(docker: &Docker, id: &str) -> Result<i64, BuildError> {
-    let mut wait =
-        docker.wait_container(id, None::<bollard::query_parameters::WaitContainerOptions>);
-    match wait.next().await {
-        Some(Ok(response)) => Ok(response.status_code),
-        Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Ok(code),
-        Some(Err(err)) => Err(err.into()),
-        None => Err(BuildError::Failed("the builder container vanished".into())),
+/// The `/gantry/out/layers` line of a buildpack that uses Debian's Node.
+const DEBIAN_NODE_LINE: &str = "debian/node /";
+
+/// Whether a build may run the node buildpack: it is named, or detection
+/// may pick it (a `package.json` at the root, as its `bin/detect` asks).
+fn may_use_node(selection: &Selection, source: &[u8]) -> bool {
+    match selection {
+        Selection::Given(refs) => refs
+            .iter()
+            .any(|r| matches!(r, BuildpackRef::Builtin(name) if name == "node")),
+        Selection::Detect => tar_has_root_file(source, "package.json"),
     }
 }
 
-/// One file out of a container (`None`: not there).
-async fn read_file(docker: &Docker, id: &str, path: &str) -> Option<String> {
-    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
-        .path(path)
-        .build();
-    let mut stream = docker.download_from_container(id, Some(options));
-    let mut bytes = Vec::new();
-    while let Some(chunk) = stream.next().await {
-        bytes.extend_from_slice(&chunk.ok()?);
-    }
-    let mut archive = tar::Archive::new(bytes.as_slice());
-    let mut entry = archive.entries().ok()?.next()?.ok()?;
-    let mut text = String::new();
-    std::io::Read::read_to_string(&mut entry, &mut text).ok()?;
-    Some(text)
+/// Whether a tar of a tree has `name` at its root.
+fn tar_has_root_file(tar_bytes: &[u8], name: &str) -> bool {
+    let mut archive = tar::Archive::new(tar_bytes);
+    let Ok(entries) = archive.entries() else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        entry
+            .path()
+            .is_ok_and(|p| p.strip_prefix("./").unwrap_or(&p) == Path::new(name))
+    })
 }
 
 /// `LANG/VERSION app/PATH`: a stored runtime and where the image has it.

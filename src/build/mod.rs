@@ -5,6 +5,8 @@
 //! buildpack builds come next and will live beside it.
 
 pub mod buildpack;
+pub mod container;
+pub mod debian;
 pub mod runtimes;
 pub mod slug;
 pub mod stack;

@@ -192,7 +192,7 @@ async fn on_stack(
 }
 
 /// Hands a `docker load` archive to the engine; the loaded image.
-async fn load_archive(
+pub(super) async fn load_archive(
     docker: &Docker,
     archive: &Path,
     tag: &str,
@@ -285,14 +285,14 @@ pub async fn rebase(
     drop(file);
 
     let old_config = old.config.clone().unwrap_or_default();
-    // The old image's own labels stay; what the stack says of itself is the
-    // new stack's.
+    // The old image's own labels stay; what the stack (and a Debian runtime
+    // on it) says of itself is the new stack's.
     let mut kept: HashMap<String, String> = old_config
         .labels
         .clone()
         .unwrap_or_default()
         .into_iter()
-        .filter(|(k, _)| !k.starts_with("gantry.stack."))
+        .filter(|(k, _)| !k.starts_with("gantry.stack.") && !k.starts_with("gantry.debian."))
         .collect();
     kept.extend(labels.clone());
     let OnStack {
@@ -519,7 +519,7 @@ pub struct ArchiveLayer {
 }
 
 /// Writes the `docker load` archive of `layers`, bottom first.
-fn write_load_archive(
+pub(super) fn write_load_archive(
     scratch: &Path,
     layers: &[ArchiveLayer],
     image_config: serde_json::Value,
@@ -635,20 +635,20 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// A writer that computes the SHA-256 of what passes through (a layer's diff id).
-struct HashingWriter<W> {
+pub(super) struct HashingWriter<W> {
     inner: W,
     context: aws_lc_rs::digest::Context,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(super) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             context: aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256),
         }
     }
 
-    fn finish(mut self) -> std::io::Result<(W, String)> {
+    pub(super) fn finish(mut self) -> std::io::Result<(W, String)> {
         self.inner.flush()?;
         Ok((self.inner, hex(self.context.finish().as_ref())))
     }

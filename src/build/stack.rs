@@ -33,7 +33,7 @@ pub const SUITES: [Suite; 3] = [Suite::Bookworm, Suite::Trixie, Suite::Forky];
 
 /// What each suite's Debian packages offer beyond the stack image, installed
 /// by the buildpacks on first need (verified December 2026).
-pub const SUITE_RUNTIMES: &str = "go: bookworm 1.19 (backports 1.23), trixie 1.24 (backports 1.25, 1.26, 1.27), forky 1.24+; python: bookworm 3.11, trixie 3.13, forky 3.14; node: bookworm 18, trixie 20, forky 24 (Debian's node: use the store for apps)";
+pub const SUITE_RUNTIMES: &str = "go: bookworm 1.19 (backports 1.23), trixie 1.24 (backports 1.25, 1.26, 1.27), forky 1.24+; python: bookworm 3.11, trixie 3.13, forky 3.14; node: bookworm 18, trixie 20, forky 24 (with npm, made into a layer once per stack)";
 
 /// The stack new apps get. Apps keep the stack they were first built on.
 pub const DEFAULT_SUITE: Suite = Suite::Trixie;
@@ -79,6 +79,16 @@ impl Suite {
     /// What `$STACK` says inside builds and apps.
     pub fn stack_name(self) -> String {
         format!("gantry-{}", self.name())
+    }
+
+    /// The suite's images, as a build uses them.
+    pub fn images(self) -> StackImages {
+        StackImages {
+            build: self.build_image(),
+            run: self.run_image(),
+            name: self.stack_name(),
+            suite: Some(self),
+        }
     }
 
     /// forky is Debian testing: debootstrap knows it by sid's script, and it
@@ -193,12 +203,7 @@ pub async fn ensure(
             suite: None,
         });
     }
-    let images = StackImages {
-        build: suite.build_image(),
-        run: suite.run_image(),
-        name: suite.stack_name(),
-        suite: Some(suite),
-    };
+    let images = suite.images();
     let _building = BUILDING.lock().await;
     if docker.inspect_image(&images.run).await.is_ok()
         && docker.inspect_image(&images.build).await.is_ok()

@@ -15,7 +15,7 @@ pub async fn list(gantry: &Gantry) -> anyhow::Result<String> {
     let apps = gantry.store.list_apps().await?;
     let now = crate::time::now_ms() / 1000;
     let mut out = format!(
-        "{:<10} {:<9} {:<10} {:<5} {:<24} IMAGE\n",
+        "{:<10} {:<9} {:<10} {:<5} {:<30} IMAGE\n",
         "STACK", "BUILT", "UPDATED", "APPS", "RUNTIMES"
     );
     for info in stacks {
@@ -28,18 +28,22 @@ pub async fn list(gantry: &Gantry) -> anyhow::Result<String> {
             .as_deref()
             .and_then(parse_rfc3339)
             .map_or("-".to_owned(), |t| format!("{} ago", format_age(t, now)));
-        let runtimes: Vec<String> = info
+        let mut runtimes: Vec<String> = info
             .runtimes
             .iter()
             .map(|(lang, version)| format!("{lang} {version}"))
             .collect();
+        // Debian runtimes gantry made for this stack on first need.
+        for (lang, version) in crate::build::debian::made_for(&gantry.docker, info.suite).await {
+            runtimes.push(format!("{lang} {version}"));
+        }
         let default = if info.suite == stack::DEFAULT_SUITE {
             " (default)"
         } else {
             ""
         };
         out.push_str(&format!(
-            "{:<10} {:<9} {:<10} {:<5} {:<24} {}{default}\n",
+            "{:<10} {:<9} {:<10} {:<5} {:<30} {}{default}\n",
             info.suite.name(),
             if info.built { "yes" } else { "no" },
             age,

@@ -127,6 +127,35 @@ pub async fn on_current_stack(gantry: &Gantry, image: &str, stack: &str) -> anyh
     Ok(image.len() == stack.len() + top && image[..stack.len()] == stack[..])
 }
 
+/// What an app's image goes on when it is rebased: its suite's run image,
+/// or, for an app on Debian's Node, the run image with that Node made for
+/// the current stack (so Debian's updates of Node reach it too).
+pub async fn rebase_target(gantry: &Gantry, image: &str, suite: Suite) -> anyhow::Result<String> {
+    let labels = gantry
+        .docker
+        .inspect_image(image)
+        .await?
+        .config
+        .and_then(|c| c.labels)
+        .unwrap_or_default();
+    let Some(runtime) = crate::build::debian::runtime_of(&labels) else {
+        return Ok(suite.run_image());
+    };
+    let scratch = gantry
+        .config
+        .run_dir()
+        .join(format!("debian-{}-{}", suite.name(), runtime.lang));
+    let provided = crate::build::debian::provide(
+        &gantry.docker,
+        &suite.images(),
+        runtime,
+        &scratch,
+        &mut |line| tracing::info!("{line}"),
+    )
+    .await?;
+    Ok(provided.run_image)
+}
+
 /// The stack an app's live image was built on, from its label.
 pub async fn built_on(gantry: &Gantry, image: &str) -> Option<Suite> {
     let labels = gantry
@@ -168,6 +197,7 @@ pub async fn rebase(gantry: &Gantry, app: &AppRecord, by: &str) -> anyhow::Resul
     if !crate::artifacts::exists(&gantry.docker, &stack).await {
         anyhow::bail!("the stack {stack} is not built: sudo gantry stack:build {suite}");
     }
+    let stack = rebase_target(gantry, &current.image, suite).await?;
     if on_current_stack(gantry, &current.image, &stack).await? {
         return Ok(format!(
             "{app} v{} is already on the current {stack}: nothing to rebase\n",

@@ -225,6 +225,69 @@ fn node_app_runs_on_the_node_it_asks_for_from_the_runtime_store() {
 }
 
 #[test]
+fn node_app_runs_on_the_stacks_own_debian_node_without_the_store() {
+    ensure_stack();
+    let server = Server::start();
+    let app = unique("debnode");
+    let repo = Repo::from_example(&server, "node-hello");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    for needle in [
+        "-----> Node.js 20.",
+        "engines.node \"20.x\"; Debian's nodejs 20.",
+        "web: npm start",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    let (status, body) = server.get(&app);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.starts_with("Hello from Node.js v20.") && body.contains("(/usr/bin/node; DYNO=web.1)"),
+        "{body}"
+    );
+    // npm is in the image too (npm start is the web process), at Debian's paths.
+    let out = server.cli(&["run", &app, "--", "npm", "--version"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).trim().starts_with('9'), "{}", stdout(&out));
+    let info = stdout(&server.cli(&["apps:info", &app]));
+    assert!(info.contains("node 20."), "{info}");
+    let out = server.cli(&["stack:rebase", &app]);
+    assert!(
+        stdout(&out).contains("already on the current gantry/stack:trixie-node"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+
+    // Another app, asking for no version: the stack's Node, made once, is reused.
+    let other = unique("debnode-any");
+    let package = std::fs::read_to_string(repo.path().join("package.json")).expect("read");
+    let any = Repo::with_files(
+        &server,
+        &[
+            (
+                "package.json",
+                &package.replace(r#""engines": { "node": "20.x" },"#, ""),
+            ),
+            (
+                "index.js",
+                &std::fs::read_to_string(repo.path().join("index.js")).expect("read"),
+            ),
+        ],
+    );
+    let out = any.push(&server, &server.admin, &other);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("the stack's, Debian's nodejs 20.")
+            && !err.contains("Installing node from Debian"),
+        "{err}"
+    );
+    assert!(server.get(&other).1.starts_with("Hello from Node.js v20."));
+}
+
+#[test]
 fn go_module_with_vendor_builds_on_the_suites_go() {
     ensure_stack();
     let server = Server::start();
@@ -326,6 +389,12 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
     let out = Repo::from_example(&server, "node-app").push(&server, &server.admin, &node);
     assert!(out.status.success(), "{}", stderr(&out));
 
+    // A Node app on Debian's own Node: rebased, it gets that Node made again
+    // for the refreshed stack.
+    let debnode = unique("rebase-debnode");
+    let out = Repo::from_example(&server, "node-hello").push(&server, &server.admin, &debnode);
+    assert!(out.status.success(), "{}", stderr(&out));
+
     // A refreshed stack: the same image with one more layer (what an
     // upgraded package gives). The shared stack stays usable by every test.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -381,6 +450,20 @@ fn stack_rebase_puts_the_same_slug_on_the_refreshed_stack() {
     );
     let out = server.cli(&["run", &node, "--", "cat", "/etc/gantry-refreshed"]);
     assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
+    let out = server.cli(&["stack:rebase", &debnode]);
+    assert!(
+        stdout(&out).contains("onto the current gantry/stack:trixie-node: v2 is live"),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let out = server.cli(&["run", &debnode, "--", "cat", "/etc/gantry-refreshed"]);
+    assert_eq!(stdout(&out), "refreshed\n", "{}", stderr(&out));
+    let (status, body) = server.get(&debnode);
+    assert!(
+        status == 200 && body.starts_with("Hello from Node.js v20."),
+        "{status} {body}"
+    );
     let (status, body) = server.get(&app);
     assert_eq!(status, 200, "{body}\n{}", server.log());
     assert!(
