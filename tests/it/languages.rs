@@ -69,6 +69,43 @@ fn flask_behind_gunicorn_and_a_uv_project_that_is_not_a_package() {
 }
 
 #[test]
+fn poetry_and_pipenv_apps_install_their_locked_main_dependencies() {
+    ensure_stack();
+    let server = Server::start();
+    let poetry = unique("poetry");
+    let out = Repo::from_example(&server, "poetry-app").push(&server, &server.admin, &poetry);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("Installing dependencies from poetry.lock with poetry")
+            && err.contains("installing poetry from PyPI"),
+        "{err}"
+    );
+    let (status, body) = server.get(&poetry);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "Hello from Poetry: six 1.17.0; dev group not installed\n"
+    );
+
+    let pipenv = unique("pipenv");
+    let out = Repo::from_example(&server, "pipenv-app").push(&server, &server.admin, &pipenv);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("asked for 3.13 in Pipfile.lock")
+            && err.contains("Installing dependencies from Pipfile.lock with pipenv"),
+        "{err}"
+    );
+    let (status, body) = server.get(&pipenv);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body,
+        "Hello from Pipenv: six 1.17.0; dev-packages not installed\n"
+    );
+}
+
+#[test]
 fn a_python_version_no_stack_has_is_refused_with_what_would_get_it() {
     ensure_stack();
     let server = Server::start();
