@@ -6,7 +6,7 @@
 //! and always the current one, so a rollback within N never needs a rebuild.
 //! Older images are pruned after every deploy and daily, and the freed disk
 //! space is reported. The daily job also prunes dangling build layers older
-//! than a day.
+//! than a day, and BuildKit's build cache unused for a week.
 
 use std::collections::{HashMap, HashSet};
 
@@ -176,6 +176,25 @@ pub async fn prune_dangling(docker: &Docker) -> Result<u64, ArtifactError> {
         .filters(&filters)
         .build();
     let response = docker.prune_images(Some(options)).await?;
+    Ok(response
+        .space_reclaimed
+        .and_then(|b| u64::try_from(b).ok())
+        .unwrap_or(0))
+}
+
+/// How long BuildKit's build cache may go unused before the daily job
+/// removes it: a week keeps every app that is pushed at all fast to build.
+pub const BUILD_CACHE_UNUSED: &str = "168h";
+
+/// Removes BuildKit cache records no build used for [`BUILD_CACHE_UNUSED`]
+/// (`docker builder prune --filter until=168h`); returns the bytes reclaimed.
+/// Records a build is using are never removed by the engine.
+pub async fn prune_build_cache(docker: &Docker) -> Result<u64, ArtifactError> {
+    let filters = HashMap::from([("until", vec![BUILD_CACHE_UNUSED.to_string()])]);
+    let options = bollard::query_parameters::PruneBuildOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let response = docker.prune_build(Some(options)).await?;
     Ok(response
         .space_reclaimed
         .and_then(|b| u64::try_from(b).ok())

@@ -186,6 +186,14 @@ async fn prune_daily(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             ),
             Err(err) => tracing::warn!(error = %err, "cannot prune dangling images"),
         }
+        match crate::artifacts::prune_build_cache(&gantry.docker).await {
+            Ok(0) => {}
+            Ok(freed) => tracing::info!(
+                "pruned BuildKit cache unused for a week, freed {}",
+                crate::artifacts::human_bytes(freed)
+            ),
+            Err(err) => tracing::warn!(error = %err, "cannot prune the build cache"),
+        }
         let Ok(apps) = gantry.store.list_apps().await else {
             continue;
         };
