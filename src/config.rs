@@ -113,6 +113,43 @@ struct FileConfig {
     /// `[stack]`: what the weekly `gantry.stack-refresh` does.
     #[serde(default)]
     stack: StackSettings,
+    /// `[runtimes]`: whether and where runtimes missing from the stacks and
+    /// the store are fetched.
+    #[serde(default)]
+    runtimes: RuntimesSettings,
+}
+
+/// `[runtimes]` in `gantry.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimesSettings {
+    /// Fetch a runtime an app asks for that no stack and nothing in the
+    /// host's store has, from its upstream releases (checked against their
+    /// published sha256). Off on a host that must never reach the internet.
+    #[serde(default = "yes")]
+    pub upstream: bool,
+    /// nodejs.org's `dist` (or a mirror of its layout).
+    pub node_dist: Option<String>,
+    /// go.dev's download page (or a mirror of its JSON listing).
+    pub go_dist: Option<String>,
+    /// The python-build-standalone release to take CPython from, as
+    /// GitHub's releases API answers it.
+    pub python_release: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for RuntimesSettings {
+    fn default() -> Self {
+        RuntimesSettings {
+            upstream: true,
+            node_dist: None,
+            go_dist: None,
+            python_release: None,
+        }
+    }
 }
 
 /// `[stack]` in `gantry.toml`.
@@ -236,6 +273,7 @@ pub struct Config {
     /// `[apps.NAME]` tables, by app name.
     pub apps: std::collections::BTreeMap<String, AppSettings>,
     pub stack: StackSettings,
+    pub runtimes: RuntimesSettings,
 }
 
 impl Config {
@@ -297,6 +335,7 @@ impl Config {
             proxy,
             apps: file.apps,
             stack: file.stack,
+            runtimes: file.runtimes,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),

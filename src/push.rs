@@ -647,6 +647,34 @@ fn truncate(text: &str, max: usize) -> &str {
     &text[..end]
 }
 
+/// Fetches the runtime a buildpack stopped for into the store; a failure is
+/// told to the pusher, and the build that follows refuses with the
+/// buildpack's own message of what is here.
+async fn fetch_runtime(config: &crate::config::Config, need: &str, log: &mut PushLog) {
+    let defaults = build::upstream::Sources::default();
+    let settings = &config.runtimes;
+    let sources = build::upstream::Sources {
+        node_dist: settings.node_dist.clone().unwrap_or(defaults.node_dist),
+        go_dist: settings.go_dist.clone().unwrap_or(defaults.go_dist),
+        python_release: settings
+            .python_release
+            .clone()
+            .unwrap_or(defaults.python_release),
+    };
+    let fetched = match build::upstream::parse_need(need) {
+        Ok(parsed) => {
+            build::upstream::fetch(&config.home, &sources, &parsed, &mut |line| {
+                log.buildpack_line(line)
+            })
+            .await
+        }
+        Err(err) => Err(err),
+    };
+    if let Err(err) = fetched {
+        log.buildpack_line(&format!(" !     cannot fetch it from upstream: {err}"));
+    }
+}
+
 /// Makes sure the stack exists, runs the buildpacks, and completes the
 /// release's processes with the ones the buildpacks declared (a Procfile's
 /// own entries win, as on Heroku).
@@ -696,29 +724,41 @@ async fn build_with_buildpacks(
     let scratch = config
         .run_dir()
         .join(format!("build-{}-v{}", release.app, release.version));
-    let result = buildpack::build(
-        buildpack::BuildpackBuild {
-            docker: &gantry.docker,
-            app: &release.app,
-            stack: &stack,
-            tag,
-            labels,
-            source,
-            selection,
-            config: env,
-            commit_sha: &release.commit_sha,
-            scratch: scratch.clone(),
-            runtimes: crate::build::runtimes::store_dir(&config.home),
-        },
-        &mut |line| log.buildpack_line(line),
-    )
-    .await;
-    if scratch.exists() {
-        if let Err(err) = std::fs::remove_dir_all(&scratch) {
-            tracing::warn!(path = %scratch.display(), error = %err, "cannot remove build scratch");
+    // A buildpack that finds no runtime for what the app asks for may stop
+    // for one gantry fetches from upstream; the build then runs again, once.
+    let mut upstream = config.runtimes.upstream;
+    let built = loop {
+        let result = buildpack::build(
+            buildpack::BuildpackBuild {
+                docker: &gantry.docker,
+                app: &release.app,
+                stack: &stack,
+                tag,
+                labels,
+                source: source.clone(),
+                selection: selection.clone(),
+                config: env.clone(),
+                commit_sha: &release.commit_sha,
+                scratch: scratch.clone(),
+                runtimes: crate::build::runtimes::store_dir(&config.home),
+                upstream,
+            },
+            &mut |line| log.buildpack_line(line),
+        )
+        .await;
+        if scratch.exists() {
+            if let Err(err) = std::fs::remove_dir_all(&scratch) {
+                tracing::warn!(path = %scratch.display(), error = %err, "cannot remove build scratch");
+            }
         }
-    }
-    let built = result?;
+        match result {
+            Err(build::BuildError::NeedsRuntime(need)) if upstream => {
+                upstream = false;
+                fetch_runtime(config, &need, log).await;
+            }
+            other => break other?,
+        }
+    };
     let mut manifest = Manifest::from_stored(&release.manifest);
     if let Some(text) = &built.procfile {
         // What runs is the compiled tree's Procfile, as on Heroku.

@@ -149,6 +149,9 @@ pub struct BuildpackBuild<'a> {
     pub scratch: PathBuf,
     /// The host's runtime store, mounted read-only at `runtimes::MOUNT`.
     pub runtimes: PathBuf,
+    /// Buildpacks may stop for a runtime gantry would fetch from upstream
+    /// (`GANTRY_UPSTREAM=1`), rather than refuse.
+    pub upstream: bool,
 }
 
 /// A buildpack build's image and the process types its buildpacks declared.
@@ -242,6 +245,9 @@ pub async fn build(
         format!("STACK={}", build.stack.name),
         format!("GANTRY_APP={}", build.app),
     ];
+    if build.upstream {
+        env.push("GANTRY_UPSTREAM=1".to_owned());
+    }
     let mut debian_node = None;
     if build.stack.suite.is_some() && may_use_node(&build.selection, &build.source) {
         let scratch = build.scratch.join("debian-node");
@@ -355,6 +361,12 @@ pub async fn build(
             return Err(BuildError::Failed(
                 "the buildpack's release step failed".into(),
             ))
+        }
+        104 => {
+            let need = read_file(build.docker, &builder.id, "/gantry/out/need")
+                .await
+                .unwrap_or_default();
+            return Err(BuildError::NeedsRuntime(need.trim().to_owned()));
         }
         other => {
             return Err(BuildError::Failed(format!(

@@ -10,6 +10,7 @@ pub mod debian;
 pub mod runtimes;
 pub mod slug;
 pub mod stack;
+pub mod upstream;
 
 use std::collections::HashMap;
 
@@ -23,6 +24,10 @@ pub enum BuildError {
     Failed(String),
     #[error("cannot talk to the Docker engine: {0}")]
     Docker(#[from] bollard::errors::Error),
+    /// A buildpack stopped for a runtime gantry may fetch (`upstream`):
+    /// its `/gantry/out/need` line.
+    #[error("a buildpack needs a runtime that is not here: {0}")]
+    NeedsRuntime(String),
 }
 
 /// An image the build produced.

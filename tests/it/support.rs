@@ -118,6 +118,11 @@ impl Server {
     }
 
     pub fn start_with(database_url: Option<String>) -> Server {
+        Self::start_configured(database_url, "")
+    }
+
+    /// Starts gantry with `extra` lines appended to its gantry.toml.
+    pub fn start_configured(database_url: Option<String>, extra: &str) -> Server {
         ensure_base_image();
         let home = tempfile::tempdir().expect("tempdir");
         let network = unique("gantry-test");
@@ -125,7 +130,14 @@ impl Server {
         std::fs::write(
             home.path().join("gantry.toml"),
             format!(
-                "health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n"
+                // Runtimes are never fetched from the internet in tests
+                // (none is reachable); the upstream test serves a mirror.
+                "health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\n{}\n",
+                if extra.contains("runtimes.upstream") {
+                    extra.to_owned()
+                } else {
+                    format!("runtimes.upstream = false\n{extra}")
+                }
             ),
         )
         .expect("write gantry.toml");

@@ -7,7 +7,8 @@
 # With /gantry/detect present, the first whose bin/detect says yes runs;
 # otherwise every one listed runs, in order, on the same tree.
 # Exit codes gantry reads: 100 nothing detected, 101 a chosen buildpack
-# does not apply, 102 compile failed, 103 release failed. A buildpack's
+# does not apply, 102 compile failed, 103 release failed, 104 compile
+# stopped for a runtime gantry may fetch (/gantry/out/need). A buildpack's
 # `export` file is sourced before each later buildpack compiles.
 set -u
 BUILD_DIR=/app
@@ -22,6 +23,7 @@ run_one() { # DIR LABEL DETECTED_NAME
     label=$2
     echo "-----> $3 app detected (buildpack: $label)"
     if ! ( [ -f /gantry/out/export ] && . /gantry/out/export; "$bp/bin/compile" "$BUILD_DIR" "$CACHE_DIR" "$ENV_DIR" </dev/null ); then
+        [ -s /gantry/out/need ] && exit 104
         echo " !     buildpack $label: bin/compile failed"
         exit 102
     fi
