@@ -78,6 +78,9 @@ pub struct ProxyArgs {
     /// Address of the HTTPS listener [default: 0.0.0.0:8443]
     #[arg(long, env = "GANTRY_HTTPS_LISTEN", value_name = "ADDR")]
     pub https_listen: Option<SocketAddr>,
+    /// Take over from the running proxy (`gantry upgrade` passes this)
+    #[arg(long, hide = true)]
+    pub takeover: bool,
 }
 
 #[derive(Debug, Args)]
@@ -116,7 +119,12 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
             shutdown.cancel();
         });
     }
-    gantry_proxy::daemon::run(config.proxy_daemon(), shutdown).await?;
+    // Listening sockets passed by whoever started it (serve, or systemd's
+    // socket unit); without them it binds its own.
+    let passed = gantry_proxy::listeners::Listeners::from_env()?;
+    let mut daemon = config.proxy_daemon();
+    daemon.takeover = args.takeover;
+    gantry_proxy::daemon::run(daemon, passed, shutdown).await?;
     Ok(0)
 }
 

@@ -423,6 +423,7 @@ impl Config {
             state_file: self.home.join("proxy").join("state.json"),
             certs_dir: self.certs_dir(),
             settings: self.proxy.clone(),
+            takeover: false,
         }
     }
 

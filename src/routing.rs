@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gantry_proxy::control::{self, Request};
+use gantry_proxy::listeners::Listeners;
 use gantry_proxy::state::RouteSpec;
 use gantry_proxy::{Route, RouteTable};
 use tokio_util::sync::CancellationToken;
@@ -40,6 +41,11 @@ pub struct Routing {
     /// proxy sees changes in the mirror's order (a snapshot sent for a
     /// resync never overtakes a later change).
     wire: tokio::sync::Mutex<()>,
+    /// Copies of the proxy's listening sockets: a proxy that dies is started
+    /// again on them, so clients wait in the backlog instead of being refused.
+    listeners: std::sync::Mutex<Option<Listeners>>,
+    /// A proxy this serve started has exited: start it again now.
+    exited: Arc<tokio::sync::Notify>,
 }
 
 impl Routing {
@@ -51,6 +57,8 @@ impl Routing {
             unreachable: AtomicBool::new(false),
             dirty: AtomicBool::new(false),
             wire: tokio::sync::Mutex::new(()),
+            listeners: std::sync::Mutex::new(None),
+            exited: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
@@ -205,6 +213,23 @@ impl Routing {
         differs
     }
 
+    /// Keeps copies of the proxy's listening sockets.
+    fn keep_listeners(&self, listeners: Listeners) {
+        *self.listeners.lock().unwrap_or_else(|e| e.into_inner()) = Some(listeners);
+    }
+
+    /// Copies of the kept listening sockets, to pass to a proxy.
+    fn listener_copies(&self) -> Option<Listeners> {
+        let kept = self.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        kept.as_ref().and_then(|l| match l.try_clone() {
+            Ok(copies) => Some(copies),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot copy the listening sockets");
+                None
+            }
+        })
+    }
+
     /// Hands a proxy that missed a change the whole table.
     pub async fn catch_up(&self) {
         if self.dirty.load(Ordering::Acquire) {
@@ -278,13 +303,81 @@ pub async fn running(config: &Config) -> Option<u32> {
 
 /// Starts `gantry proxy` for `config` unless one is running, detached in a
 /// session of its own (a signal to `serve`'s process group, or `serve`'s
-/// death, does not reach it); waits until it answers. Returns its pid.
-pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
+/// death, does not reach it), on listening sockets that `serve` keeps
+/// copies of; waits until it answers. Of a proxy already running, `serve`
+/// takes copies of its sockets. Returns the proxy's pid.
+pub async fn ensure_running(routing: &Routing, config: &Config) -> anyhow::Result<u32> {
     if let Some(pid) = running(config).await {
+        if routing.listener_copies().is_none() {
+            match control::take_listeners(&config.proxy_socket()).await {
+                Ok(listeners) => routing.keep_listeners(listeners),
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "the running proxy did not hand over its listening sockets; if it dies, its replacement binds new ones"
+                ),
+            }
+        }
         return Ok(pid);
     }
+    let listeners = match routing.listener_copies() {
+        Some(copies) => copies,
+        None => {
+            let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let bound = Listeners::bind(config.http_listen, config.https_listen, workers)
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} and {}",
+                        config.http_listen, config.https_listen
+                    )
+                })?;
+            let copies = bound.try_clone()?;
+            routing.keep_listeners(bound);
+            copies
+        }
+    };
     let exe =
         std::env::current_exe().context("cannot find the gantry binary to start the proxy")?;
+    let child = spawn_proxy(config, &exe, &listeners, false)?;
+    wait_until_answering(routing, config, child, None).await
+}
+
+/// `gantry upgrade`: starts the proxy of the binary at `exe` beside the
+/// running one, on the same listening sockets; it serves, then tells the old
+/// one to finish its requests and exit, and takes its control socket.
+/// Returns (old pid, new pid).
+pub async fn upgrade(
+    routing: &Routing,
+    config: &Config,
+    exe: &std::path::Path,
+) -> anyhow::Result<(Option<u32>, u32)> {
+    let old = running(config).await;
+    let listeners = match routing.listener_copies() {
+        Some(copies) => copies,
+        None => {
+            let taken = control::take_listeners(&config.proxy_socket())
+                .await
+                .context("the running proxy did not hand over its listening sockets")?;
+            routing.keep_listeners(taken.try_clone()?);
+            taken
+        }
+    };
+    let child = spawn_proxy(config, exe, &listeners, old.is_some())?;
+    let new = wait_until_answering(routing, config, child, old).await?;
+    // It read the routes the old one saved; any change since is made good.
+    routing.dirty.store(true, Ordering::Release);
+    routing.catch_up().await;
+    Ok((old, new))
+}
+
+/// Starts `exe proxy` for `config` with `listeners` passed as descriptors
+/// 3, 4, ... (named in `GANTRY_LISTEN_FDNAMES`), in a session of its own.
+fn spawn_proxy(
+    config: &Config,
+    exe: &std::path::Path,
+    listeners: &Listeners,
+    takeover: bool,
+) -> anyhow::Result<tokio::process::Child> {
+    use std::os::fd::AsRawFd;
     let log_path = config.home.join("proxy.log");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -292,6 +385,21 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
         .open(&log_path)
         .with_context(|| format!("cannot open {}", log_path.display()))?;
     let log_err = log.try_clone()?;
+    // Copies above the range they go to, so no move overwrites another.
+    let high: Vec<std::os::fd::OwnedFd> = listeners
+        .sockets
+        .iter()
+        .map(|(_, fd)| {
+            // SAFETY: fcntl duplicates a descriptor we own into a new one.
+            let dup = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 64) };
+            if dup < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `dup` was just made, and nothing else owns it.
+            Ok(unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(dup) })
+        })
+        .collect::<std::io::Result<_>>()?;
+    let raw: Vec<i32> = high.iter().map(AsRawFd::as_raw_fd).collect();
     let mut command = tokio::process::Command::new(exe);
     command
         .arg("--home")
@@ -301,27 +409,56 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
         .arg(config.http_listen.to_string())
         .arg("--https-listen")
         .arg(config.https_listen.to_string())
+        .env(gantry_proxy::listeners::ENV_FDS, raw.len().to_string())
+        .env(gantry_proxy::listeners::ENV_NAMES, listeners.names())
         .stdin(std::process::Stdio::null())
         .stdout(log)
         .stderr(log_err)
         .kill_on_drop(false);
-    // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+    if takeover {
+        command.arg("--takeover");
+    }
+    // SAFETY: setsid and dup2 are async-signal-safe and touch no memory of
+    // ours; `raw` is read, not allocated, in the child.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             libc::setsid();
+            for (i, fd) in raw.iter().enumerate() {
+                let target = 3 + i32::try_from(i).unwrap_or(i32::MAX - 3);
+                if libc::dup2(*fd, target) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
             Ok(())
         });
     }
-    let mut child = command.spawn().context("cannot start gantry proxy")?;
+    let child = command.spawn().context("cannot start gantry proxy")?;
+    drop(high);
+    Ok(child)
+}
+
+/// Waits until `child` answers on the control socket (as a pid other than
+/// `replacing`); then reaps it in the background, telling the supervisor
+/// when it exits.
+async fn wait_until_answering(
+    routing: &Routing,
+    config: &Config,
+    mut child: tokio::process::Child,
+    replacing: Option<u32>,
+) -> anyhow::Result<u32> {
+    let log_path = config.home.join("proxy.log");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        if let Some(pid) = running(config).await {
+        if let Some(pid) = running(config).await.filter(|pid| Some(*pid) != replacing) {
             tracing::info!(pid, "started the proxy");
-            // Reap it whenever it exits, so it never lingers as a zombie.
+            let exited = routing.exited.clone();
+            // Reap it whenever it exits, so it never lingers as a zombie,
+            // and have the supervisor start the next one at once.
             tokio::spawn(async move {
                 if let Ok(status) = child.wait().await {
                     tracing::warn!(%status, "the proxy exited");
                 }
+                exited.notify_one();
             });
             return Ok(pid);
         }
@@ -340,7 +477,7 @@ pub async fn ensure_running(config: &Config) -> anyhow::Result<u32> {
                 log_path.display()
             );
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -351,13 +488,14 @@ pub async fn supervise(routing: &Routing, config: &Config, shutdown: Cancellatio
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = routing.exited.notified() => {}
         }
         if running(config).await.is_some() {
             routing.catch_up().await;
             continue;
         }
         tracing::warn!("the proxy is not answering; starting it again");
-        match ensure_running(config).await {
+        match ensure_running(routing, config).await {
             Ok(_) => routing.resync().await,
             Err(err) => tracing::error!(error = %format!("{err:#}"), "cannot start the proxy"),
         }

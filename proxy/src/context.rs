@@ -66,8 +66,21 @@ pub struct Proxy {
     settings: Settings,
     /// Set once shutdown starts: responses say `Connection: close`.
     stopping: AtomicBool,
+    /// The same, for connections waiting idle for their next request.
+    stopped: tokio::sync::watch::Sender<bool>,
     /// Requests being answered on the HTTP/1.1 path (shutdown waits for them).
     active: Arc<AtomicUsize>,
+    /// Client connections open (shutdown waits for them to close).
+    open: Arc<AtomicUsize>,
+}
+
+/// Counts a client connection as open until dropped.
+pub(crate) struct Open(Arc<AtomicUsize>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Counts a request as being answered until dropped.
@@ -100,7 +113,9 @@ impl Proxy {
             certs,
             settings,
             stopping: AtomicBool::new(false),
+            stopped: tokio::sync::watch::Sender::new(false),
             active: Arc::default(),
+            open: Arc::default(),
         }
     }
 
@@ -116,9 +131,27 @@ impl Proxy {
         self.stopping.load(Ordering::Relaxed)
     }
 
-    /// Shutdown has started: responses from now on say `Connection: close`.
+    /// Shutdown has started: responses from now on say `Connection: close`,
+    /// and idle connections get a last moment for one more request.
     pub(crate) fn stop(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+        self.stopped.send_replace(true);
+    }
+
+    /// Resolves once shutdown has started.
+    pub(crate) async fn stopped(&self) {
+        let mut watch = self.stopped.subscribe();
+        let _ = watch.wait_for(|stopped| *stopped).await;
+    }
+
+    /// Client connections open.
+    pub(crate) fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn begin_connection(&self) -> Open {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Open(self.open.clone())
     }
 
     /// Requests being answered on the HTTP/1.1 path.

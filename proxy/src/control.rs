@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::listeners::Listeners;
 use crate::state::{RouteSpec, State};
 
 /// What `serve` can ask of the proxy.
@@ -67,6 +68,13 @@ pub enum Request {
     /// Every route and alias the proxy serves now, for `serve` to check
     /// against its own copy.
     Table,
+    /// Copies of the proxy's listening sockets, passed with the reply
+    /// (`SCM_RIGHTS`); the reply's `listeners` names them in order.
+    Listeners,
+    /// Another proxy has taken the listening sockets: stop accepting, let
+    /// the connections in flight finish, exit, and leave the control socket
+    /// and pid file to the new one.
+    Retire,
 }
 
 /// The proxy's answer.
@@ -83,6 +91,9 @@ pub struct Reply {
     /// For `Table`: what the proxy serves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<crate::state::State>,
+    /// For `Listeners`: the names of the descriptors passed with the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listeners: Option<Vec<String>>,
 }
 
 impl Reply {
@@ -141,9 +152,51 @@ pub async fn call(socket: &Path, request: &Request) -> Result<Reply, ControlErro
     }
 }
 
+/// Asks the proxy at `socket` for copies of its listening sockets.
+pub async fn take_listeners(socket: &Path) -> Result<Listeners, ControlError> {
+    let socket = socket.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|source| {
+            ControlError::Unreachable {
+                path: socket.display().to_string(),
+                source,
+            }
+        })?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut line = serde_json::to_vec(&Request::Listeners)
+            .map_err(|e| ControlError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        std::io::Write::write_all(&mut &stream, &line)?;
+        let (data, fds) = crate::listeners::recv_with_fds(&stream)?;
+        let reply: Reply =
+            serde_json::from_slice(&data).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if !reply.ok {
+            return Err(ControlError::Refused(reply.error.unwrap_or_default()));
+        }
+        let names = reply.listeners.unwrap_or_default();
+        if names.len() != fds.len() || fds.is_empty() {
+            return Err(ControlError::Protocol(format!(
+                "{} listener name(s) came with {} descriptor(s)",
+                names.len(),
+                fds.len()
+            )));
+        }
+        Ok(Listeners {
+            sockets: names.into_iter().zip(fds).collect(),
+        })
+    })
+    .await
+    .map_err(|e| ControlError::Protocol(e.to_string()))?
+}
+
 /// What carries out requests: the running proxy.
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl std::future::Future<Output = Reply> + Send;
+
+    /// The listening sockets to hand out on `Listeners` (none: refused).
+    fn listeners(&self) -> Option<&Listeners> {
+        None
+    }
 }
 
 /// Answers requests on `listener` until `shutdown`.
@@ -166,11 +219,16 @@ pub async fn serve<H: Handler>(
         };
         let handler = handler.clone();
         tokio::spawn(async move {
-            let (read, mut write) = stream.into_split();
+            let mut stream = stream;
             let mut line = String::new();
-            let reply = match BufReader::new(read).read_line(&mut line).await {
+            let read = BufReader::new(&mut stream).read_line(&mut line).await;
+            let reply = match read {
                 Ok(0) => return,
                 Ok(_) => match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::Listeners) => {
+                        hand_out_listeners(stream, &*handler).await;
+                        return;
+                    }
                     Ok(request) => handler.handle(request).await,
                     Err(err) => Reply::error(format!("bad request: {err}")),
                 },
@@ -178,9 +236,45 @@ pub async fn serve<H: Handler>(
             };
             let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
             out.push(b'\n');
-            let _ = write.write_all(&out).await;
+            let _ = stream.write_all(&out).await;
         });
     }
+}
+
+/// Answers `Listeners`: the names in the reply, copies of the sockets with it.
+async fn hand_out_listeners<H: Handler>(stream: tokio::net::UnixStream, handler: &H) {
+    let (reply, copies) = match handler.listeners().map(Listeners::try_clone) {
+        Some(Ok(copies)) => (
+            Reply {
+                listeners: Some(copies.sockets.iter().map(|(n, _)| n.clone()).collect()),
+                ..Reply::ok()
+            },
+            copies,
+        ),
+        Some(Err(err)) => (
+            Reply::error(format!("cannot copy the listening sockets: {err}")),
+            Listeners::default(),
+        ),
+        None => (
+            Reply::error("this proxy does not hand out its listening sockets"),
+            Listeners::default(),
+        ),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{\"ok\":false}".to_vec());
+    out.push(b'\n');
+    let Ok(stream) = stream.into_std() else {
+        return;
+    };
+    let _ = tokio::task::spawn_blocking(move || {
+        stream.set_nonblocking(false)?;
+        let fds: Vec<std::os::fd::BorrowedFd<'_>> = copies
+            .sockets
+            .iter()
+            .map(|(_, fd)| std::os::fd::AsFd::as_fd(fd))
+            .collect();
+        crate::listeners::send_with_fds(&stream, &out, &fds)
+    })
+    .await;
 }
 
 pub(crate) fn ok() -> Reply {

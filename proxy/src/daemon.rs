@@ -10,11 +10,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 
 use crate::context::{Challenges, Proxy, Settings};
 use crate::control::{self, Handler, Reply, Request};
+use crate::listeners::Listeners;
 use crate::routes::RouteTable;
 use crate::state::State;
 use crate::tls::CertStore;
@@ -33,6 +36,10 @@ pub struct DaemonConfig {
     /// `HOST.pem` + `HOST.key` files, and the development CA.
     pub certs_dir: PathBuf,
     pub settings: Settings,
+    /// Start beside a running proxy and take over from it (`gantry
+    /// upgrade`): serve on the listening sockets passed, then tell the old
+    /// one to retire, then take its control socket.
+    pub takeover: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +70,12 @@ struct Daemon {
     config: DaemonConfig,
     /// One writer of the state file at a time, in the order changes happened.
     save: tokio::sync::Mutex<()>,
+    /// The listening sockets, for whoever asks (`Listeners`).
+    listeners: Listeners,
+    /// Cancelled to stop the proxy (`Retire`).
+    shutdown: CancellationToken,
+    /// Another proxy took over: its control socket and pid file stay.
+    retired: AtomicBool,
 }
 
 impl Daemon {
@@ -88,8 +101,22 @@ impl Daemon {
 }
 
 impl Handler for Daemon {
+    fn listeners(&self) -> Option<&Listeners> {
+        Some(&self.listeners)
+    }
+
     async fn handle(&self, request: Request) -> Reply {
         match request {
+            Request::Retire => {
+                tracing::info!(
+                    "another proxy took the listening sockets; finishing the requests in flight"
+                );
+                self.retired.store(true, Ordering::SeqCst);
+                self.shutdown.cancel();
+                control::ok()
+            }
+            // Answered by the control socket itself, with the descriptors.
+            Request::Listeners => control::refused("Listeners is answered with descriptors"),
             Request::Route { route } => {
                 self.routes.set(&route.host, route.to_route());
                 self.persist().await
@@ -164,32 +191,64 @@ impl Handler for Daemon {
 }
 
 /// Runs the proxy until `shutdown`: loads the saved routes and the
-/// certificates, binds HTTP, HTTPS and the control socket, writes the pid file.
-pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<(), DaemonError> {
-    if control::call(&config.socket, &Request::Status)
+/// certificates, serves on `passed` listening sockets (else binds its own),
+/// binds the control socket, writes the pid file.
+pub async fn run(
+    config: DaemonConfig,
+    passed: Option<Listeners>,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let running = control::call(&config.socket, &Request::Status)
         .await
-        .is_ok()
-    {
+        .is_ok();
+    if running && !config.takeover {
         return Err(DaemonError::AlreadyRunning(
             config.socket.display().to_string(),
         ));
     }
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let listeners =
+        match passed {
+            Some(listeners) => listeners,
+            None if config.takeover => {
+                return Err(DaemonError::Serve(std::io::Error::other(
+                    "a takeover needs the running proxy's listening sockets passed to it",
+                )))
+            }
+            None => Listeners::bind(config.http_listen, config.https_listen, workers).map_err(
+                |source| DaemonError::Listen {
+                    what: "HTTP and HTTPS",
+                    addr: config.http_listen,
+                    source,
+                },
+            )?,
+        };
     let routes = Arc::new(RouteTable::new());
     routes.replace(&State::load(&config.state_file)?);
     let certs = Arc::new(CertStore::new());
     let challenges = Challenges::default();
+    let listen = |what: &'static str, name: &str, addr: SocketAddr| {
+        listeners
+            .for_workers(name, workers)
+            .map_err(|source| DaemonError::Listen { what, addr, source })
+    };
+    let http = listen("HTTP", crate::listeners::HTTP, config.http_listen)?;
+    let https = listen("HTTPS", crate::listeners::HTTPS, config.https_listen)?;
+    let https_port = listeners
+        .local_addr(crate::listeners::HTTPS)
+        .map_or(443, |a| a.port());
     let daemon = Arc::new(Daemon {
         routes: routes.clone(),
         certs: certs.clone(),
         challenges: challenges.clone(),
         config: config.clone(),
         save: tokio::sync::Mutex::new(()),
+        listeners,
+        shutdown: shutdown.clone(),
+        retired: AtomicBool::new(false),
     });
     daemon.reload_certs();
 
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let http = bind_all("HTTP", config.http_listen, workers)?;
-    let https = bind_all("HTTPS", config.https_listen, workers)?;
     let socket_err = |source| DaemonError::Socket {
         path: config.socket.display().to_string(),
         source,
@@ -197,20 +256,25 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     if let Some(dir) = config.socket.parent() {
         std::fs::create_dir_all(dir).map_err(socket_err)?;
     }
-    let _ = std::fs::remove_file(&config.socket);
-    let control_listener = UnixListener::bind(&config.socket).map_err(socket_err)?;
+    // A takeover answers on a socket of its own until the old proxy retired.
+    let control_path = if config.takeover {
+        config.socket.with_extension("sock.new")
+    } else {
+        config.socket.clone()
+    };
+    let _ = std::fs::remove_file(&control_path);
+    let control_listener = UnixListener::bind(&control_path).map_err(socket_err)?;
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o600))
+        std::fs::set_permissions(&control_path, std::fs::Permissions::from_mode(0o600))
             .map_err(socket_err)?;
     }
-    let _ = std::fs::write(&config.pid_file, format!("{}\n", std::process::id()));
+    if !config.takeover {
+        let _ = std::fs::write(&config.pid_file, format!("{}\n", std::process::id()));
+    }
 
     let mut settings = config.settings.clone();
-    settings.https_port = https
-        .first()
-        .and_then(|l| l.local_addr().ok())
-        .map_or(443, |a| a.port());
+    settings.https_port = https_port;
     let tls = Arc::new(
         crate::tls::server_config(certs.clone())
             .map_err(|e| DaemonError::Serve(std::io::Error::other(e)))?,
@@ -224,7 +288,7 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     );
     let control_task = tokio::spawn(control::serve(
         control_listener,
-        daemon,
+        daemon.clone(),
         shutdown.child_token(),
     ));
     // One single-threaded runtime per core, each with its own listeners
@@ -259,6 +323,9 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
             .map_err(DaemonError::Serve)?;
         threads.push(thread);
     }
+    if config.takeover {
+        take_over(&config, &control_path).await;
+    }
     let outcome = tokio::task::spawn_blocking(move || {
         let mut outcome = Ok(());
         for thread in threads {
@@ -274,36 +341,22 @@ pub async fn run(config: DaemonConfig, shutdown: CancellationToken) -> Result<()
     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
     shutdown.cancel();
     let _ = control_task.await;
-    let _ = std::fs::remove_file(&config.socket);
-    let _ = std::fs::remove_file(&config.pid_file);
+    if !daemon.retired.load(Ordering::SeqCst) {
+        let _ = std::fs::remove_file(&config.socket);
+        let _ = std::fs::remove_file(&config.pid_file);
+    }
     outcome.map_err(DaemonError::Serve)
 }
 
-/// `n` listeners on `addr` with SO_REUSEPORT, one per worker thread (port 0
-/// picks one port for all of them).
-fn bind_all(
-    what: &'static str,
-    addr: SocketAddr,
-    n: usize,
-) -> Result<Vec<std::net::TcpListener>, DaemonError> {
-    let mut bound = addr;
-    let mut listeners = Vec::with_capacity(n);
-    for _ in 0..n.max(1) {
-        let listener = (|| {
-            let socket = if bound.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
-            socket.set_reuseport(true)?;
-            socket.bind(bound)?;
-            let listener = socket.listen(1024)?;
-            bound = listener.local_addr()?;
-            listener.into_std()
-        })()
-        .map_err(|source| DaemonError::Listen { what, addr, source })?;
-        listeners.push(listener);
+/// The new proxy serves: the old one may stop accepting and finish what it
+/// has, and its control socket and pid file become this one's.
+async fn take_over(config: &DaemonConfig, control_path: &std::path::Path) {
+    match control::call(&config.socket, &Request::Retire).await {
+        Ok(_) => tracing::info!("took over from the running proxy"),
+        Err(err) => tracing::warn!(error = %err, "no running proxy to take over from"),
     }
-    Ok(listeners)
+    if let Err(err) = std::fs::rename(control_path, &config.socket) {
+        tracing::error!(error = %err, "cannot take the control socket");
+    }
+    let _ = std::fs::write(&config.pid_file, format!("{}\n", std::process::id()));
 }

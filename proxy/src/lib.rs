@@ -10,7 +10,8 @@
 //! - plumbing: `hop_by_hop` (the header list both paths strip),
 //!   `request_id`, [`pages`] (the proxy's own answers), `idle` (idle
 //!   timeouts on a stream), [`state`] (routes as data, on disk), [`tls`]
-//!   (certificates picked by SNI);
+//!   (certificates picked by SNI), [`listeners`] (the listening sockets,
+//!   handed from process to process);
 //! - [`routes`]: the swappable route table, made from [`state`]'s specs;
 //!   `tracked` and `upstream`, the hyper path's body wrappers;
 //! - backend pools: `hyper_pool` for the hyper path, `h1::backend` for the
@@ -35,6 +36,7 @@ mod hop_by_hop;
 mod hyper_path;
 mod hyper_pool;
 mod idle;
+pub mod listeners;
 pub mod pages;
 mod request_id;
 pub mod routes;

@@ -57,6 +57,7 @@ async fn serve_connection(
     builder: auto::Builder<TokioExecutor>,
     watcher: Watcher,
 ) {
+    let _open = proxy.begin_connection();
     let _ = stream.set_nodelay(true);
     let idle = proxy.settings().idle_timeout;
     let Some(acceptor) = tls else {
@@ -133,8 +134,11 @@ async fn accept_loop(
     }
     drop(listener);
     proxy.stop();
+    // Requests in flight finish; idle keep-alive connections get a moment
+    // for one more request (answered with `Connection: close`), so a client
+    // that was about to send one is not cut off.
     let h1_done = async {
-        while proxy.active_requests() > 0 {
+        while proxy.active_requests() > 0 || proxy.open_connections() > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };

@@ -76,7 +76,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::certs::prepare(&gantry);
     // The proxy is a process of its own: it keeps serving while `serve`
     // restarts. Start it if it is not running, with the routes it saved.
-    let proxy_pid = crate::routing::ensure_running(&gantry.config)
+    let proxy_pid = crate::routing::ensure_running(&gantry.routing, &gantry.config)
         .await
         .with_context(|| {
             format!(

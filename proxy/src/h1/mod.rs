@@ -35,6 +35,11 @@ use crate::pages::{self, Page};
 use crate::request_id::new_request_id;
 use crate::routes::InFlight;
 
+/// How long an idle keep-alive connection may still send a request once the
+/// proxy is stopping (it is answered with `Connection: close`): a client that
+/// had one on the way is not cut off, and a quiet one is closed soon.
+const LAST_REQUEST_GRACE: std::time::Duration = std::time::Duration::from_millis(1500);
+
 /// How a client connection left the HTTP/1.1 path.
 pub enum Ended<I> {
     Closed,
@@ -125,9 +130,13 @@ struct LogLine {
 
 impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
     async fn one_request(&mut self) -> Next {
-        let settings = self.proxy.settings();
+        let proxy = self.proxy;
+        let settings = proxy.settings();
         let mut up = Vec::with_capacity(512);
-        let deadline = tokio::time::Instant::now() + settings.header_timeout;
+        let mut deadline = tokio::time::Instant::now() + settings.header_timeout;
+        if proxy.is_stopping() {
+            deadline = deadline.min(tokio::time::Instant::now() + LAST_REQUEST_GRACE);
+        }
         let head = loop {
             if !self.buf.is_empty() {
                 match head::parse_request(&self.buf, &self.peer, &mut up) {
@@ -143,8 +152,21 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
                     }
                 }
             }
+            let waiting_idle = self.buf.is_empty() && !proxy.is_stopping();
             let read = read_more(&mut self.client, &mut self.buf);
-            match self.head_wait.run(deadline, read).await {
+            let got = if waiting_idle {
+                tokio::select! {
+                    got = self.head_wait.run(deadline, read) => got,
+                    () = proxy.stopped() => {
+                        // Shutdown: one more request may come, briefly.
+                        deadline = deadline.min(tokio::time::Instant::now() + LAST_REQUEST_GRACE);
+                        continue;
+                    }
+                }
+            } else {
+                self.head_wait.run(deadline, read).await
+            };
+            match got {
                 Some(Ok(0)) | Some(Err(_)) => return Next::Close,
                 Some(Ok(_)) => {}
                 None if self.buf.is_empty() => return Next::Close,
