@@ -7,6 +7,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::access::Caller;
@@ -60,6 +61,10 @@ pub enum Command {
         #[arg(value_name = "VERSION")]
         stored: String,
     },
+    /// Move a running gantry to this binary (install it over the old one
+    /// first): the new proxy takes the listening sockets without dropping a
+    /// request, then serve restarts once pushes in flight finish
+    Upgrade,
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -128,6 +133,38 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
+/// `gantry upgrade`: asks the running serve to move to this binary, then
+/// waits until serve answers again from it.
+async fn upgrade(home: Option<PathBuf>) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    let socket = config.socket_path();
+    let Some(stream) = crate::control::client::connect(&socket).await else {
+        anyhow::bail!(
+            "no gantry serve answers on {}: start it (gantry serve, or systemctl start gantry) on the new binary instead",
+            socket.display()
+        );
+    };
+    let exe = std::env::current_exe().context("cannot tell where this gantry binary is")?;
+    // The restarted serve writes its start anew.
+    let boot = || std::fs::read_to_string(config.boot_path()).ok();
+    let before = boot();
+    let request = crate::control::protocol::Request::Upgrade { exe };
+    let code = crate::control::client::call(stream, &request).await?;
+    if code != 0 {
+        return Ok(code);
+    }
+    // serve finishes the pushes in flight, then restarts in place.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(660);
+    while std::time::Instant::now() < deadline {
+        if boot() != before && crate::control::client::connect(&socket).await.is_some() {
+            println!("serve is back, on the new binary");
+            return Ok(0);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("serve did not come back within 11 minutes; see its log")
+}
+
 /// Runs `gantry serve`; the binary passes it in, so that nothing in the
 /// library imports the start-up code that wires every part.
 pub type Serve = fn(Config) -> futures_util::future::BoxFuture<'static, anyhow::Result<()>>;
@@ -150,6 +187,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
             }
         }
         Command::Proxy(args) => run_proxy(cli.home, args).await,
+        Command::Upgrade => upgrade(cli.home).await,
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {
             lang,

@@ -431,6 +431,11 @@ impl Config {
     pub fn socket_path(&self) -> PathBuf {
         self.run_dir().join("gantry.sock")
     }
+
+    /// Written by each `serve` as it starts (its pid and start time).
+    pub fn boot_path(&self) -> PathBuf {
+        self.run_dir().join("serve.boot")
+    }
 }
 
 fn proxy_settings(file: &ProxyFileConfig) -> Result<gantry_proxy::Settings, String> {

@@ -76,10 +76,13 @@ pub fn load_or_create_host_key(path: &Path) -> anyhow::Result<PrivateKey> {
 }
 
 /// Serves SSH on `listener` until `shutdown`.
+/// Serves SSH on `listener` until `stop_accepting`; then sessions already
+/// open (pushes in flight) go on until `shutdown`, which disconnects them.
 pub async fn serve(
     listener: TcpListener,
     gantry: Arc<Gantry>,
     host_key: PrivateKey,
+    stop_accepting: CancellationToken,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let config = russh::server::Config {
@@ -93,14 +96,20 @@ pub async fn serve(
     };
     let mut server = SshServer { gantry };
     let running = server.run_on_socket(Arc::new(config), &listener);
+    // The handle keeps open sessions alive after the accept loop is dropped.
     let handle = running.handle();
-    tokio::select! {
+    let result = tokio::select! {
         result = running => result,
-        _ = shutdown.cancelled() => {
-            handle.shutdown("gantry is shutting down".into());
-            Ok(())
-        }
+        _ = stop_accepting.cancelled() => Ok(()),
+        _ = shutdown.cancelled() => Ok(()),
+    };
+    // No new connections: the port refuses them while sessions finish.
+    drop(listener);
+    if result.is_ok() {
+        shutdown.cancelled().await;
     }
+    handle.shutdown("gantry is shutting down".into());
+    result
 }
 
 struct SshServer {

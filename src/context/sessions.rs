@@ -40,6 +40,14 @@ impl PushSessions {
         }
     }
 
+    /// Pushes in flight (their `receive-pack` runs).
+    pub fn live(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     pub fn get(&self, token: &str) -> Option<PushSession> {
         self.sessions
             .lock()

@@ -19,6 +19,10 @@ pub enum Request {
     },
     /// A pre-receive hook handing over a push.
     Hook(HookRequest),
+    /// `gantry upgrade`: move to the binary at `exe` (already in place): a
+    /// new proxy takes the listening sockets from the old one, then serve
+    /// restarts on it once the pushes in flight are done.
+    Upgrade { exe: PathBuf },
 }
 
 /// What the pre-receive hook knows about a push.

@@ -66,6 +66,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let control_listener = UnixListener::bind(&socket_path)
         .with_context(|| format!("cannot create the control socket {}", socket_path.display()))?;
     restrict(&socket_path, 0o600)?;
+    // Which serve answers on the socket: `gantry upgrade` waits for a new one.
+    let boot = format!("{} {}\n", std::process::id(), crate::time::now_ms());
+    std::fs::write(config.boot_path(), boot)
+        .with_context(|| format!("cannot write {}", config.boot_path().display()))?;
 
     // No push can be building yet: the SSH endpoint is not serving.
     if let Ok(apps) = gantry.store.list_apps().await {
@@ -93,6 +97,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     print_banner(&gantry, &ssh_listener, first_key.as_deref(), proxy_pid);
 
     let shutdown = CancellationToken::new();
+    // SSH stops accepting first; pushes in flight finish before the rest stops.
+    let ssh_stop = CancellationToken::new();
+    let (restart_tx, mut restart_rx) = tokio::sync::mpsc::channel::<std::path::PathBuf>(1);
     let mut tasks = tokio::task::JoinSet::new();
     gantry
         .routing
@@ -112,12 +119,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         ssh_listener,
         gantry.clone(),
         host_key,
+        ssh_stop.clone(),
         shutdown.child_token(),
     ));
     {
         let (gantry, token) = (gantry.clone(), shutdown.child_token());
         tasks.spawn(async move {
-            control::serve(control_listener, gantry, token).await;
+            control::serve(control_listener, gantry, restart_tx, token).await;
             Ok(())
         });
     }
@@ -155,8 +163,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     ));
 
+    let mut restart_on = None;
     let outcome = tokio::select! {
         _ = crate::signal::shutdown_signal() => Ok(()),
+        Some(exe) = restart_rx.recv() => {
+            restart_on = Some(exe);
+            Ok(())
+        }
         Some(done) = tasks.join_next() => match done {
             Ok(Ok(())) => Err(anyhow::anyhow!("a listener stopped unexpectedly")),
             Ok(Err(err)) => Err(anyhow::Error::from(err).context("a listener failed")),
@@ -164,11 +177,58 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         },
     };
     tracing::info!("shutting down; app containers and the proxy keep running");
+    // New pushes are refused from here; those in flight finish (their hooks
+    // still reach the control socket) before anything else stops.
+    ssh_stop.cancel();
+    wait_for_pushes(&gantry).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
     let _ = std::fs::remove_file(&socket_path);
     gantry.store.close().await;
+    if let Some(exe) = restart_on {
+        outcome?;
+        return Err(restart(&exe));
+    }
     outcome
+}
+
+/// How long a shutdown or upgrade waits for pushes in flight.
+const PUSH_DRAIN: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Waits until no push is in flight (up to [`PUSH_DRAIN`]).
+async fn wait_for_pushes(gantry: &Gantry) {
+    let started = std::time::Instant::now();
+    let mut told = None;
+    loop {
+        let live = gantry.pushes.live();
+        if live == 0 {
+            return;
+        }
+        if started.elapsed() > PUSH_DRAIN {
+            tracing::warn!(
+                live,
+                "pushes still in flight after 10 minutes; stopping anyway"
+            );
+            return;
+        }
+        if told != Some(live) {
+            tracing::info!(live, "waiting for the pushes in flight to finish");
+            told = Some(live);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Replaces this process with serve on `exe`, with the same arguments and
+/// environment (the pid stays: a service manager sees no exit). Returns only
+/// if that failed.
+fn restart(exe: &Path) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    tracing::info!(exe = %exe.display(), "restarting serve on the new binary");
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .exec();
+    anyhow::Error::from(err).context(format!("cannot restart serve on {}", exe.display()))
 }
 
 /// Prunes every app's old images once a day (deploys prune their own app too).

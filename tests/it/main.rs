@@ -12,6 +12,7 @@ mod languages;
 mod layers;
 mod manifest;
 mod processes;
+mod production;
 mod proxy;
 mod push;
 mod releases;

@@ -227,6 +227,11 @@ impl Server {
         self.child = Some(child);
     }
 
+    /// The pid of `serve`.
+    pub fn serve_pid(&self) -> u32 {
+        self.child.as_ref().expect("serve runs").id()
+    }
+
     /// Stops `serve` with SIGTERM and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
