@@ -65,6 +65,15 @@ pub enum Command {
     /// first): the new proxy takes the listening sockets without dropping a
     /// request, then serve restarts once pushes in flight finish
     Upgrade,
+    /// Run gantry as systemd services (needs root): the proxy on sockets
+    /// systemd holds, as an unprivileged user; serve beside it; both on boot
+    Install(InstallArgs),
+    /// Stop and remove the systemd services; gantry's home and data stay
+    Uninstall {
+        /// Where the units are
+        #[arg(long, value_name = "DIR", default_value = crate::service::UNIT_DIR)]
+        unit_dir: PathBuf,
+    },
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -89,6 +98,34 @@ pub struct ProxyArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct InstallArgs {
+    /// The gantry binary the services run [default: this one]
+    #[arg(long, value_name = "PATH")]
+    pub bin: Option<PathBuf>,
+    /// Where the units go
+    #[arg(long, value_name = "DIR", default_value = crate::service::UNIT_DIR)]
+    pub unit_dir: PathBuf,
+    /// Write the unit files and nothing else: no user, no permissions, no systemctl
+    #[arg(long)]
+    pub units_only: bool,
+    /// Apps are served at APP.DOMAIN
+    #[arg(long)]
+    pub domain: Option<String>,
+    /// Address of the SSH git endpoint [default: 0.0.0.0:2222]
+    #[arg(long, value_name = "ADDR")]
+    pub ssh_listen: Option<SocketAddr>,
+    /// Address of the HTTP listener
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
+    pub http_listen: SocketAddr,
+    /// Address of the HTTPS listener
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:443")]
+    pub https_listen: SocketAddr,
+    /// sqlite://PATH or postgres://… [default: sqlite in gantry's home]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Apps are served at APP.DOMAIN [default: localhost]
     #[arg(long, env = "GANTRY_DOMAIN")]
@@ -105,6 +142,10 @@ pub struct ServeArgs {
     /// sqlite://PATH or postgres://… [default: sqlite://$GANTRY_HOME/gantry.db]
     #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
     pub database_url: Option<String>,
+    /// The proxy is a service of its own (systemd's gantry-proxy.service,
+    /// which `gantry install` writes): do not start or restart it
+    #[arg(long)]
+    pub proxy_service: bool,
 }
 
 /// `gantry proxy`: the proxy alone, until SIGINT or SIGTERM.
@@ -133,9 +174,49 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
+/// `gantry uninstall`.
+fn uninstall(home: Option<PathBuf>, unit_dir: &std::path::Path) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    print!("{}", crate::service::uninstall(&config, unit_dir)?);
+    Ok(0)
+}
+
+/// `gantry install`: the units for serve's settings as given here.
+async fn install(home: Option<PathBuf>, args: InstallArgs) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides {
+        home,
+        http_listen: Some(args.http_listen),
+        https_listen: Some(args.https_listen),
+        ..Overrides::default()
+    })?;
+    let bin = match args.bin {
+        Some(bin) => bin,
+        None => std::env::current_exe().context("cannot tell where this gantry binary is")?,
+    };
+    let mut serve_args = Vec::new();
+    if let Some(domain) = args.domain {
+        serve_args.extend(["--domain".to_owned(), domain]);
+    }
+    if let Some(addr) = args.ssh_listen {
+        serve_args.extend(["--ssh-listen".to_owned(), addr.to_string()]);
+    }
+    if let Some(url) = args.database_url {
+        serve_args.extend(["--database-url".to_owned(), url]);
+    }
+    let plan = crate::service::Plan::new(&config, bin, serve_args);
+    let text = crate::service::install(&config, &plan, &args.unit_dir, args.units_only).await?;
+    print!("{text}");
+    Ok(0)
+}
+
 /// `gantry upgrade`: asks the running serve to move to this binary, then
-/// waits until serve answers again from it.
+/// waits until serve answers again from it. An installed gantry (systemd
+/// units) is restarted by systemd, which holds the proxy's sockets.
 async fn upgrade(home: Option<PathBuf>) -> anyhow::Result<i32> {
+    if crate::service::installed(std::path::Path::new(crate::service::UNIT_DIR)) {
+        print!("{}", crate::service::upgrade_units()?);
+        return Ok(0);
+    }
     let config = Config::resolve(Overrides::from_env(home)?)?;
     let socket = config.socket_path();
     let Some(stream) = crate::control::client::connect(&socket).await else {
@@ -180,6 +261,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
                 http_listen: args.http_listen,
                 https_listen: args.https_listen,
                 database_url: args.database_url,
+                proxy_service: args.proxy_service,
             };
             match Config::resolve(overrides) {
                 Ok(config) => serve(config).await.map(|()| 0),
@@ -188,6 +270,8 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
         }
         Command::Proxy(args) => run_proxy(cli.home, args).await,
         Command::Upgrade => upgrade(cli.home).await,
+        Command::Install(args) => install(cli.home, args).await,
+        Command::Uninstall { unit_dir } => uninstall(cli.home, &unit_dir),
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {
             lang,

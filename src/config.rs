@@ -35,6 +35,8 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
     pub https_listen: Option<SocketAddr>,
     pub database_url: Option<String>,
+    /// The proxy is a service of its own (`serve --proxy-service`).
+    pub proxy_service: bool,
 }
 
 impl Overrides {
@@ -61,6 +63,7 @@ impl Overrides {
             http_listen: addr("GANTRY_HTTP_LISTEN")?,
             https_listen: addr("GANTRY_HTTPS_LISTEN")?,
             database_url: var("GANTRY_DATABASE_URL"),
+            proxy_service: false,
         })
     }
 }
@@ -274,6 +277,10 @@ pub struct Config {
     pub apps: std::collections::BTreeMap<String, AppSettings>,
     pub stack: StackSettings,
     pub runtimes: RuntimesSettings,
+    /// The proxy runs as a service of its own (systemd's
+    /// `gantry-proxy.service`, on sockets systemd keeps): serve neither
+    /// starts nor restarts it.
+    pub proxy_service: bool,
 }
 
 impl Config {
@@ -336,6 +343,7 @@ impl Config {
             apps: file.apps,
             stack: file.stack,
             runtimes: file.runtimes,
+            proxy_service: overrides.proxy_service,
             stack_mirror: file
                 .stack_mirror
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
@@ -408,9 +416,16 @@ impl Config {
         self.home.join("certs")
     }
 
+    /// The proxy's own directory: its control socket, pid file and saved
+    /// routes. The proxy may run as a user of its own (`gantry install`),
+    /// which owns this directory and nothing else of gantry's.
+    pub fn proxy_dir(&self) -> PathBuf {
+        self.home.join("proxy")
+    }
+
     /// The proxy's control socket (`serve` drives the proxy through it).
     pub fn proxy_socket(&self) -> PathBuf {
-        self.run_dir().join("proxy.sock")
+        self.proxy_dir().join("proxy.sock")
     }
 
     /// What `gantry proxy` needs: listeners, files, settings.
@@ -419,8 +434,8 @@ impl Config {
             http_listen: self.http_listen,
             https_listen: self.https_listen,
             socket: self.proxy_socket(),
-            pid_file: self.run_dir().join("proxy.pid"),
-            state_file: self.home.join("proxy").join("state.json"),
+            pid_file: self.proxy_dir().join("proxy.pid"),
+            state_file: self.proxy_dir().join("state.json"),
             certs_dir: self.certs_dir(),
             settings: self.proxy.clone(),
             takeover: false,

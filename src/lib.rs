@@ -6,7 +6,8 @@
 //! - top: [`server`] (`gantry serve`, which wires everything; nothing imports it);
 //! - transports: [`cli`] (the command line), [`ssh`] (the SSH endpoint),
 //!   [`commands`] (the one command grammar), [`web`] (the dashboard), [`setup`]
-//!   (opening gantry with its own jobs);
+//!   (opening gantry with its own jobs), [`service`] (gantry as systemd
+//!   services);
 //! - operations: [`push`] (a push's stages), [`apps`], [`domains`],
 //!   [`stack_refresh`];
 //! - parts: [`deploy`] and [`acme`] over [`git`], [`jobs`], [`build`],
@@ -40,6 +41,7 @@ pub mod routing;
 pub mod runtime;
 pub mod secrets;
 pub mod server;
+pub mod service;
 pub mod setup;
 pub mod signal;
 pub mod ssh;

@@ -341,6 +341,24 @@ pub async fn ensure_running(routing: &Routing, config: &Config) -> anyhow::Resul
     wait_until_answering(routing, config, child, None).await
 }
 
+/// Waits for a proxy that runs as a service of its own (systemd's
+/// `gantry-proxy.service`) to answer; its pid.
+pub async fn wait_for_service(config: &Config) -> anyhow::Result<u32> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(pid) = running(config).await {
+            return Ok(pid);
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "the proxy service does not answer on {} (systemctl status gantry-proxy.service)",
+                config.proxy_socket().display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// `gantry upgrade`: starts the proxy of the binary at `exe` beside the
 /// running one, on the same listening sockets; it serves, then tells the old
 /// one to finish its requests and exit, and takes its control socket.
@@ -350,6 +368,11 @@ pub async fn upgrade(
     config: &Config,
     exe: &std::path::Path,
 ) -> anyhow::Result<(Option<u32>, u32)> {
+    if config.proxy_service {
+        anyhow::bail!(
+            "the proxy is systemd's gantry-proxy.service here: gantry upgrade restarts it with systemctl"
+        );
+    }
     let old = running(config).await;
     let listeners = match routing.listener_copies() {
         Some(copies) => copies,
@@ -492,6 +515,12 @@ pub async fn supervise(routing: &Routing, config: &Config, shutdown: Cancellatio
         }
         if running(config).await.is_some() {
             routing.catch_up().await;
+            continue;
+        }
+        if config.proxy_service {
+            // systemd restarts it, on the sockets it keeps; it gets the
+            // routes once it answers.
+            routing.dirty.store(true, Ordering::Release);
             continue;
         }
         tracing::warn!("the proxy is not answering; starting it again");

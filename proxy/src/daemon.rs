@@ -207,6 +207,7 @@ pub async fn run(
         ));
     }
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let sockets = if passed.is_some() { "passed" } else { "bound" };
     let listeners =
         match passed {
             Some(listeners) => listeners,
@@ -283,6 +284,7 @@ pub async fn run(
         http = %config.http_listen,
         https = %config.https_listen,
         workers,
+        sockets,
         routes = routes.hosts().len(),
         "gantry proxy is serving"
     );

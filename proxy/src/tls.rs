@@ -126,15 +126,17 @@ impl LocalCa {
     }
 }
 
-/// Writes a private key file readable by its owner only.
+/// Writes a private key file readable by its owner and its group only.
 pub fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
+    // The owner and its group: an installed proxy runs as a user of its own
+    // in the certificate directory's group (setgid), and reads keys by it.
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
         .write(true)
-        .mode(0o600)
+        .mode(0o640)
         .open(path)?;
     file.write_all(bytes)
 }

@@ -80,14 +80,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     crate::certs::prepare(&gantry);
     // The proxy is a process of its own: it keeps serving while `serve`
     // restarts. Start it if it is not running, with the routes it saved.
-    let proxy_pid = crate::routing::ensure_running(&gantry.routing, &gantry.config)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot run the proxy on {} and {} (pass --http-listen ADDR / --https-listen ADDR)",
-                gantry.config.http_listen, gantry.config.https_listen
-            )
-        })?;
+    let proxy_pid = if gantry.config.proxy_service {
+        crate::routing::wait_for_service(&gantry.config).await
+    } else {
+        crate::routing::ensure_running(&gantry.routing, &gantry.config).await
+    }
+    .with_context(|| {
+        format!(
+            "cannot run the proxy on {} and {} (pass --http-listen ADDR / --https-listen ADDR)",
+            gantry.config.http_listen, gantry.config.https_listen
+        )
+    })?;
     crate::certs::load_all(&gantry).await;
     let gantry = Arc::new(gantry);
     // Runs a crash left `running` are marked interrupted before serve says

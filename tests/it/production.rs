@@ -236,3 +236,74 @@ fn upgrade_moves_to_a_new_binary_without_a_failed_request() {
     assert_eq!(server.get(&app).0, 200);
     server.stop();
 }
+
+#[test]
+fn install_writes_units_systemd_accepts_and_serve_runs_beside_a_socket_activated_proxy() {
+    // The units gantry install writes, checked by systemd itself.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let units = dir.path().join("units");
+    let out = std::process::Command::new(crate::support::BIN)
+        .arg("--home")
+        .arg(dir.path().join("home"))
+        .args(["install", "--units-only", "--domain", "apps.example.test"])
+        .arg("--unit-dir")
+        .arg(&units)
+        .arg("--bin")
+        .arg(crate::support::BIN)
+        .output()
+        .expect("gantry install");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut names: Vec<String> = std::fs::read_dir(&units)
+        .expect("units")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "gantry-proxy-http.socket",
+            "gantry-proxy-https.socket",
+            "gantry-proxy.service",
+            "gantry.service"
+        ]
+    );
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&names)
+        .current_dir(&units)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+    // A unit with a mistake is caught by the same check.
+    std::fs::write(
+        units.join("gantry.service"),
+        std::fs::read_to_string(units.join("gantry.service"))
+            .expect("read")
+            .replace("Restart=on-failure", "Restart=sometimes"),
+    )
+    .expect("write");
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "gantry.service"])
+        .current_dir(&units)
+        .output()
+        .expect("systemd-analyze");
+    assert!(!verify.stderr.is_empty(), "a bad Restart= went unnoticed");
+
+    // What the units run: the proxy on sockets it was passed (as systemd's
+    // socket units pass them), and serve --proxy-service beside it.
+    let server = Server::start_configured(None, "# proxy service\n");
+    let app = live_app(&server);
+    assert_eq!(server.get(&app).0, 200);
+    let proxy_log =
+        std::fs::read_to_string(server.home.path().join("proxy.log")).expect("proxy.log");
+    assert!(
+        proxy_log.contains("gantry proxy is serving") && proxy_log.contains("sockets=\"passed\""),
+        "{proxy_log}"
+    );
+}

@@ -160,8 +160,50 @@ impl Server {
             "--admin",
         ]);
         assert!(out.status.success(), "keys:add: {}", stderr(&out));
-        server.launch();
+        if extra.contains("# proxy service") {
+            // The proxy as systemd's socket activation starts it, on sockets
+            // it was passed; serve leaves it alone.
+            server.start_socket_activated_proxy();
+            server.launch_with(&["--proxy-service"]);
+        } else {
+            server.launch();
+        }
         server
+    }
+
+    /// Starts `gantry proxy` through `systemd-socket-activate`, which binds
+    /// the HTTP and HTTPS ports and passes them as systemd does
+    /// (`LISTEN_FDS`, `LISTEN_FDNAMES`, `LISTEN_PID`).
+    fn start_socket_activated_proxy(&self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.home_path().join("proxy.log"))
+            .expect("proxy log");
+        let http = format!("127.0.0.1:{}", self.http_port);
+        let https = format!("127.0.0.1:{}", self.https_port);
+        let mut activator = Command::new("systemd-socket-activate")
+            .args(["-l", &http, "-l", &https, "--fdname=http:https"])
+            .arg(BIN)
+            .arg("--home")
+            .arg(self.home_path())
+            .args(["proxy", "--http-listen", &http, "--https-listen", &https])
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("systemd-socket-activate (apt-get install systemd)");
+        // It becomes the proxy (exec), which `stop_proxy` ends; reap it then.
+        std::thread::spawn(move || activator.wait());
+        // It starts the program on the first connection, as a socket unit
+        // without an enabled service would.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.http_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "systemd-socket-activate did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn home_path(&self) -> &Path {
@@ -187,9 +229,15 @@ impl Server {
 
     /// Starts `serve` and waits until it prints its banner.
     pub fn launch(&mut self) {
+        self.launch_with(&[]);
+    }
+
+    /// Starts `serve` with `extra` flags and waits until it prints its banner.
+    pub fn launch_with(&mut self, extra: &[&str]) {
         let mut child = self
             .command()
             .arg("serve")
+            .args(extra)
             .arg("--ssh-listen")
             .arg(format!("127.0.0.1:{}", self.ssh_port))
             .arg("--http-listen")
@@ -351,7 +399,7 @@ impl Drop for Server {
 impl Server {
     /// The pid of the proxy process `serve` started, while it runs.
     pub fn proxy_pid(&self) -> Option<u32> {
-        std::fs::read_to_string(self.home_path().join("run/proxy.pid"))
+        std::fs::read_to_string(self.home_path().join("proxy/proxy.pid"))
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
@@ -364,7 +412,7 @@ impl Server {
 
 /// Stops the proxy that a `serve` on `home` started, and waits for it.
 pub fn stop_proxy_in(home: &Path) {
-    let pid = std::fs::read_to_string(home.join("run/proxy.pid"))
+    let pid = std::fs::read_to_string(home.join("proxy/proxy.pid"))
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
     if let Some(pid) = pid {
