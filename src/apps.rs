@@ -23,11 +23,33 @@ pub async fn create(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
 
 /// Removes an app: its processes, images, build cache, repository and
 /// records. Returns how many processes there were and what the images freed.
-pub async fn destroy(gantry: &Gantry, app: &AppName) -> anyhow::Result<(usize, PruneReport)> {
+/// What `destroy` did with the app's volumes.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// Removes the app: its processes, images, build cache, repository and
+/// records; its volumes only when `volumes` (data outlives a mistake).
+pub async fn destroy(
+    gantry: &Gantry,
+    app: &AppName,
+    volumes: bool,
+) -> anyhow::Result<(usize, PruneReport, Volumes)> {
     let _lock = gantry.locks.get(app).lock_owned().await;
     let containers = crate::deploy::processes::remove_processes(gantry, app).await?;
     let images = crate::artifacts::remove_all(&gantry.docker, app).await?;
     crate::build::buildpack::remove_cache(&gantry.docker, app).await;
+    let mut outcome = Volumes::default();
+    for volume in gantry.runtime.volumes(app).await? {
+        if volumes {
+            gantry.runtime.remove_volume(&volume).await?;
+            outcome.removed.push(volume);
+        } else {
+            outcome.kept.push(volume);
+        }
+    }
     let repo = repos::repo_path(&gantry.config, app);
     if repo.exists() {
         tokio::fs::remove_dir_all(&repo)
@@ -35,7 +57,7 @@ pub async fn destroy(gantry: &Gantry, app: &AppName) -> anyhow::Result<(usize, P
             .map_err(|e| anyhow::anyhow!("cannot remove {}: {e}", repo.display()))?;
     }
     gantry.store.delete_app(app).await?;
-    Ok((containers, images))
+    Ok((containers, images, outcome))
 }
 
 /// `apps:rename OLD NEW`, as Dokku does it: a new app with the old one's
@@ -60,6 +82,17 @@ pub async fn rename(
     if gantry.store.get_app(new).await?.is_some() {
         anyhow::bail!("an app named {new} exists already: destroy it first or pick another name");
     }
+    let volumes = crate::storage::parse_stored(&record.storage)
+        .into_iter()
+        .filter(|m| matches!(m.source, crate::storage::Source::Volume(_)))
+        .map(|m| m.spec())
+        .collect::<Vec<_>>();
+    if !volumes.is_empty() {
+        anyhow::bail!(
+            "{old} has volumes ({}), named after it: a rename would leave their data behind. Copy the data out, storage:unmount them, rename, then mount again",
+            volumes.join(", ")
+        );
+    }
     if gantry.config.app_host(new) == gantry.config.dashboard_host {
         anyhow::bail!(
             "the name {new} is taken: {} is gantry's dashboard",
@@ -82,6 +115,8 @@ pub async fn rename(
             .set_deploy_branch(new, record.deploy_branch.as_deref())
             .await?;
         store.set_https_redirect(new, record.https_redirect).await?;
+        store.set_storage(new, &record.storage).await?;
+        store.set_resources(new, &record.resources).await?;
         for (owner, host) in store.list_domains().await? {
             if owner == old.as_str() {
                 store.remove_domain(old, &host).await?;
@@ -140,7 +175,7 @@ pub async fn rename(
             ));
         }
     }
-    let (containers, _) = destroy(gantry, old).await?;
+    let (containers, _, _) = destroy(gantry, old, false).await?;
     out.push_str(&format!(
         "Renamed {old} to {new} (stopped {containers} process(es) of {old}); its git remote is now {}\n",
         gantry.config.git_remote(new)

@@ -15,7 +15,8 @@
 //! - the ground floor: [`access`] (who may do what), [`context`] (the handles
 //!   every part shares), [`runtime`] (where apps' processes run), [`routing`]
 //!   (the link to the proxy), [`config_vars`], [`config`], [`store`],
-//!   [`control`] (the control socket's wire), [`manifest`], [`names`],
+//!   [`control`] (the control socket's wire), [`manifest`], [`storage`] and
+//!   [`resources`] (an app's volumes and limits), [`names`],
 //!   [`time`], [`secrets`], [`signal`].
 
 pub mod access;
@@ -37,6 +38,7 @@ pub mod jobs;
 pub mod manifest;
 pub mod names;
 pub mod push;
+pub mod resources;
 pub mod routing;
 pub mod runtime;
 pub mod secrets;
@@ -46,6 +48,7 @@ pub mod setup;
 pub mod signal;
 pub mod ssh;
 pub mod stack_refresh;
+pub mod storage;
 pub mod store;
 pub mod time;
 pub mod web;

@@ -22,6 +22,14 @@ pub fn format_time(ms: i64) -> String {
         .to_string()
 }
 
+/// A store time (unix milliseconds) as RFC 3339 UTC with nanoseconds, the
+/// form Docker stamps log lines with (so the two sort together).
+pub fn rfc3339_nanos(ms: i64) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .unwrap_or(DateTime::<Utc>::UNIX_EPOCH)
+        .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
 /// Seconds since the epoch of an RFC 3339 time (`2026-11-22T03:55:41.1Z`);
 /// `None` for text that is not one, and for times before 1970 (Docker writes
 /// `0001-01-01T00:00:00Z` for "never").

@@ -67,6 +67,7 @@ pub async fn destroy(
     caller: &Caller,
     name: &str,
     force: bool,
+    volumes: bool,
 ) -> anyhow::Result<String> {
     let app = AppName::parse(name)?;
     caller.require_app(&app)?;
@@ -75,15 +76,29 @@ pub async fn destroy(
     }
     if !force {
         anyhow::bail!(
-            "this removes {app}'s containers, images, git repository and release history; run again with --force to do it"
+            "this removes {app}'s containers, images, git repository and release history{}; run again with --force to do it",
+            if volumes { ", and its volumes with their data" } else { " (its volumes stay unless --volumes)" }
         );
     }
-    let (containers, images) = crate::apps::destroy(gantry, &app).await?;
-    Ok(format!(
+    let (containers, images, kept) = crate::apps::destroy(gantry, &app, volumes).await?;
+    let mut out = format!(
         "Destroyed {app}: {containers} container(s), {} image(s) ({} freed), its repository and records\n",
         images.removed.len(),
         crate::artifacts::human_bytes(images.freed)
-    ))
+    );
+    if !kept.removed.is_empty() {
+        out.push_str(&format!(
+            "Removed its volumes: {}\n",
+            kept.removed.join(", ")
+        ));
+    }
+    if !kept.kept.is_empty() {
+        out.push_str(&format!(
+            "Kept its volumes, with their data: {} (docker volume rm to remove them, or destroy with --volumes)\n",
+            kept.kept.join(", ")
+        ));
+    }
+    Ok(out)
 }
 
 pub async fn set_deploy_branch(

@@ -13,6 +13,7 @@ mod keys;
 mod ps;
 mod releases;
 mod stacks;
+mod storage;
 
 use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
@@ -243,6 +244,36 @@ pub enum ManageCommand {
         /// Really destroy it
         #[arg(long)]
         force: bool,
+        /// Remove its volumes and their data too (kept otherwise)
+        #[arg(long)]
+        volumes: bool,
+    },
+    /// List an app's mounts: volumes and host directories, and where it sees them
+    Storage { app: String },
+    /// Mount a volume (NAME, kept across deploys) or a host directory at PATH in every process of the app
+    #[command(name = "storage:mount")]
+    StorageMount {
+        app: String,
+        #[arg(value_name = "NAME:/PATH")]
+        mount: String,
+    },
+    /// Unmount a volume or host directory (a volume keeps its data until the app is destroyed with --volumes)
+    #[command(name = "storage:unmount")]
+    StorageUnmount {
+        app: String,
+        #[arg(value_name = "NAME|NAME:/PATH")]
+        mount: String,
+    },
+    /// Show each process type's memory and CPU limits
+    Resources { app: String },
+    /// Limit a process type: memory=512m cpus=1.5 (0 or none removes a limit)
+    #[command(name = "resources:set")]
+    ResourcesSet {
+        app: String,
+        #[arg(value_name = "TYPE")]
+        process: String,
+        #[arg(required = true, value_name = "memory=SIZE|cpus=N")]
+        limits: Vec<String>,
     },
 }
 
@@ -407,9 +438,24 @@ pub async fn execute(
         ManageCommand::GitSet { app, key: _, value } => {
             apps::set_deploy_branch(gantry, caller, &app, value.as_deref()).await
         }
-        ManageCommand::AppsDestroy { name, force } => {
-            apps::destroy(gantry, caller, &name, force).await
+        ManageCommand::AppsDestroy {
+            name,
+            force,
+            volumes,
+        } => apps::destroy(gantry, caller, &name, force, volumes).await,
+        ManageCommand::Storage { app } => storage::list(gantry, caller, &app).await,
+        ManageCommand::StorageMount { app, mount } => {
+            storage::mount(gantry, caller, &app, &mount).await
         }
+        ManageCommand::StorageUnmount { app, mount } => {
+            storage::unmount(gantry, caller, &app, &mount).await
+        }
+        ManageCommand::Resources { app } => storage::resources(gantry, caller, &app).await,
+        ManageCommand::ResourcesSet {
+            app,
+            process,
+            limits,
+        } => storage::set_resources(gantry, caller, &app, &process, &limits).await,
     };
     match result {
         Ok(stdout) => Outcome::success(stdout),

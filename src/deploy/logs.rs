@@ -109,6 +109,23 @@ pub async fn stream(
         )
         .await;
     }
+    // gantry's own word on the app's processes: kills for memory.
+    let ooms = gantry
+        .store
+        .list_runs(&crate::jobs::live::oom_job(app), 100)
+        .await
+        .unwrap_or_default();
+    for run in ooms {
+        let process = run.cause.split('.').next().unwrap_or_default();
+        if request.process.as_ref().is_some_and(|p| p != process) {
+            continue;
+        }
+        past.push(Line {
+            time: crate::time::rfc3339_nanos(run.queued_at),
+            source: format!("{app}[{}]", run.cause),
+            text: format!("gantry: {}; the runtime restarts it", run.reason),
+        });
+    }
     past.sort();
     let skip = past.len().saturating_sub(request.lines);
     for line in &past[skip..] {

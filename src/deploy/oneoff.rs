@@ -81,7 +81,7 @@ async fn run_in(
         command,
         entrypoint: None,
         env,
-        mounts: Vec::new(),
+        mounts: super::spec::app_data(gantry, &release.app).await?.mounts,
         working_dir: None,
         interactive: Some(Interactive {
             tty,

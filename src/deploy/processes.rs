@@ -29,10 +29,27 @@ pub struct ProcessInfo {
 
 pub async fn list(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
     let mut out = Vec::new();
+    // Kills for memory, by dyno, since each container started.
+    let ooms = gantry
+        .store
+        .list_runs(&crate::jobs::live::oom_job(app), 200)
+        .await
+        .unwrap_or_default();
     for c in gantry.runtime.list(app).await? {
         let details = gantry.runtime.inspect(&c.id).await?;
+        let dyno = format!("{}.{}", c.process, c.replica);
+        let created = details.created_at;
+        let killed = ooms
+            .iter()
+            .filter(|r| r.cause == dyno && r.queued_at / 1000 >= created)
+            .count();
         let state = match (details.state.as_str(), details.restarts) {
+            _ if details.oom_killed => "killed: out of memory".to_string(),
+            ("restarting", _) if killed > 0 => "out of memory, restarting".to_string(),
             ("restarting", _) => "crashed, restarting".to_string(),
+            ("running", n) if n > 0 && killed > 0 => {
+                format!("running (killed for memory {killed}x, restarted)")
+            }
             ("running", n) if n > 0 => format!("running (crashed {n}x, restarted)"),
             (state, _) => state.to_string(),
         };

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::health;
 use super::route::{address, route};
-use super::spec::{release_env, web_spec, DeployError, WebSpec};
+use super::spec::{app_data, release_env, web_spec, AppData, DeployError, WebSpec};
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
@@ -89,6 +89,7 @@ pub async fn start(
 ) -> Result<Started, DeployError> {
     let env = release_env(gantry, release)?;
     let spec = web_spec(gantry, release);
+    let data = app_data(gantry, &release.app).await?;
     let manifest = Manifest::from_stored(&release.manifest);
     let command = if process == "web" {
         spec.command.clone()
@@ -99,7 +100,16 @@ pub async fn start(
         // Heroku's DYNO: `web.1`, `worker.2`.
         let mut env = env.clone();
         env.push(format!("DYNO={process}.{n}"));
-        start_one(gantry, release, process, n, env, command.as_deref(), &spec)
+        start_one(
+            gantry,
+            release,
+            process,
+            n,
+            env,
+            command.as_deref(),
+            &spec,
+            &data,
+        )
     });
     let results = futures_util::future::join_all(attempts).await;
     let mut started = Started::default();
@@ -121,6 +131,7 @@ pub async fn start(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn start_one(
     gantry: &Gantry,
     release: &Release,
@@ -129,6 +140,7 @@ async fn start_one(
     env: Vec<String>,
     command: Option<&str>,
     spec: &WebSpec,
+    data: &AppData,
 ) -> Result<Replica, DeployError> {
     let runtime = &*gantry.runtime;
     let id = runtime
@@ -140,6 +152,8 @@ async fn start_one(
             replica: number,
             env,
             command,
+            mounts: data.mounts.clone(),
+            limits: data.limits(process),
         })
         .await?;
     let checked = if process == "web" {

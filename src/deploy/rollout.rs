@@ -124,7 +124,9 @@ async fn run_phase(
     let outcome = async {
         let mut env = release_env(gantry, release)?;
         env.push("DYNO=release.1".to_owned());
-        let task = Task::shell(&release.app, release.version, &release.image, command, env);
+        let mut task = Task::shell(&release.app, release.version, &release.image, command, env);
+        // The release phase sees the app's volumes, as Dokku's does.
+        task.mounts = super::spec::app_data(gantry, &release.app).await?.mounts;
         let code = crate::runtime::run_to_end(&gantry.runtime, &task, &mut |line: &str| {
             progress.line(&format!("  {line}"));
             if let Some(run) = &mut record {

@@ -33,6 +33,34 @@ pub async fn formation(gantry: &Gantry, app: &AppName) -> Result<(Formation, boo
     Ok((Formation::from_stored(&record.formation), record.stopped))
 }
 
+/// What every process of an app gets besides its release: its mounts
+/// (volumes made if missing) and each process type's limits.
+#[derive(Debug, Clone, Default)]
+pub struct AppData {
+    pub mounts: Vec<crate::runtime::Mount>,
+    pub limits: std::collections::BTreeMap<String, crate::resources::Limits>,
+}
+
+impl AppData {
+    pub fn limits(&self, process: &str) -> crate::resources::Limits {
+        self.limits.get(process).copied().unwrap_or_default()
+    }
+}
+
+/// The app's mounts and limits, from the store; its named volumes exist
+/// once this returns.
+pub async fn app_data(gantry: &Gantry, app: &AppName) -> Result<AppData, DeployError> {
+    let record = gantry
+        .store
+        .get_app(app)
+        .await?
+        .ok_or_else(|| crate::store::StoreError::NotFound(format!("app {app}")))?;
+    Ok(AppData {
+        mounts: crate::runtime::mounts_of_app(&*gantry.runtime, app, &record.storage).await?,
+        limits: crate::resources::parse_stored(&record.resources),
+    })
+}
+
 /// How to run and check a release's web process, from its manifest.
 pub struct WebSpec {
     /// The Procfile's `web` command; `None` runs the image's own.

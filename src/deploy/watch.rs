@@ -59,3 +59,48 @@ async fn reroute(gantry: &Gantry, app: &AppName, release: i64, id: &str) {
         tracing::warn!(%app, error = %err, "cannot re-route");
     }
 }
+
+/// Runs until `shutdown`: each process the kernel kills for memory is
+/// recorded (`jobs::live::out_of_memory`), which alerts.
+pub async fn follow_out_of_memory(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    loop {
+        let mut events = gantry.runtime.out_of_memory();
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = events.next() => event,
+            };
+            match event {
+                Some(Ok(killed)) => {
+                    let dyno = format!("{}.{}", killed.process, killed.replica);
+                    tracing::warn!(app = %killed.app, %dyno, container = %killed.id, "killed for memory");
+                    let limit = match gantry.store.get_app(&killed.app).await {
+                        Ok(Some(record)) => crate::resources::parse_stored(&record.resources)
+                            .get(&killed.process)
+                            .and_then(|l| l.memory)
+                            .map(crate::resources::human_memory),
+                        _ => None,
+                    };
+                    let short: String = killed.id.chars().take(12).collect();
+                    crate::jobs::live::out_of_memory(
+                        &gantry,
+                        &killed.app,
+                        &dyno,
+                        &short,
+                        limit.as_deref(),
+                    )
+                    .await;
+                }
+                Some(Err(err)) => {
+                    tracing::warn!(error = %err, "docker event stream failed; reconnecting");
+                    break;
+                }
+                None => break,
+            }
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}

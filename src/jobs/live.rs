@@ -139,3 +139,37 @@ pub async fn release_phase(
         }
     }
 }
+
+/// The job whose runs record an app's processes killed for memory.
+pub fn oom_job(app: &crate::names::AppName) -> String {
+    format!("{app}/oom")
+}
+
+/// Records that the kernel killed `dyno` (`web.1`) of `app` for memory, as a
+/// failed run of `APP/oom` (caused by the dyno): it shows in the job log, in
+/// `ps` and `logs`, and alerts as any failed run does.
+pub async fn out_of_memory(
+    gantry: &Gantry,
+    app: &crate::names::AppName,
+    dyno: &str,
+    container: &str,
+    limit: Option<&str>,
+) {
+    let job = oom_job(app);
+    let limit_text = limit.map_or_else(|| "no limit set".to_owned(), |l| format!("limit {l}"));
+    let reason = format!("{dyno} was killed: out of memory ({limit_text})");
+    match LiveRun::queue(gantry, &job, "runtime", dyno, "", CancellationToken::new()).await {
+        Ok(mut run) => {
+            run.start(gantry).await;
+            run.write(&format!(
+                "{dyno} (container {container}) used more memory than it may ({limit_text}), and the kernel killed it.\n\
+                 The runtime starts it again; if it keeps happening, raise the limit (resources:set {app} {} memory=SIZE) or make it use less.\n",
+                dyno.split('.').next().unwrap_or(dyno)
+            ));
+            run.finish(gantry, RunStatus::Failed, None, &reason).await;
+        }
+        Err(err) => {
+            tracing::error!(%app, %dyno, error = %err, "cannot record an out-of-memory kill")
+        }
+    }
+}

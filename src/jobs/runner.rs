@@ -257,7 +257,18 @@ async fn execute_inner(
                 }
                 Err(err) => return Ending::failed(format!("cannot run it: {err}")),
             };
-            let task = Task::shell(app, release.version, &release.image, command, env);
+            let mut task = Task::shell(app, release.version, &release.image, command, env);
+            // Cron runs see the app's volumes, as its processes do.
+            let stored = match gantry.store.get_app(app).await {
+                Ok(Some(record)) => record.storage,
+                Ok(None) => String::new(),
+                Err(err) => return Ending::failed(err.to_string()),
+            };
+            task.mounts = match crate::runtime::mounts_of_app(&*gantry.runtime, app, &stored).await
+            {
+                Ok(mounts) => mounts,
+                Err(err) => return Ending::failed(format!("cannot mount its storage: {err}")),
+            };
             // A timeout or cancel drops the task, which removes its container.
             let runtime = gantry.runtime.clone();
             let task = async move {

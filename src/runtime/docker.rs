@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Attached, Inspection, Instance, LogsFrom, Owner, ProcessSpec, Restarted, Result, Runtime,
-    RuntimeError, Task,
+    Attached, Inspection, Instance, Killed, LogsFrom, Mount, Owner, ProcessSpec, Restarted, Result,
+    Runtime, RuntimeError, Task,
 };
 use crate::names::AppName;
 
@@ -61,6 +61,22 @@ fn container_name(app: &AppName, release: i64, process: &str, replica: u32) -> S
     use rand::RngExt;
     let suffix: u16 = rand::rng().random();
     format!("gantry-{app}-{process}.{replica}-v{release}-{suffix:04x}")
+}
+
+/// Docker's `binds` for `mounts` (a relative source is a named volume).
+fn binds(mounts: &[Mount]) -> Option<Vec<String>> {
+    let binds: Vec<String> = mounts
+        .iter()
+        .map(|m| {
+            format!(
+                "{}:{}{}",
+                m.host.display(),
+                m.path,
+                if m.read_only { ":ro" } else { "" }
+            )
+        })
+        .collect();
+    (!binds.is_empty()).then_some(binds)
 }
 
 /// Waits for a container to stop and returns its exit code (`None`: it
@@ -123,6 +139,11 @@ impl Runtime for DockerRuntime {
                     maximum_retry_count: None,
                 }),
                 init: Some(true),
+                binds: binds(&spec.mounts),
+                memory: spec.limits.memory,
+                // No swap beyond the limit: a process over it is killed, and says so.
+                memory_swap: spec.limits.memory,
+                nano_cpus: spec.limits.nano_cpus(),
                 ..Default::default()
             }),
             ..Default::default()
@@ -154,7 +175,9 @@ impl Runtime for DockerRuntime {
             .and_then(|network| network.ip_address)
             .and_then(|ip| ip.parse().ok());
         let state = info.state.unwrap_or_default();
+        let created_at = info.created.map_or(0, |t| t.unix_timestamp());
         Ok(Inspection {
+            created_at,
             running: state.running.unwrap_or(false) && !state.restarting.unwrap_or(false),
             state: state
                 .status
@@ -164,6 +187,7 @@ impl Runtime for DockerRuntime {
             exit_code: state.exit_code,
             started_at: state.started_at.unwrap_or_default(),
             address,
+            oom_killed: state.oom_killed.unwrap_or(false),
         })
     }
 
@@ -267,6 +291,82 @@ impl Runtime for DockerRuntime {
             .boxed()
     }
 
+    /// The engine's container `oom` events of apps' processes.
+    fn out_of_memory(&self) -> BoxStream<'static, Result<Killed>> {
+        let filters = HashMap::from([
+            ("type", vec!["container".to_string()]),
+            ("event", vec!["oom".to_string()]),
+            ("label", vec![LABEL_APP.to_string()]),
+        ]);
+        let options = EventsOptionsBuilder::default().filters(&filters).build();
+        self.docker
+            .events(Some(options))
+            .filter_map(|event| async move {
+                let event = match event {
+                    Ok(event) => event,
+                    Err(err) => return Some(Err(RuntimeError::from(err))),
+                };
+                let actor = event.actor?;
+                let (id, attributes) = (actor.id?, actor.attributes?);
+                Some(Ok(Killed {
+                    app: attributes
+                        .get(LABEL_APP)
+                        .and_then(|a| AppName::parse(a).ok())?,
+                    release: attributes.get(LABEL_RELEASE)?.parse().ok()?,
+                    process: attributes
+                        .get(LABEL_PROCESS)
+                        .cloned()
+                        .unwrap_or_else(|| "web".into()),
+                    replica: attributes
+                        .get(LABEL_REPLICA)
+                        .and_then(|r| r.parse().ok())
+                        .unwrap_or(1),
+                    id,
+                }))
+            })
+            .boxed()
+    }
+
+    async fn ensure_volume(&self, app: &AppName, name: &str) -> Result<()> {
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(HashMap::from([(
+                crate::storage::LABEL_APP.to_owned(),
+                app.to_string(),
+            )])),
+            ..Default::default()
+        };
+        // Creating a volume that exists returns it unchanged.
+        self.docker.create_volume(request).await?;
+        Ok(())
+    }
+
+    async fn volumes(&self, app: &AppName) -> Result<Vec<String>> {
+        let filters = HashMap::from([(
+            "label",
+            vec![format!("{}={app}", crate::storage::LABEL_APP)],
+        )]);
+        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let listed = self.docker.list_volumes(Some(options)).await?;
+        let mut names: Vec<String> = listed
+            .volumes
+            .unwrap_or_default()
+            .into_iter()
+            .map(|v| v.name)
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        self.docker
+            .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+            .await?;
+        Ok(())
+    }
+
     async fn create_oneoff(&self, task: &Task) -> Result<String> {
         let (labels, network, name) = match &task.owner {
             Owner::App { app, release } => {
@@ -290,18 +390,7 @@ impl Runtime for DockerRuntime {
                 None,
             ),
         };
-        let binds: Vec<String> = task
-            .mounts
-            .iter()
-            .map(|m| {
-                format!(
-                    "{}:{}{}",
-                    m.host.display(),
-                    m.path,
-                    if m.read_only { ":ro" } else { "" }
-                )
-            })
-            .collect();
+        let binds = binds(&task.mounts);
         let interactive = task.interactive;
         let stdin = interactive.is_some_and(|i| i.stdin);
         let body = ContainerCreateBody {
@@ -319,7 +408,7 @@ impl Runtime for DockerRuntime {
             attach_stderr: interactive.map(|_| true),
             host_config: Some(HostConfig {
                 network_mode: network,
-                binds: (!binds.is_empty()).then_some(binds),
+                binds,
                 init: Some(true),
                 ..Default::default()
             }),

@@ -46,6 +46,10 @@ pub struct ProcessSpec<'a> {
     pub env: Vec<String>,
     /// A Procfile command, run through the shell; `None` runs the image's own.
     pub command: Option<&'a str>,
+    /// The app's volumes and host directories (`storage:mount`).
+    pub mounts: Vec<Mount>,
+    /// Its process type's limits (`resources:set`).
+    pub limits: crate::resources::Limits,
 }
 
 /// A process the runtime runs for an app.
@@ -71,8 +75,12 @@ pub struct Inspection {
     pub exit_code: Option<i64>,
     /// RFC 3339, as the runtime reports it.
     pub started_at: String,
+    /// When the process was made (unix seconds; 0: unknown): restarts keep it.
+    pub created_at: i64,
     /// Where other processes (the proxy) reach it, if it has an address.
     pub address: Option<IpAddr>,
+    /// Its last exit was the kernel killing it for memory (its limit).
+    pub oom_killed: bool,
 }
 
 /// Where to start reading a process's output.
@@ -104,12 +112,56 @@ pub enum Owner {
     Job(String),
 }
 
-/// A bind of a host path into a one-off.
+/// A host path or a named volume, mounted into a process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// An absolute host path, or the name of a volume (see
+    /// [`Runtime::ensure_volume`]).
     pub host: std::path::PathBuf,
     pub path: String,
     pub read_only: bool,
+}
+
+impl Mount {
+    /// The app's `storage:mount`s, as the runtime mounts them.
+    pub fn of_app(app: &AppName, mounts: &[crate::storage::Mount]) -> Vec<Mount> {
+        mounts
+            .iter()
+            .map(|m| Mount {
+                host: m.engine_source(app.as_str()).into(),
+                path: m.path.clone(),
+                read_only: false,
+            })
+            .collect()
+    }
+}
+
+/// The app's stored mounts (`storage::to_stored`) as processes get them,
+/// its named volumes made first if missing.
+pub async fn mounts_of_app(
+    runtime: &dyn Runtime,
+    app: &AppName,
+    stored: &str,
+) -> Result<Vec<Mount>> {
+    let mounts = crate::storage::parse_stored(stored);
+    for mount in &mounts {
+        if let crate::storage::Source::Volume(_) = mount.source {
+            runtime
+                .ensure_volume(app, &mount.engine_source(app.as_str()))
+                .await?;
+        }
+    }
+    Ok(Mount::of_app(app, &mounts))
+}
+
+/// A process the runtime stopped on its own: out of memory, say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Killed {
+    pub app: AppName,
+    pub release: i64,
+    pub process: String,
+    pub replica: u32,
+    pub id: String,
 }
 
 /// A process that runs once, to its end.
@@ -209,6 +261,19 @@ pub trait Runtime: Send + Sync {
 
     /// Processes of apps' releases as the runtime (re)starts them.
     fn restarts(&self) -> BoxStream<'static, Result<Restarted>>;
+
+    /// Processes of apps' releases the kernel killed for memory.
+    fn out_of_memory(&self) -> BoxStream<'static, Result<Killed>>;
+
+    /// Makes the named volume of `app` if it does not exist; it outlives
+    /// every process that mounts it.
+    async fn ensure_volume(&self, app: &AppName, name: &str) -> Result<()>;
+
+    /// The volumes made for `app`, by name.
+    async fn volumes(&self, app: &AppName) -> Result<Vec<String>>;
+
+    /// Removes a volume and its data.
+    async fn remove_volume(&self, name: &str) -> Result<()>;
 
     /// Creates a one-off, not yet started; hold it in a [`OneOff`].
     async fn create_oneoff(&self, task: &Task) -> Result<String>;

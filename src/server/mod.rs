@@ -165,6 +165,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gantry.clone(),
         shutdown.child_token(),
     ));
+    tokio::spawn(crate::deploy::watch::follow_out_of_memory(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
 
     let mut restart_on = None;
     let outcome = tokio::select! {

@@ -68,6 +68,10 @@ pub struct AppRecord {
     pub https_redirect: bool,
     /// The stack (Debian suite) builds use; `None`: never built, the default.
     pub stack: Option<String>,
+    /// Mounts, one `SOURCE:/path` per line (see `storage`).
+    pub storage: String,
+    /// Limits, one `TYPE memory=BYTES cpus=N` per line (see `resources`).
+    pub resources: String,
 }
 
 impl AppRecord {

@@ -125,7 +125,7 @@ impl Store {
 
     pub async fn get_app(&self, name: &AppName) -> Result<Option<AppRecord>> {
         let row = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack FROM apps WHERE name = $1",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack, storage, resources FROM apps WHERE name = $1",
         )
         .bind(name.as_str())
         .fetch_optional(&self.pool)
@@ -135,7 +135,7 @@ impl Store {
 
     pub async fn list_apps(&self) -> Result<Vec<AppRecord>> {
         let rows = sqlx::query(
-            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack FROM apps ORDER BY name",
+            "SELECT name, deploy_branch, current_release, created_at, config, keep_releases, formation, stopped, https_redirect, stack, storage, resources FROM apps ORDER BY name",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -158,6 +158,26 @@ impl Store {
             app,
             "UPDATE apps SET formation = $1 WHERE name = $2",
             formation.to_owned(),
+        )
+        .await
+    }
+
+    /// Replaces the app's mounts (`storage::to_stored`).
+    pub async fn set_storage(&self, app: &AppName, storage: &str) -> Result<()> {
+        self.update_app(
+            app,
+            "UPDATE apps SET storage = $1 WHERE name = $2",
+            storage.to_owned(),
+        )
+        .await
+    }
+
+    /// Replaces the app's resource limits (`resources::to_stored`).
+    pub async fn set_resources(&self, app: &AppName, resources: &str) -> Result<()> {
+        self.update_app(
+            app,
+            "UPDATE apps SET resources = $1 WHERE name = $2",
+            resources.to_owned(),
         )
         .await
     }
@@ -496,6 +516,8 @@ fn app_from_row(row: &AnyRow) -> Result<AppRecord> {
         stopped: row.try_get::<i64, _>("stopped")? != 0,
         https_redirect: row.try_get::<i64, _>("https_redirect")? != 0,
         stack: row.try_get::<Option<String>, _>("stack")?,
+        storage: row.try_get("storage")?,
+        resources: row.try_get("resources")?,
     })
 }
 

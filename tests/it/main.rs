@@ -18,4 +18,5 @@ mod push;
 mod releases;
 mod runlogs;
 mod serve;
+mod storage;
 mod support;
