@@ -386,7 +386,12 @@ impl crate::context::Upkeep for CertsJob {
         config.acme.is_some()
     }
 
-    async fn run(&self, gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        gantry: &Gantry,
+        log: &mut std::fs::File,
+        _artifacts: &std::path::Path,
+    ) -> anyhow::Result<()> {
         run(gantry, log).await
     }
 }

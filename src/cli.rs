@@ -68,6 +68,21 @@ pub enum Command {
     /// Run gantry as systemd services (needs root): the proxy on sockets
     /// systemd holds, as an unprivileged user; serve beside it; both on boot
     Install(InstallArgs),
+    /// Write a backup of everything to FILE while gantry runs: the database,
+    /// secret key, certificates, job definitions and every app's repository
+    Backup {
+        file: PathBuf,
+        /// Include the live releases' images (else a restore rebuilds them)
+        #[arg(long)]
+        images: bool,
+    },
+    /// Restore a backup into an empty home: every app comes back when serve starts
+    Restore {
+        file: PathBuf,
+        /// Where a Postgres backup goes [default: the home's database_url]
+        #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
+        database_url: Option<String>,
+    },
     /// Stop and remove the systemd services; gantry's home and data stay
     Uninstall {
         /// Where the units are
@@ -174,6 +189,87 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
+/// `gantry backup FILE`.
+async fn backup(
+    home: Option<PathBuf>,
+    file: &std::path::Path,
+    images: bool,
+) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides::from_env(home)?)?;
+    let gantry = crate::setup::open(config).await?;
+    let written =
+        crate::backup::create(&gantry, file, images, &mut |line| println!("{line}")).await;
+    gantry.store.close().await;
+    written?;
+    Ok(0)
+}
+
+/// `gantry restore FILE`: the archive into an empty home, then the images
+/// it did not carry built again from the repositories.
+async fn restore(
+    home: Option<PathBuf>,
+    file: &std::path::Path,
+    database_url: Option<&str>,
+) -> anyhow::Result<i32> {
+    let mut overrides = Overrides::from_env(home)?;
+    if let Some(url) = database_url {
+        overrides.database_url = Some(url.to_owned());
+    }
+    let config = Config::resolve(overrides)?;
+    let restored =
+        crate::backup::restore(&config, file, database_url, &mut |line| println!("{line}")).await?;
+    for note in &restored.notes {
+        println!("{note}");
+    }
+    if !restored.to_rebuild.is_empty() {
+        // The restored gantry.toml may name the database: read settings again.
+        let config = Config::resolve(Overrides::from_env(Some(config.home.clone()))?)?;
+        let config = match database_url {
+            Some(url) => Config {
+                database_url: url.to_owned(),
+                ..config
+            },
+            None => config,
+        };
+        let gantry = crate::setup::open(config).await?;
+        let mut failed = Vec::new();
+        for app in &restored.to_rebuild {
+            let Some(release) = gantry.store.current_release(app).await? else {
+                continue;
+            };
+            println!(
+                "building {app} v{} again from its repository ({})",
+                release.version,
+                &release.commit_sha[..release.commit_sha.len().min(7)]
+            );
+            let mut lines = Vec::new();
+            match crate::push::rebuild(&gantry, &release, &mut |l| lines.push(l.to_owned())).await {
+                Ok(()) => println!("rebuilt {}", release.image),
+                Err(err) => {
+                    for line in lines.iter().rev().take(10).rev() {
+                        println!("  {line}");
+                    }
+                    println!("cannot rebuild {app}: {err}");
+                    failed.push(app.to_string());
+                }
+            }
+        }
+        gantry.store.close().await;
+        if !failed.is_empty() {
+            anyhow::bail!(
+                "restored, but {} could not be rebuilt: push them again once serve runs",
+                failed.join(", ")
+            );
+        }
+    }
+    println!(
+        "restored {} app(s) into {}: start gantry serve and they come back, with their config, domains, certificates and releases",
+        restored.manifest.apps.len(),
+        config.home.display()
+    );
+    Ok(0)
+}
+
 /// `gantry uninstall`.
 fn uninstall(home: Option<PathBuf>, unit_dir: &std::path::Path) -> anyhow::Result<i32> {
     let config = Config::resolve(Overrides::from_env(home)?)?;
@@ -271,6 +367,10 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
         Command::Proxy(args) => run_proxy(cli.home, args).await,
         Command::Upgrade => upgrade(cli.home).await,
         Command::Install(args) => install(cli.home, args).await,
+        Command::Backup { file, images } => backup(cli.home, &file, images).await,
+        Command::Restore { file, database_url } => {
+            restore(cli.home, &file, database_url.as_deref()).await
+        }
         Command::Uninstall { unit_dir } => uninstall(cli.home, &unit_dir),
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {

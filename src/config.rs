@@ -120,6 +120,42 @@ struct FileConfig {
     /// the store are fetched.
     #[serde(default)]
     runtimes: RuntimesSettings,
+    /// `[backup]`: the daily `gantry.backup` job.
+    #[serde(default)]
+    backup: BackupSettings,
+}
+
+/// `[backup]` in `gantry.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Run the daily backup (a critical job: a missed or failed one alerts).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Also copy each archive here (another disk, a mount of another host).
+    pub dir: Option<PathBuf>,
+    /// Archives kept, as the job's run artifacts and in `dir`.
+    #[serde(default = "seven")]
+    pub keep: usize,
+    /// Include the live releases' images (bigger; a restore then needs no
+    /// rebuild).
+    #[serde(default)]
+    pub images: bool,
+}
+
+fn seven() -> usize {
+    7
+}
+
+impl Default for BackupSettings {
+    fn default() -> Self {
+        BackupSettings {
+            enabled: true,
+            dir: None,
+            keep: 7,
+            images: false,
+        }
+    }
 }
 
 /// `[runtimes]` in `gantry.toml`.
@@ -277,6 +313,7 @@ pub struct Config {
     pub apps: std::collections::BTreeMap<String, AppSettings>,
     pub stack: StackSettings,
     pub runtimes: RuntimesSettings,
+    pub backup: BackupSettings,
     /// The proxy runs as a service of its own (systemd's
     /// `gantry-proxy.service`, on sockets systemd keeps): serve neither
     /// starts nor restarts it.
@@ -343,6 +380,7 @@ impl Config {
             apps: file.apps,
             stack: file.stack,
             runtimes: file.runtimes,
+            backup: file.backup,
             proxy_service: overrides.proxy_service,
             stack_mirror: file
                 .stack_mirror

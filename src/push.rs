@@ -785,3 +785,84 @@ async fn build_with_buildpacks(
     }
     Ok(built.image)
 }
+
+/// Builds `release`'s image again from the app's repository: the same
+/// commit, config vars and stack, tagged as the release names it (a restore
+/// from a backup without images). Nothing else changes; the build's output
+/// goes to `on_line` when it is done.
+pub async fn rebuild(
+    gantry: &Gantry,
+    release: &Release,
+    on_line: &mut (dyn FnMut(&str) + Send),
+) -> Result<(), String> {
+    let app = &release.app;
+    let repo = crate::git::repos::repo_path(&gantry.config, app);
+    let scratch = gantry
+        .config
+        .run_dir()
+        .join(format!("rebuild-{app}-v{}", release.version));
+    let object_dirs = vec![repo.join("objects")];
+    let sha = release.commit_sha.clone();
+    let read = tokio::task::spawn_blocking(move || {
+        let source = Source::open(&scratch, &object_dirs)?;
+        let has_dockerfile = source.has_file(&sha, "Dockerfile")?;
+        let tar = source.tar(&sha)?;
+        let dot_buildpacks = source
+            .read_file(&sha, ".buildpacks")?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        Ok::<_, crate::git::source::SourceError>((has_dockerfile, tar, dot_buildpacks))
+    })
+    .await
+    .map_err(|e| format!("reading {app}'s repository: {e}"))?;
+    let (has_dockerfile, context, dot_buildpacks) =
+        read.map_err(|e| format!("reading {app}'s repository at {}: {e}", release.commit_sha))?;
+    let vars = ConfigVars::open(&release.config, &gantry.secrets)
+        .map_err(|e| format!("cannot read the config vars of {app}: {e}"))?;
+    let stack = match gantry.store.get_app(app).await {
+        Ok(Some(record)) => record.stack,
+        Ok(None) => return Err(format!("{app} is not an app here")),
+        Err(err) => return Err(err.to_string()),
+    };
+    let builder = vars.get("GANTRY_BUILDER").map(str::to_owned);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut log = PushLog::new(tx, CancellationToken::new());
+    let built = if has_dockerfile && builder.as_deref() != Some("buildpack") {
+        let no_labels = std::collections::HashMap::new();
+        build::build_dockerfile(
+            &gantry.docker,
+            context,
+            &release.image,
+            &no_labels,
+            |line| log.line(line),
+        )
+        .await
+    } else {
+        let mut copy = release.clone();
+        build_with_buildpacks(
+            gantry,
+            &mut copy,
+            &release.image,
+            &artifacts::image_labels(app),
+            BuildpackPlan {
+                selection: buildpack::select(vars.get("BUILDPACK_URL"), dot_buildpacks.as_deref()),
+                env: vars
+                    .iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+                stack,
+            },
+            context,
+            &mut log,
+        )
+        .await
+    };
+    drop(log);
+    while let Ok(frame) = rx.try_recv() {
+        if let Frame::Stdout(bytes) | Frame::Stderr(bytes) = frame {
+            for line in String::from_utf8_lossy(&bytes).lines() {
+                on_line(line);
+            }
+        }
+    }
+    built.map(|_| ()).map_err(|e| e.to_string())
+}

@@ -15,5 +15,6 @@ pub async fn open(config: Config) -> anyhow::Result<Gantry> {
     gantry
         .upkeep
         .push(Arc::new(crate::stack_refresh::StackRefreshJob));
+    gantry.upkeep.push(Arc::new(crate::backup::BackupJob));
     Ok(gantry)
 }

@@ -35,7 +35,12 @@ impl crate::context::Upkeep for StackRefreshJob {
         config.stack_image.is_none()
     }
 
-    async fn run(&self, gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()> {
+    async fn run(
+        &self,
+        gantry: &Gantry,
+        log: &mut std::fs::File,
+        _artifacts: &std::path::Path,
+    ) -> anyhow::Result<()> {
         refresh(gantry, log).await
     }
 }

@@ -136,7 +136,18 @@ pub trait Upkeep: Send + Sync {
     /// Whether the job exists with these settings (`gantry.certs` needs `[acme]`).
     fn enabled(&self, config: &Config) -> bool;
 
-    /// Does the work, writing what it did to `log`; `Err` fails the run with
-    /// its reason.
-    async fn run(&self, gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>;
+    /// A missed or failed run alerts (`critical` in a job's toml).
+    fn critical(&self, _config: &Config) -> bool {
+        false
+    }
+
+    /// Does the work, writing what it did to `log` and keeping what it made
+    /// in `artifacts` (the run's artifacts directory); `Err` fails the run
+    /// with its reason.
+    async fn run(
+        &self,
+        gantry: &Gantry,
+        log: &mut std::fs::File,
+        artifacts: &std::path::Path,
+    ) -> anyhow::Result<()>;
 }

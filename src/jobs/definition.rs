@@ -46,21 +46,27 @@ pub enum JobKind {
 pub const PRUNE_RUNS: &str = "gantry.prune-runs";
 
 fn builtin_jobs(gantry: &Gantry) -> Vec<JobDef> {
-    let upkeep = |name: &str, kind: JobKind, schedule: &str, timeout: u64| JobDef {
+    let upkeep = |name: &str, kind: JobKind, schedule: &str, timeout: u64, critical: bool| JobDef {
         name: name.to_owned(),
         kind,
         schedule: Some(schedule.to_owned()),
         after: Vec::new(),
         timeout: Some(Duration::from_secs(timeout)),
         concurrency: Concurrency::Forbid,
-        critical: false,
+        critical,
         grace: DEFAULT_GRACE,
         env: BTreeMap::new(),
         notify: Vec::new(),
         run_missed: true,
         retry_interrupted: true,
     };
-    let mut jobs = vec![upkeep(PRUNE_RUNS, JobKind::PruneRuns, "@daily", 3600)];
+    let mut jobs = vec![upkeep(
+        PRUNE_RUNS,
+        JobKind::PruneRuns,
+        "@daily",
+        3600,
+        false,
+    )];
     for work in &gantry.upkeep {
         if work.enabled(&gantry.config) {
             jobs.push(upkeep(
@@ -68,6 +74,7 @@ fn builtin_jobs(gantry: &Gantry) -> Vec<JobDef> {
                 JobKind::Upkeep(work.name()),
                 work.schedule(),
                 work.timeout().as_secs(),
+                work.critical(&gantry.config),
             ));
         }
     }

@@ -223,7 +223,7 @@ async fn execute_inner(
             let Some(work) = gantry.upkeep.iter().find(|u| u.name() == *name) else {
                 return Ending::failed(format!("{name} is not a job this gantry does"));
             };
-            match work.run(gantry, &mut log).await {
+            match work.run(gantry, &mut log, &artifacts).await {
                 Ok(()) => Ending::exited(0),
                 Err(err) => Ending::failed(format!("{err:#}")),
             }

@@ -110,6 +110,54 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+
+    /// Connects to `url` as it is, without applying migrations (to look at
+    /// a database before a restore fills it).
+    pub async fn connect_bare(url: &str) -> Result<Store> {
+        sqlx::any::install_default_drivers();
+        let pool = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(url)
+            .await?;
+        Ok(Store { pool })
+    }
+
+    /// Tables in a Postgres database's public schema (0: empty).
+    pub async fn table_count(&self) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n FROM information_schema.tables WHERE table_schema = 'public'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
+    /// The newest migration this database has.
+    pub async fn schema_version(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT MAX(version) AS v FROM _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<Option<i64>, _>("v")?.unwrap_or(0))
+    }
+
+    /// The newest migration this gantry has for a `sqlite` or `postgres` database.
+    pub fn latest_schema(kind: &str) -> i64 {
+        let migrator = match kind {
+            "sqlite" => sqlx::migrate!("migrations/sqlite"),
+            _ => sqlx::migrate!("migrations/postgres"),
+        };
+        migrator.iter().map(|m| m.version).max().unwrap_or(0)
+    }
+
+    /// A consistent copy of a SQLite database at `to` (`VACUUM INTO`: it
+    /// reads one snapshot while writers go on).
+    pub async fn copy_sqlite_to(&self, to: &Path) -> Result<()> {
+        let target = to.display().to_string().replace('\'', "''");
+        sqlx::query(&format!("VACUUM INTO '{target}'"))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
