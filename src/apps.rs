@@ -87,6 +87,11 @@ pub async fn rename(
         .filter(|m| matches!(m.source, crate::storage::Source::Volume(_)))
         .map(|m| m.spec())
         .collect::<Vec<_>>();
+    if !gantry.store.list_addons(Some(old)).await?.is_empty() {
+        anyhow::bail!(
+            "{old} has add-ons, named after it (addons {old}): back up their data, addons:destroy them, rename, then create them again"
+        );
+    }
     if !volumes.is_empty() {
         anyhow::bail!(
             "{old} has volumes ({}), named after it: a rename would leave their data behind. Copy the data out, storage:unmount them, rename, then mount again",

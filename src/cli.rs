@@ -499,7 +499,9 @@ async fn run_local(home: Option<PathBuf>, mut command: ManageCommand) -> anyhow:
     // run and logs only read state: they run here, attached to this terminal.
     if command.is_streaming() {
         let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = match command {
-            ManageCommand::Run { .. } => Some(Box::new(tokio::io::stdin())),
+            ManageCommand::Run { .. } | ManageCommand::AddonsPsql { .. } => {
+                Some(Box::new(tokio::io::stdin()))
+            }
             _ => None,
         };
         let streams = Streams {

@@ -9,7 +9,7 @@
 //!   (opening gantry with its own jobs), [`service`] (gantry as systemd
 //!   services);
 //! - operations: [`push`] (a push's stages), [`apps`], [`domains`],
-//!   [`stack_refresh`], [`backup`];
+//!   [`stack_refresh`], [`backup`], [`addons`] (services beside apps);
 //! - parts: [`deploy`] and [`acme`] over [`git`], [`jobs`], [`build`],
 //!   [`artifacts`] and [`certs`];
 //! - the ground floor: [`access`] (who may do what), [`context`] (the handles
@@ -21,6 +21,7 @@
 
 pub mod access;
 pub mod acme;
+pub mod addons;
 pub mod apps;
 pub mod artifacts;
 pub mod backup;

@@ -16,5 +16,8 @@ pub async fn open(config: Config) -> anyhow::Result<Gantry> {
         .upkeep
         .push(Arc::new(crate::stack_refresh::StackRefreshJob));
     gantry.upkeep.push(Arc::new(crate::backup::BackupJob));
+    gantry
+        .app_upkeep
+        .push(Arc::new(crate::addons::PostgresBackups));
     Ok(gantry)
 }

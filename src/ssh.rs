@@ -397,18 +397,20 @@ async fn run_streaming(
     tty: bool,
 ) {
     let (mut read_half, write_half) = channel.split();
-    let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> =
-        if matches!(command, commands::ManageCommand::Run { .. }) {
-            // The channel's input, owned by a task so the command gets a plain reader.
-            let (mut pipe_in, pipe_out) = tokio::io::duplex(64 * 1024);
-            tokio::spawn(async move {
-                let mut reader = read_half.make_reader();
-                let _ = tokio::io::copy(&mut reader, &mut pipe_in).await;
-            });
-            Some(Box::new(pipe_out))
-        } else {
-            None
-        };
+    let stdin: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>> = if matches!(
+        command,
+        commands::ManageCommand::Run { .. } | commands::ManageCommand::AddonsPsql { .. }
+    ) {
+        // The channel's input, owned by a task so the command gets a plain reader.
+        let (mut pipe_in, pipe_out) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            let mut reader = read_half.make_reader();
+            let _ = tokio::io::copy(&mut reader, &mut pipe_in).await;
+        });
+        Some(Box::new(pipe_out))
+    } else {
+        None
+    };
     let streams = crate::runtime::Streams {
         stdin,
         stdout: Box::new(write_half.make_writer()),

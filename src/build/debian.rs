@@ -38,6 +38,8 @@ pub struct DebianRuntime {
     pub packages: &'static [&'static str],
     /// The package whose version is the runtime's.
     pub versioned: &'static str,
+    /// Builds use it too: a build image with it is made beside the run image.
+    pub for_builds: bool,
 }
 
 /// Debian's Node.js with its npm.
@@ -45,6 +47,16 @@ pub const NODE: DebianRuntime = DebianRuntime {
     lang: "node",
     packages: &["nodejs", "npm"],
     versioned: "nodejs",
+    for_builds: true,
+};
+
+/// Debian's PostgreSQL server and client, for the `postgres` add-on (run
+/// image only: nothing builds with it).
+pub const POSTGRESQL: DebianRuntime = DebianRuntime {
+    lang: "postgresql",
+    packages: &["postgresql"],
+    versioned: "postgresql",
+    for_builds: false,
 };
 
 /// Label on a derived image, and so on the images of apps built on it: the
@@ -167,19 +179,22 @@ pub async fn provide(
                 docker, &stack.run, &run_image, &layer, &file, &labels, scratch,
             )
             .await?;
-            labels.insert(LABEL_BASE.to_owned(), build_id.clone());
             let build_image = build_tag(suite, runtime);
-            let replaced_build = image_id(docker, &build_image).await.ok();
-            derive(
-                docker,
-                &stack.build,
-                &build_image,
-                &layer,
-                &file,
-                &labels,
-                scratch,
-            )
-            .await?;
+            let mut replaced_build = None;
+            if runtime.for_builds {
+                labels.insert(LABEL_BASE.to_owned(), build_id.clone());
+                replaced_build = image_id(docker, &build_image).await.ok();
+                derive(
+                    docker,
+                    &stack.build,
+                    &build_image,
+                    &layer,
+                    &file,
+                    &labels,
+                    scratch,
+                )
+                .await?;
+            }
             // The images made for the stack before its rebuild are no use now;
             // apps' images built on them keep the layers they need.
             for old in [replaced_run, replaced_build].into_iter().flatten() {
@@ -243,12 +258,17 @@ async fn existing(
     let run_image = run_tag(suite, runtime);
     let build_image = build_tag(suite, runtime);
     let run = labels(docker.inspect_image(&run_image).await.ok()?);
-    let build = labels(docker.inspect_image(&build_image).await.ok()?);
+    let build_fresh = if runtime.for_builds {
+        let build = labels(docker.inspect_image(&build_image).await.ok()?);
+        build.get(LABEL_BASE).map(String::as_str) == Some(build_id)
+            && run.get(LABEL_LAYER) == build.get(LABEL_LAYER)
+    } else {
+        true
+    };
     let fresh = run.get(LABEL_RUNTIME).map(String::as_str) == Some(runtime.lang)
         && run.get(LABEL_BASE).map(String::as_str) == Some(run_id)
-        && build.get(LABEL_BASE).map(String::as_str) == Some(build_id)
         && run.contains_key(LABEL_LAYER)
-        && run.get(LABEL_LAYER) == build.get(LABEL_LAYER);
+        && build_fresh;
     if !fresh {
         return None;
     }

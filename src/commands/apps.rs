@@ -80,6 +80,7 @@ pub async fn destroy(
             if volumes { ", and its volumes with their data" } else { " (its volumes stay unless --volumes)" }
         );
     }
+    crate::addons::remove_for_app(gantry, &app).await;
     let (containers, images, kept) = crate::apps::destroy(gantry, &app, volumes).await?;
     let mut out = format!(
         "Destroyed {app}: {containers} container(s), {} image(s) ({} freed), its repository and records\n",

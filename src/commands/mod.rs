@@ -4,6 +4,7 @@
 //! command parses its words, asks [`Caller`] whether it may, calls the
 //! operation (in the parts below) and writes what people read.
 
+mod addons;
 mod apps;
 mod artifacts;
 mod config;
@@ -264,6 +265,32 @@ pub enum ManageCommand {
         #[arg(value_name = "NAME|NAME:/PATH")]
         mount: String,
     },
+    /// List an app's add-ons (services gantry runs beside it)
+    Addons { app: String },
+    /// Create an add-on: postgres (a PostgreSQL server with TLS; sets DATABASE_URL)
+    #[command(name = "addons:create")]
+    AddonsCreate { app: String, kind: String },
+    /// An app's add-on: state, version, URL (password hidden), volume, last backup
+    #[command(name = "addons:info")]
+    AddonsInfo { app: String },
+    /// psql on the app's postgres (over SSH use ssh -t)
+    #[command(name = "addons:psql")]
+    AddonsPsql { app: String },
+    /// Back up the app's postgres now (a run of APP/backup-postgres)
+    #[command(name = "addons:backup")]
+    AddonsBackup { app: String },
+    /// Restore the app's postgres from backup run RUN of APP/backup-postgres
+    #[command(name = "addons:restore")]
+    AddonsRestore { app: String, run: i64 },
+    /// Destroy an add-on and its data; DATABASE_URL is unset
+    #[command(name = "addons:destroy")]
+    AddonsDestroy {
+        app: String,
+        kind: String,
+        /// Really destroy it and its data
+        #[arg(long)]
+        force: bool,
+    },
     /// Show each process type's memory and CPU limits
     Resources { app: String },
     /// Limit a process type: memory=512m cpus=1.5 (0 or none removes a limit)
@@ -288,7 +315,10 @@ impl ManageCommand {
     pub fn is_streaming(&self) -> bool {
         matches!(
             self,
-            ManageCommand::Run { .. } | ManageCommand::Logs { .. } | ManageCommand::JobsLog { .. }
+            ManageCommand::Run { .. }
+                | ManageCommand::Logs { .. }
+                | ManageCommand::JobsLog { .. }
+                | ManageCommand::AddonsPsql { .. }
         )
     }
 }
@@ -451,6 +481,21 @@ pub async fn execute(
             storage::unmount(gantry, caller, &app, &mount).await
         }
         ManageCommand::Resources { app } => storage::resources(gantry, caller, &app).await,
+        ManageCommand::Addons { app } => addons::list(gantry, caller, &app).await,
+        ManageCommand::AddonsCreate { app, kind } => {
+            addons::create(gantry, caller, &app, &kind).await
+        }
+        ManageCommand::AddonsInfo { app } => addons::info(gantry, caller, &app).await,
+        ManageCommand::AddonsBackup { app } => addons::backup(gantry, caller, &app).await,
+        ManageCommand::AddonsRestore { app, run } => {
+            addons::restore(gantry, caller, &app, run).await
+        }
+        ManageCommand::AddonsDestroy { app, kind, force } => {
+            addons::destroy(gantry, caller, &app, &kind, force).await
+        }
+        ManageCommand::AddonsPsql { .. } => Err(anyhow::anyhow!(
+            "addons:psql is interactive: use it over SSH (ssh -t) or on the host"
+        )),
         ManageCommand::ResourcesSet {
             app,
             process,
@@ -501,6 +546,10 @@ pub async fn execute_streaming(
             }
             ManageCommand::JobsLog { job, run, follow } => {
                 jobs::log(gantry, caller, &job, run, follow, &mut streams.stdout).await
+            }
+            ManageCommand::AddonsPsql { app } => {
+                let app = crate::access::managed_app(gantry, caller, &app).await?.name;
+                crate::addons::psql(gantry, &app, &mut streams).await
             }
             other => {
                 let outcome = execute(gantry, caller, other, None).await;

@@ -41,6 +41,8 @@ pub struct Gantry {
     pub executors: Executors,
     /// gantry's own jobs that parts above the job system do (see [`Upkeep`]).
     pub upkeep: Vec<Arc<dyn Upkeep>>,
+    /// Jobs of apps that parts above the job system do (see [`AppUpkeep`]).
+    pub app_upkeep: Vec<Arc<dyn AppUpkeep>>,
     /// The serving gantry, set by `serve`: runs outlive the command that
     /// started them, so they hold it. Unset in a CLI process without `serve`.
     serving: OnceLock<Weak<Gantry>>,
@@ -75,6 +77,7 @@ impl Gantry {
             locks: AppLocks::default(),
             executors,
             upkeep: Vec::new(),
+            app_upkeep: Vec::new(),
             serving: OnceLock::new(),
             pushes: PushSessions::default(),
         })
@@ -147,6 +150,40 @@ pub trait Upkeep: Send + Sync {
     async fn run(
         &self,
         gantry: &Gantry,
+        log: &mut std::fs::File,
+        artifacts: &std::path::Path,
+    ) -> anyhow::Result<()>;
+}
+
+/// One job an [`AppUpkeep`] does for an app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppUpkeepJob {
+    pub app: crate::names::AppName,
+    /// The job's name, `APP/...`.
+    pub name: String,
+    pub schedule: String,
+    /// A missed or failed run alerts.
+    pub critical: bool,
+}
+
+/// Per-app jobs that a part above the job system does (an add-on's daily
+/// backup): the job system lists, schedules and records them, and calls
+/// back for the work.
+#[async_trait::async_trait]
+pub trait AppUpkeep: Send + Sync {
+    /// Its name, for the job system to find it again.
+    fn name(&self) -> &'static str;
+
+    /// The jobs it has now.
+    async fn jobs(&self, gantry: &Gantry) -> Vec<AppUpkeepJob>;
+
+    /// Does `job` for `app`, writing to `log`, keeping what it made in
+    /// `artifacts`; `Err` fails the run with its reason.
+    async fn run(
+        &self,
+        gantry: &Gantry,
+        app: &crate::names::AppName,
+        job: &str,
         log: &mut std::fs::File,
         artifacts: &std::path::Path,
     ) -> anyhow::Result<()>;

@@ -40,6 +40,9 @@ pub enum JobKind {
     /// gantry's own upkeep that a part above jobs does (`context.upkeep`),
     /// by job name.
     Upkeep(&'static str),
+    /// An app's job that a part above jobs does (`context.app_upkeep`), by
+    /// the doer's name.
+    AppUpkeep { doer: &'static str, app: AppName },
 }
 
 /// The built-in job that applies run retention (`runs_keep`, `runs_keep_days`).
@@ -280,6 +283,27 @@ pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
     );
     for problem in problems {
         tracing::warn!("job definition skipped: {problem}");
+    }
+    for doer in &gantry.app_upkeep {
+        for job in doer.jobs(gantry).await {
+            jobs.push(JobDef {
+                name: job.name,
+                kind: JobKind::AppUpkeep {
+                    doer: doer.name(),
+                    app: job.app,
+                },
+                schedule: Some(job.schedule),
+                after: Vec::new(),
+                timeout: Some(Duration::from_secs(6 * 3600)),
+                concurrency: Concurrency::Forbid,
+                critical: job.critical,
+                grace: DEFAULT_GRACE,
+                env: BTreeMap::new(),
+                notify: Vec::new(),
+                run_missed: true,
+                retry_interrupted: true,
+            });
+        }
     }
     if let Ok(apps) = gantry.store.list_apps().await {
         for app in apps {

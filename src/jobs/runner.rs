@@ -228,6 +228,17 @@ async fn execute_inner(
                 Err(err) => Ending::failed(format!("{err:#}")),
             }
         }
+        JobKind::AppUpkeep { doer, app } => {
+            let Some(work) = gantry.app_upkeep.iter().find(|u| u.name() == *doer) else {
+                return Ending::failed(format!("{doer} is not a job this gantry does"));
+            };
+            let work = work.run(gantry, app, &run.job, &mut log, &artifacts);
+            match tokio::time::timeout(timeout, work).await {
+                Ok(Ok(())) => Ending::exited(0),
+                Ok(Err(err)) => Ending::failed(format!("{err:#}")),
+                Err(_) => Ending::failed(format!("timed out after {}s", timeout.as_secs())),
+            }
+        }
         JobKind::Host {
             script,
             image: Some(image),

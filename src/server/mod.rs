@@ -144,6 +144,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(std::time::Duration::from_secs(10)).await;
             }
             gantry.routing.take_over().await;
+            // Add-ons Docker did not restart (a new machine after a restore).
+            crate::addons::ensure_all(&gantry).await;
         });
     }
     tokio::spawn(crate::jobs::scheduler::run_forever(

@@ -10,7 +10,9 @@ mod records;
 mod runs;
 
 pub use db::{redact, Result, Store, StoreError};
-pub use models::{AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken};
+pub use models::{
+    AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
+};
 pub use runs::{Run, RunStats, RunStatus};
 
 #[cfg(test)]

@@ -193,3 +193,14 @@ pub struct WebToken {
     pub csrf: String,
     pub expires_at: i64,
 }
+
+/// An app's add-on (`addons:create`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AddonRecord {
+    pub app: AppName,
+    /// `postgres`.
+    pub kind: String,
+    /// What it was made with, sealed (see `addons`).
+    pub secret: String,
+    pub created_at: i64,
+}

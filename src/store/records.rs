@@ -5,7 +5,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::db::{is_unique_violation, next_number, Result, Store, StoreError};
-use super::models::{AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken};
+use super::models::{
+    AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
+};
 use crate::names::{AppName, KeyName};
 use crate::time::now_ms;
 
@@ -252,7 +254,7 @@ impl Store {
     /// Deletes an app, its release records and its domains.
     pub async fn delete_app(&self, name: &AppName) -> Result<()> {
         let mut tx = self.pool.begin().await?;
-        for table in ["releases", "domains"] {
+        for table in ["releases", "domains", "addons"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE app = $1"))
                 .bind(name.as_str())
                 .execute(&mut *tx)
@@ -270,6 +272,70 @@ impl Store {
             return Err(StoreError::NotFound(format!("app {name}")));
         }
         tx.commit().await?;
+        Ok(())
+    }
+
+    // ---- add-ons ----
+
+    /// Records `app`'s add-on of `kind`; a second one of a kind is refused.
+    pub async fn create_addon(&self, app: &AppName, kind: &str, secret: &str) -> Result<()> {
+        let done = sqlx::query(
+            "INSERT INTO addons (app, kind, secret, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(app.as_str())
+        .bind(kind)
+        .bind(secret)
+        .bind(crate::time::now_ms())
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(_) => Ok(()),
+            Err(err) if is_unique_violation(&err) => {
+                Err(StoreError::Duplicate(format!("the {kind} add-on of {app}")))
+            }
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    /// Every add-on (`app` set: that app's), oldest first.
+    pub async fn list_addons(&self, app: Option<&AppName>) -> Result<Vec<AddonRecord>> {
+        let rows = match app {
+            Some(app) => {
+                sqlx::query(
+                    "SELECT app, kind, secret, created_at FROM addons WHERE app = $1 ORDER BY created_at",
+                )
+                .bind(app.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query("SELECT app, kind, secret, created_at FROM addons ORDER BY created_at")
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                let app: String = row.try_get("app")?;
+                Ok(AddonRecord {
+                    app: AppName::parse(&app).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                    kind: row.try_get("kind")?,
+                    secret: row.try_get("secret")?,
+                    created_at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn delete_addon(&self, app: &AppName, kind: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM addons WHERE app = $1 AND kind = $2")
+            .bind(app.as_str())
+            .bind(kind)
+            .execute(&self.pool)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound(format!("the {kind} add-on of {app}")));
+        }
         Ok(())
     }
 

@@ -4,6 +4,7 @@
 
 mod access;
 mod acme;
+mod addons;
 mod backup;
 mod browser;
 mod buildpacks;
