@@ -462,6 +462,14 @@ pub async fn ensure_all(gantry: &Gantry) {
     let Ok(addons) = gantry.store.list_addons(None).await else {
         return;
     };
+    if addons.is_empty() {
+        return;
+    }
+    // The apps' network, on a machine where serve never ran yet.
+    if let Err(err) = gantry.runtime.prepare().await {
+        tracing::error!(error = %err, "cannot make the apps' network for the add-ons");
+        return;
+    }
     for addon in addons {
         let made = match open_made(gantry, &addon.secret) {
             Ok(made) => made,
@@ -615,21 +623,11 @@ impl AppUpkeep for PostgresBackups {
     }
 }
 
-/// `addons:restore APP RUN`: the database as backup run RUN dumped it.
-pub async fn restore(gantry: &Gantry, app: &AppName, run: i64) -> anyhow::Result<String> {
+/// Loads the dump a backup job wrote into `dir` into the app's database.
+pub async fn restore_dir(gantry: &Gantry, app: &AppName, dir: &Path) -> anyhow::Result<()> {
     let made = postgres_of(gantry, app).await?;
-    let job = backup_job(app);
-    let found = gantry.store.run(&job, run).await?;
-    let Some(found) = found else {
-        anyhow::bail!("{job} has no run #{run}: jobs:runs {job} lists them");
-    };
-    let artifacts: PathBuf = crate::jobs::artifacts_dir(gantry, &job, run);
-    let dump = artifacts.join(DUMP);
-    if !dump.is_file() {
-        anyhow::bail!(
-            "{job} #{run} ({}) kept no dump to restore",
-            found.status.as_str()
-        );
+    if !dir.join(DUMP).is_file() {
+        anyhow::bail!("{} holds no {DUMP}", dir.display());
     }
     let mut task = task(
         app,
@@ -637,7 +635,7 @@ pub async fn restore(gantry: &Gantry, app: &AppName, run: i64) -> anyhow::Result
         &format!(r#""$BIN/psql" -v ON_ERROR_STOP=1 --quiet --file /backup/{DUMP} "$DATABASE_URL""#),
     );
     task.mounts.push(Mount {
-        host: artifacts,
+        host: dir.to_path_buf(),
         path: "/backup".into(),
         read_only: true,
     });
@@ -647,11 +645,28 @@ pub async fn restore(gantry: &Gantry, app: &AppName, run: i64) -> anyhow::Result
     })
     .await?;
     if code != 0 {
+        anyhow::bail!("psql failed (exit {code}):\n{}", lines.join("\n"));
+    }
+    Ok(())
+}
+
+/// `addons:restore APP RUN`: the database as backup run RUN dumped it.
+pub async fn restore(gantry: &Gantry, app: &AppName, run: i64) -> anyhow::Result<String> {
+    let job = backup_job(app);
+    let found = gantry.store.run(&job, run).await?;
+    let Some(found) = found else {
+        anyhow::bail!("{job} has no run #{run}: jobs:runs {job} lists them");
+    };
+    let artifacts: PathBuf = crate::jobs::artifacts_dir(gantry, &job, run);
+    if !artifacts.join(DUMP).is_file() {
         anyhow::bail!(
-            "restoring {job} #{run} failed (exit {code}):\n{}",
-            lines.join("\n")
+            "{job} #{run} ({}) kept no dump to restore",
+            found.status.as_str()
         );
     }
+    restore_dir(gantry, app, &artifacts)
+        .await
+        .map_err(|e| e.context(format!("restoring {job} #{run}")))?;
     Ok(format!(
         "Restored {app}'s postgres from {job} #{run} ({})\n",
         crate::time::format_time(found.queued_at)

@@ -42,6 +42,9 @@ pub struct Manifest {
     /// The images it carries (`gantry/APP:vN`).
     #[serde(default)]
     pub images: Vec<String>,
+    /// The add-ons' data it carries, by their backup jobs (`APP/backup-postgres`).
+    #[serde(default)]
+    pub addons: Vec<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,7 +156,31 @@ pub async fn create(
             saved.push(release.image.clone());
         }
     }
+    // The add-ons' data, as their own backup jobs dump it, into addons/APP/.
+    let mut addons = Vec::new();
+    for doer in &gantry.app_upkeep {
+        for job in doer.jobs(gantry).await {
+            let suffix = job.name.rsplit('/').next().unwrap_or("backup").to_owned();
+            let dir = scratch
+                .path()
+                .join("addons")
+                .join(job.app.as_str())
+                .join(&suffix);
+            std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+            let log_path = dir.join("backup.log");
+            let mut log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+            doer.run(gantry, &job.app, &job.name, &mut log, &dir)
+                .await
+                .map_err(|e| BackupError::Command {
+                    what: format!("backing up {}", job.name),
+                    detail: format!("{e:#}"),
+                })?;
+            on_line(&format!("{}: its data dumped", job.name));
+            addons.push(job.name);
+        }
+    }
     let manifest = Manifest {
+        addons,
         format: FORMAT,
         gantry: env!("CARGO_PKG_VERSION").to_owned(),
         created: crate::time::now_rfc3339(),
@@ -211,6 +238,10 @@ fn write_archive(
         tar.append_data(&mut header, "gantry-backup.json", manifest)?;
         for entry in std::fs::read_dir(scratch)?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
+            if name == "addons" {
+                append_dir(&mut tar, &entry.path(), "addons", &|_| false)?;
+                continue;
+            }
             let inside = if name.ends_with(".image.tar") {
                 format!("images/{name}")
             } else {
@@ -337,6 +368,9 @@ async fn pg_dump(url: &str, to: &Path) -> Result<(), BackupError> {
 #[derive(Debug, Clone)]
 pub struct Restored {
     pub manifest: Manifest,
+    /// Add-ons' dumps to load once their servers run: (app, directory the
+    /// backup job wrote), under the home.
+    pub addon_dumps: Vec<(AppName, PathBuf)>,
     /// Apps whose live release's image is not in the engine: to build from
     /// their repositories.
     pub to_rebuild: Vec<AppName>,
@@ -458,6 +492,24 @@ pub async fn restore(
         }
         on_line(&format!("{} image(s) loaded", manifest.images.len()));
     }
+    // The add-ons' dumps wait in the home until their servers run.
+    let mut addon_dumps = Vec::new();
+    let dumps = unpacked.join("addons");
+    if dumps.is_dir() {
+        let kept = config.home.join("restored-addons");
+        std::fs::rename(&dumps, &kept).map_err(io(&kept))?;
+        for app_dir in std::fs::read_dir(&kept).map_err(io(&kept))?.flatten() {
+            let Ok(app) = AppName::parse(&app_dir.file_name().to_string_lossy()) else {
+                continue;
+            };
+            for job_dir in std::fs::read_dir(app_dir.path())
+                .map_err(io(&kept))?
+                .flatten()
+            {
+                addon_dumps.push((app.clone(), job_dir.path()));
+            }
+        }
+    }
     let store = crate::store::Store::connect(&home_url).await?;
     let mut to_rebuild = Vec::new();
     for app in store.list_apps().await? {
@@ -470,6 +522,7 @@ pub async fn restore(
     store.close().await;
     Ok(Restored {
         manifest,
+        addon_dumps,
         to_rebuild,
         notes,
     })
@@ -757,6 +810,7 @@ mod tests {
             schema: 1,
             apps: vec![],
             images: vec![],
+            addons: vec![],
         };
         let archive = Path::new("b.tar.gz");
         assert!(matches!(

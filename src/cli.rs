@@ -221,7 +221,7 @@ async fn restore(
     for note in &restored.notes {
         println!("{note}");
     }
-    if !restored.to_rebuild.is_empty() {
+    if !restored.to_rebuild.is_empty() || !restored.addon_dumps.is_empty() {
         // The restored gantry.toml may name the database: read settings again.
         let config = Config::resolve(Overrides::from_env(Some(config.home.clone()))?)?;
         let config = match database_url {
@@ -254,10 +254,29 @@ async fn restore(
                 }
             }
         }
+        // The add-ons' servers, started with their data as the backup had it.
+        if !restored.addon_dumps.is_empty() {
+            crate::addons::ensure_all(&gantry).await;
+            for (app, dir) in &restored.addon_dumps {
+                match crate::addons::restore_dir(&gantry, app, dir).await {
+                    Ok(()) => {
+                        println!("{app}'s postgres: its data loaded");
+                        let _ = std::fs::remove_dir_all(dir);
+                    }
+                    Err(err) => {
+                        println!(
+                            "cannot load {app}'s postgres data ({err:#}); the dump stays in {}",
+                            dir.display()
+                        );
+                        failed.push(format!("{app}'s postgres"));
+                    }
+                }
+            }
+        }
         gantry.store.close().await;
         if !failed.is_empty() {
             anyhow::bail!(
-                "restored, but {} could not be rebuilt: push them again once serve runs",
+                "restored, but not all of it: {} (see above)",
                 failed.join(", ")
             );
         }

@@ -176,3 +176,59 @@ fn a_postgres_add_on_serves_an_app_over_tls_and_keeps_and_restores_its_data() {
         .expect("docker inspect");
     assert!(!gone.status.success(), "the server container is gone");
 }
+
+#[test]
+fn an_add_on_and_its_data_come_back_with_a_gantry_restore() {
+    ensure_stack();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut old = Server::start();
+    let app = unique("pg-restore");
+    assert!(old.cli(&["apps:create", &app]).status.success());
+    let out = old.cli(&["addons:create", &app, "postgres"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Repo::from_example(&old, "postgres-notes").push(&old, &old.admin, &app);
+    assert!(out.status.success(), "{}", stderr(&out));
+    add(&old, &app, "kept");
+    add(&old, &app, "also-kept");
+    assert_eq!(notes(&old, &app), "notes: 2; ssl: True");
+
+    let archive = dir.path().join("gantry.tar.gz");
+    let out = old.cli(&["backup", crate::support::path_str(&archive)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains(&format!("{app}/backup-postgres: its data dumped")),
+        "{}",
+        stdout(&out)
+    );
+    // The old machine goes away, the add-on's server and volume with it.
+    let out = old.cli(&["apps:destroy", &app, "--force", "--volumes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    old.stop();
+
+    let mut new = Server::unlaunched(None);
+    let out = new
+        .command()
+        .arg("restore")
+        .arg(&archive)
+        .output()
+        .expect("gantry restore");
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}{}", stderr(&out));
+    assert!(
+        text.contains(&format!("{app}'s postgres: its data loaded")),
+        "{text}"
+    );
+    let out = new.cli(&[
+        "keys:add",
+        "new-admin",
+        crate::support::path_str(&new.admin.public),
+        "--admin",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    new.launch();
+    new.wait_for_body(&app, "notes", Duration::from_secs(60));
+    assert_eq!(notes(&new, &app), "notes: 2; ssl: True");
+    assert!(stdout(&new.cli(&["addons", &app])).contains("postgres"));
+    let out = new.cli(&["apps:destroy", &app, "--force", "--volumes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}
