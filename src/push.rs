@@ -448,22 +448,7 @@ async fn deploy_locked(
             return Err(Failed);
         }
     };
-    let builder = vars
-        .get("GANTRY_BUILDER")
-        .map(str::to_owned)
-        .or_else(|| std::env::var("GANTRY_BUILDER").ok());
-    let plan = if has_dockerfile && builder.as_deref() != Some("buildpack") {
-        Plan::Dockerfile
-    } else {
-        Plan::Buildpacks {
-            selection: buildpack::select(vars.get("BUILDPACK_URL"), dot_buildpacks.as_deref()),
-            env: vars
-                .iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect(),
-            stack,
-        }
-    };
+    let plan = Plan::choose(&vars, has_dockerfile, dot_buildpacks.as_deref(), stack);
     let mut release = Release {
         app: app.clone(),
         version: 0,
@@ -530,6 +515,34 @@ async fn deploy_locked(
         tracing::error!(%app, version = release.version, error = %err, "cannot record release outcome");
     }
     outcome.map_err(|_| Failed)
+}
+
+impl Plan {
+    /// A root Dockerfile, unless `GANTRY_BUILDER=buildpack` (the app's
+    /// config or gantry's environment) says buildpacks; else buildpacks, with
+    /// the app's config vars for their env dir.
+    fn choose(
+        vars: &ConfigVars,
+        has_dockerfile: bool,
+        dot_buildpacks: Option<&str>,
+        stack: Option<String>,
+    ) -> Plan {
+        let builder = vars
+            .get("GANTRY_BUILDER")
+            .map(str::to_owned)
+            .or_else(|| std::env::var("GANTRY_BUILDER").ok());
+        if has_dockerfile && builder.as_deref() != Some("buildpack") {
+            return Plan::Dockerfile;
+        }
+        Plan::Buildpacks {
+            selection: buildpack::select(vars.get("BUILDPACK_URL"), dot_buildpacks),
+            env: vars
+                .iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            stack,
+        }
+    }
 }
 
 /// How a push is built.
@@ -823,38 +836,41 @@ pub async fn rebuild(
         Ok(None) => return Err(format!("{app} is not an app here")),
         Err(err) => return Err(err.to_string()),
     };
-    let builder = vars.get("GANTRY_BUILDER").map(str::to_owned);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let mut log = PushLog::new(tx, CancellationToken::new());
-    let built = if has_dockerfile && builder.as_deref() != Some("buildpack") {
-        let no_labels = std::collections::HashMap::new();
-        build::build_dockerfile(
-            &gantry.docker,
-            context,
-            &release.image,
-            &no_labels,
-            |line| log.line(line),
-        )
-        .await
-    } else {
-        let mut copy = release.clone();
-        build_with_buildpacks(
-            gantry,
-            &mut copy,
-            &release.image,
-            &artifacts::image_labels(app),
-            BuildpackPlan {
-                selection: buildpack::select(vars.get("BUILDPACK_URL"), dot_buildpacks.as_deref()),
-                env: vars
-                    .iter()
-                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                    .collect(),
-                stack,
-            },
-            context,
-            &mut log,
-        )
-        .await
+    let built = match Plan::choose(&vars, has_dockerfile, dot_buildpacks.as_deref(), stack) {
+        Plan::Dockerfile => {
+            let no_labels = std::collections::HashMap::new();
+            build::build_dockerfile(
+                &gantry.docker,
+                context,
+                &release.image,
+                &no_labels,
+                |line| log.line(line),
+            )
+            .await
+        }
+        Plan::Buildpacks {
+            selection,
+            env,
+            stack,
+        } => {
+            let mut copy = release.clone();
+            build_with_buildpacks(
+                gantry,
+                &mut copy,
+                &release.image,
+                &artifacts::image_labels(app),
+                BuildpackPlan {
+                    selection,
+                    env,
+                    stack,
+                },
+                context,
+                &mut log,
+            )
+            .await
+        }
     };
     drop(log);
     while let Ok(frame) = rx.try_recv() {

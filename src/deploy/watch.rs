@@ -15,24 +15,40 @@ use crate::runtime::Restarted;
 
 /// Runs until `shutdown`, reconnecting to the event stream when it breaks.
 pub async fn follow_restarts(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    let runtime = gantry.runtime.clone();
+    follow(
+        move || runtime.restarts(),
+        |Restarted { app, release, id }| {
+            // Wait for any deploy, scale or restart of the app to finish: it
+            // routes its own containers, and re-routing in the middle of it
+            // could keep a container it is about to stop.
+            let gantry = gantry.clone();
+            tokio::spawn(async move {
+                let _lock = gantry.locks.get(&app).lock_owned().await;
+                reroute(&gantry, &app, release, &id).await;
+            });
+        },
+        shutdown,
+    )
+    .await;
+}
+
+/// Hands each event of `events()` to `handle` until `shutdown`, opening
+/// the stream again a second after it breaks.
+async fn follow<T>(
+    events: impl Fn() -> futures_util::stream::BoxStream<'static, crate::runtime::Result<T>>,
+    mut handle: impl FnMut(T),
+    shutdown: CancellationToken,
+) {
     loop {
-        let mut events = gantry.runtime.restarts();
+        let mut stream = events();
         loop {
             let event = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                event = events.next() => event,
+                event = stream.next() => event,
             };
             match event {
-                Some(Ok(Restarted { app, release, id })) => {
-                    // Wait for any deploy, scale or restart of the app to finish:
-                    // it routes its own containers, and re-routing in the middle
-                    // of it could keep a container it is about to stop.
-                    let gantry = gantry.clone();
-                    tokio::spawn(async move {
-                        let _lock = gantry.locks.get(&app).lock_owned().await;
-                        reroute(&gantry, &app, release, &id).await;
-                    });
-                }
+                Some(Ok(event)) => handle(event),
                 Some(Err(err)) => {
                     tracing::warn!(error = %err, "docker event stream failed; reconnecting");
                     break;
@@ -63,44 +79,28 @@ async fn reroute(gantry: &Gantry, app: &AppName, release: i64, id: &str) {
 /// Runs until `shutdown`: each process the kernel kills for memory is
 /// recorded (`jobs::live::out_of_memory`), which alerts.
 pub async fn follow_out_of_memory(gantry: Arc<Gantry>, shutdown: CancellationToken) {
-    loop {
-        let mut events = gantry.runtime.out_of_memory();
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                event = events.next() => event,
-            };
-            match event {
-                Some(Ok(killed)) => {
-                    let dyno = format!("{}.{}", killed.process, killed.replica);
-                    tracing::warn!(app = %killed.app, %dyno, container = %killed.id, "killed for memory");
-                    let limit = match gantry.store.get_app(&killed.app).await {
-                        Ok(Some(record)) => crate::resources::parse_stored(&record.resources)
-                            .get(&killed.process)
-                            .and_then(|l| l.memory)
-                            .map(crate::resources::human_memory),
-                        _ => None,
-                    };
-                    let short: String = killed.id.chars().take(12).collect();
-                    crate::jobs::live::out_of_memory(
-                        &gantry,
-                        &killed.app,
-                        &dyno,
-                        &short,
-                        limit.as_deref(),
-                    )
-                    .await;
-                }
-                Some(Err(err)) => {
-                    tracing::warn!(error = %err, "docker event stream failed; reconnecting");
-                    break;
-                }
-                None => break,
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
+    let runtime = gantry.runtime.clone();
+    follow(
+        move || runtime.out_of_memory(),
+        |killed: crate::runtime::Killed| {
+            let gantry = gantry.clone();
+            tokio::spawn(async move { record_out_of_memory(&gantry, killed).await });
+        },
+        shutdown,
+    )
+    .await;
+}
+
+async fn record_out_of_memory(gantry: &Gantry, killed: crate::runtime::Killed) {
+    let dyno = format!("{}.{}", killed.process, killed.replica);
+    tracing::warn!(app = %killed.app, %dyno, container = %killed.id, "killed for memory");
+    let limit = match gantry.store.get_app(&killed.app).await {
+        Ok(Some(record)) => crate::resources::parse_stored(&record.resources)
+            .get(&killed.process)
+            .and_then(|l| l.memory)
+            .map(crate::resources::human_memory),
+        _ => None,
+    };
+    let short: String = killed.id.chars().take(12).collect();
+    crate::jobs::live::out_of_memory(gantry, &killed.app, &dyno, &short, limit.as_deref()).await;
 }

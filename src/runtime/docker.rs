@@ -63,6 +63,56 @@ fn container_name(app: &AppName, release: i64, process: &str, replica: u32) -> S
     format!("gantry-{app}-{process}.{replica}-v{release}-{suffix:04x}")
 }
 
+/// A container event of one of an app's processes, from its labels.
+struct AppEvent {
+    app: AppName,
+    release: i64,
+    process: String,
+    replica: u32,
+    id: String,
+}
+
+/// The engine's container events named `kind` (`start`, `oom`) of apps'
+/// processes, each made into what `make` says.
+fn app_events<T: Send + 'static>(
+    docker: &Docker,
+    kind: &str,
+    make: fn(AppEvent) -> T,
+) -> BoxStream<'static, Result<T>> {
+    let filters = HashMap::from([
+        ("type", vec!["container".to_string()]),
+        ("event", vec![kind.to_string()]),
+        ("label", vec![LABEL_APP.to_string()]),
+    ]);
+    let options = EventsOptionsBuilder::default().filters(&filters).build();
+    docker
+        .events(Some(options))
+        .filter_map(move |event| async move {
+            let event = match event {
+                Ok(event) => event,
+                Err(err) => return Some(Err(RuntimeError::from(err))),
+            };
+            let actor = event.actor?;
+            let (id, attributes) = (actor.id?, actor.attributes?);
+            Some(Ok(make(AppEvent {
+                app: attributes
+                    .get(LABEL_APP)
+                    .and_then(|a| AppName::parse(a).ok())?,
+                release: attributes.get(LABEL_RELEASE)?.parse().ok()?,
+                process: attributes
+                    .get(LABEL_PROCESS)
+                    .cloned()
+                    .unwrap_or_else(|| "web".into()),
+                replica: attributes
+                    .get(LABEL_REPLICA)
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(1),
+                id,
+            })))
+        })
+        .boxed()
+}
+
 /// Docker's `binds` for `mounts` (a relative source is a named volume).
 fn binds(mounts: &[Mount]) -> Option<Vec<String>> {
     let binds: Vec<String> = mounts
@@ -265,66 +315,22 @@ impl Runtime for DockerRuntime {
     /// The engine's container `start` events of apps' containers: a restart
     /// policy after a crash, or the engine itself restarting.
     fn restarts(&self) -> BoxStream<'static, Result<Restarted>> {
-        let filters = HashMap::from([
-            ("type", vec!["container".to_string()]),
-            ("event", vec!["start".to_string()]),
-            ("label", vec![LABEL_APP.to_string()]),
-        ]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker
-            .events(Some(options))
-            .filter_map(|event| async move {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(err) => return Some(Err(RuntimeError::from(err))),
-                };
-                let actor = event.actor?;
-                let (id, attributes) = (actor.id?, actor.attributes?);
-                let app = attributes
-                    .get(LABEL_APP)
-                    .and_then(|a| AppName::parse(a).ok())?;
-                let release = attributes
-                    .get(LABEL_RELEASE)
-                    .and_then(|r| r.parse::<i64>().ok())?;
-                Some(Ok(Restarted { app, release, id }))
-            })
-            .boxed()
+        app_events(&self.docker, "start", |event| Restarted {
+            app: event.app,
+            release: event.release,
+            id: event.id,
+        })
     }
 
     /// The engine's container `oom` events of apps' processes.
     fn out_of_memory(&self) -> BoxStream<'static, Result<Killed>> {
-        let filters = HashMap::from([
-            ("type", vec!["container".to_string()]),
-            ("event", vec!["oom".to_string()]),
-            ("label", vec![LABEL_APP.to_string()]),
-        ]);
-        let options = EventsOptionsBuilder::default().filters(&filters).build();
-        self.docker
-            .events(Some(options))
-            .filter_map(|event| async move {
-                let event = match event {
-                    Ok(event) => event,
-                    Err(err) => return Some(Err(RuntimeError::from(err))),
-                };
-                let actor = event.actor?;
-                let (id, attributes) = (actor.id?, actor.attributes?);
-                Some(Ok(Killed {
-                    app: attributes
-                        .get(LABEL_APP)
-                        .and_then(|a| AppName::parse(a).ok())?,
-                    release: attributes.get(LABEL_RELEASE)?.parse().ok()?,
-                    process: attributes
-                        .get(LABEL_PROCESS)
-                        .cloned()
-                        .unwrap_or_else(|| "web".into()),
-                    replica: attributes
-                        .get(LABEL_REPLICA)
-                        .and_then(|r| r.parse().ok())
-                        .unwrap_or(1),
-                    id,
-                }))
-            })
-            .boxed()
+        app_events(&self.docker, "oom", |event| Killed {
+            app: event.app,
+            release: event.release,
+            process: event.process,
+            replica: event.replica,
+            id: event.id,
+        })
     }
 
     async fn ensure_volume(&self, app: &AppName, name: &str) -> Result<()> {

@@ -124,33 +124,12 @@ impl Server {
     /// A home with its gantry.toml and an admin key file, and nothing else
     /// (no database, serve not started): for a restore into it.
     pub fn unlaunched(database_url: Option<String>) -> Server {
-        ensure_base_image();
-        let home = tempfile::tempdir().expect("tempdir");
-        let network = unique("gantry-test");
-        let https_port = free_port();
-        std::fs::write(
-            home.path().join("gantry.toml"),
-            format!(
-                "health_timeout = 8\nstop_grace = 2\ndocker_network = \"{network}\"\nhttps_listen = \"127.0.0.1:{https_port}\"\nruntimes.upstream = false\n"
-            ),
-        )
-        .expect("write gantry.toml");
-        let admin = make_key(home.path(), "admin-key");
-        Server {
-            ssh_port: free_port(),
-            http_port: free_port(),
-            admin,
-            network,
-            https_port,
-            database_url,
-            child: None,
-            banner: String::new(),
-            home,
-        }
+        Self::home_with(database_url, "")
     }
 
-    /// Starts gantry with `extra` lines appended to its gantry.toml.
-    pub fn start_configured(database_url: Option<String>, extra: &str) -> Server {
+    /// A home whose gantry.toml has `extra` lines appended, and an admin
+    /// key file; no database, serve not started.
+    fn home_with(database_url: Option<String>, extra: &str) -> Server {
         ensure_base_image();
         let home = tempfile::tempdir().expect("tempdir");
         let network = unique("gantry-test");
@@ -170,7 +149,7 @@ impl Server {
         )
         .expect("write gantry.toml");
         let admin = make_key(home.path(), "admin-key");
-        let mut server = Server {
+        Server {
             ssh_port: free_port(),
             http_port: free_port(),
             admin,
@@ -180,7 +159,12 @@ impl Server {
             child: None,
             banner: String::new(),
             home,
-        };
+        }
+    }
+
+    /// Starts gantry with `extra` lines appended to its gantry.toml.
+    pub fn start_configured(database_url: Option<String>, extra: &str) -> Server {
+        let mut server = Self::home_with(database_url, extra);
         let out = server.cli(&[
             "keys:add",
             "tester",
