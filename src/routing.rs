@@ -338,7 +338,31 @@ pub async fn ensure_running(routing: &Routing, config: &Config) -> anyhow::Resul
     let exe =
         std::env::current_exe().context("cannot find the gantry binary to start the proxy")?;
     let child = spawn_proxy(config, &exe, &listeners, false)?;
-    wait_until_answering(routing, config, child, None).await
+    let pid = wait_until_answering(routing, config, child, None).await?;
+    retire_legacy_proxy(config).await;
+    Ok(pid)
+}
+
+/// A proxy of a gantry from before the proxy's files moved to its own
+/// directory answers on `run/proxy.sock` and knows no handover: with both
+/// on the same ports (SO_REUSEPORT), it would keep serving its old routes
+/// to some clients. Once the new one serves, the old one is asked to stop
+/// (SIGTERM: it finishes its requests first).
+async fn retire_legacy_proxy(config: &Config) {
+    let legacy = config.run_dir().join("proxy.sock");
+    let Ok(reply) = control::call(&legacy, &Request::Status).await else {
+        return;
+    };
+    let Some(pid) = reply.pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    // SAFETY: kill has no memory effects; the pid is the proxy's own answer.
+    if unsafe { libc::kill(pid, libc::SIGTERM) } == 0 {
+        tracing::info!(
+            pid,
+            "stopped the proxy of an earlier gantry (it finishes its requests)"
+        );
+    }
 }
 
 /// Waits for a proxy that runs as a service of its own (systemd's
@@ -564,6 +588,51 @@ mod tests {
                 ..Reply::default()
             }
         }
+    }
+
+    /// Answers `Status` with a pid, as a proxy of an earlier gantry does.
+    struct Legacy(u32);
+
+    impl Handler for Legacy {
+        async fn handle(&self, _request: Request) -> Reply {
+            Reply {
+                ok: true,
+                pid: Some(self.0),
+                ..Reply::default()
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_proxy_of_an_earlier_gantry_is_asked_to_stop() {
+        let home = tempfile::tempdir().expect("tempdir");
+        let config = Config::resolve(crate::config::Overrides {
+            home: Some(home.path().to_path_buf()),
+            ..Default::default()
+        })
+        .expect("config");
+        std::fs::create_dir_all(config.run_dir()).expect("run dir");
+        let mut old = tokio::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = old.id().expect("pid");
+        let listener =
+            tokio::net::UnixListener::bind(config.run_dir().join("proxy.sock")).expect("bind");
+        let shutdown = CancellationToken::new();
+        tokio::spawn(control::serve(
+            listener,
+            Arc::new(Legacy(pid)),
+            shutdown.clone(),
+        ));
+        retire_legacy_proxy(&config).await;
+        let status = tokio::time::timeout(Duration::from_secs(5), old.wait())
+            .await
+            .expect("it stopped")
+            .expect("wait");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGTERM));
+        shutdown.cancel();
     }
 
     #[tokio::test]
