@@ -531,15 +531,24 @@ async fn wait_until_answering(
 /// Checks the proxy every second; starts it again if it died, and hands it
 /// the routes.
 pub async fn supervise(routing: &Routing, config: &Config, shutdown: CancellationToken) {
+    let mut last_pid = running(config).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = routing.exited.notified() => {}
         }
-        if running(config).await.is_some() {
+        if let Some(pid) = running(config).await {
+            last_pid = Some(pid);
             routing.catch_up().await;
             continue;
+        }
+        // A proxy started by this process before it exec'd itself (`gantry
+        // upgrade`) is still its child, with nobody waiting for it: reap it.
+        if let Some(pid) = last_pid.take().and_then(|p| i32::try_from(p).ok()) {
+            // SAFETY: waits for that one pid only, without blocking; a pid
+            // that is not our child just fails (ECHILD).
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
         }
         if config.proxy_service {
             // systemd restarts it, on the sockets it keeps; it gets the

@@ -227,6 +227,25 @@ fn upgrade_moves_to_a_new_binary_without_a_failed_request() {
     assert_eq!(exe(new_proxy), new_bin);
     assert_eq!(server.serve_pid(), serve_pid);
     assert_eq!(exe(serve_pid), new_bin);
+    // The restarted serve looks after the proxy its predecessor started: one
+    // killed is replaced, and reaped rather than left a zombie.
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &new_proxy.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    wait_for_new_proxy(&server, new_proxy);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{new_proxy}")).exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the killed proxy stays a zombie: {} (serve is {})\n{}",
+            std::fs::read_to_string(format!("/proc/{new_proxy}/stat")).unwrap_or_default(),
+            server.serve_pid(),
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     // And it works as before: a push deploys, the app answers.
     let repo = Repo::from_example(&server, "hello-docker");
     let other = unique("after-upgrade");
