@@ -8,6 +8,7 @@ mod addons;
 mod backup;
 mod browser;
 mod buildpacks;
+mod cluster;
 mod https;
 mod jobs;
 mod languages;
