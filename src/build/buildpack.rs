@@ -426,6 +426,23 @@ pub async fn build(
             runtime_layers.push(made);
         }
     }
+    // A Python virtualenv from the cache: a layer of its own at app/.venv,
+    // made once per key (the lock file, the tool and the Python).
+    if let Some(key) = read_file(build.docker, &builder.id, "/gantry/out/venv-key").await {
+        let dir = read_file(build.docker, &builder.id, "/gantry/out/venv-dir")
+            .await
+            .unwrap_or_default();
+        let made = venv_layer(
+            build.docker,
+            &builder.id,
+            build.app,
+            key.trim(),
+            dir.trim(),
+            &build.runtimes.join(".layers"),
+        )
+        .await?;
+        runtime_layers.push(made);
+    }
     let cmd = match default_process_types.get("web") {
         Some(web) => vec!["/bin/bash".into(), "-c".into(), web.clone()],
         None => vec![
@@ -646,6 +663,67 @@ fn add_embedded(
         add_embedded(tar, sub, base, root)?;
     }
     Ok(())
+}
+
+/// The layer of an app's virtualenv for `key`, from the cache (`dir` in the
+/// builder) the first time, from the layer cache after; other keys' layers
+/// of the app are removed. Returns its diff id and tar.
+async fn venv_layer(
+    docker: &Docker,
+    builder: &str,
+    app: &AppName,
+    key: &str,
+    dir: &str,
+    cache: &Path,
+) -> Result<(String, PathBuf), BuildError> {
+    let failed = |what: &str, e: std::io::Error| BuildError::Failed(format!("{what}: {e}"));
+    let digest = super::slug::sha256_hex(key.as_bytes());
+    let prefix = format!("venv-{app}-");
+    let name = format!("{prefix}{}", &digest[..16]);
+    let tar_path = cache.join(format!("{name}.tar"));
+    let id_path = cache.join(format!("{name}.diffid"));
+    if let (true, Ok(id)) = (tar_path.is_file(), std::fs::read_to_string(&id_path)) {
+        return Ok((id.trim().to_owned(), tar_path));
+    }
+    if !dir.starts_with("/cache/") {
+        return Err(BuildError::Failed(format!(
+            "the python buildpack named {dir:?} as its virtualenv, outside the build cache"
+        )));
+    }
+    std::fs::create_dir_all(cache).map_err(|e| failed("cannot make the layer cache", e))?;
+    let copied = cache.join(format!("{name}.copied"));
+    let mut file = tokio::fs::File::create(&copied)
+        .await
+        .map_err(|e| failed("cannot copy the virtualenv", e))?;
+    let options = bollard::query_parameters::DownloadFromContainerOptionsBuilder::default()
+        .path(dir)
+        .build();
+    let mut stream = docker.download_from_container(builder, Some(options));
+    while let Some(chunk) = stream.next().await {
+        tokio::io::AsyncWriteExt::write_all(&mut file, &chunk?)
+            .await
+            .map_err(|e| failed("cannot copy the virtualenv", e))?;
+    }
+    drop(file);
+    let (from, to) = (copied.clone(), tar_path.clone());
+    let made =
+        tokio::task::spawn_blocking(move || super::slug::retop(&from, &to, Path::new("app/.venv")))
+            .await
+            .map_err(|e| BuildError::Failed(format!("making the virtualenv's layer: {e}")))?;
+    let _ = std::fs::remove_file(&copied);
+    let diff_id = format!(
+        "sha256:{}",
+        made.map_err(|e| failed("cannot make the virtualenv's layer", e))?
+    );
+    std::fs::write(&id_path, &diff_id).map_err(|e| failed("cannot record the layer", e))?;
+    // The app's layers for other keys are of no use now.
+    for entry in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        if file.starts_with(&prefix) && !file.starts_with(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok((diff_id, tar_path))
 }
 
 /// The `/gantry/out/layers` line of a buildpack that uses Debian's Node.

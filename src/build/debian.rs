@@ -25,7 +25,7 @@ use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
-use super::slug::{self, ArchiveLayer, HashingWriter};
+use super::slug::{self, ArchiveLayer};
 use super::stack::{StackImages, Suite};
 use super::BuildError;
 
@@ -462,7 +462,7 @@ async fn reroot(docker: &Docker, id: &str, dir: &str, to: &Path) -> Result<Strin
     drop(file);
     let to = to.to_path_buf();
     let diff_id = tokio::task::spawn_blocking(move || {
-        let result = strip_first_component(&copied, &to);
+        let result = slug::retop(&copied, &to, Path::new(""));
         let _ = std::fs::remove_file(&copied);
         result
     })
@@ -470,41 +470,6 @@ async fn reroot(docker: &Docker, id: &str, dir: &str, to: &Path) -> Result<Strin
     .map_err(|e| BuildError::Failed(format!("making the runtime layer: {e}")))?
     .map_err(|e| io("cannot make the runtime layer", e))?;
     Ok(format!("sha256:{diff_id}"))
-}
-
-/// Rewrites a tar whose entries all sit under one top directory so that
-/// they sit at its root; returns the new tar's sha256.
-fn strip_first_component(from: &Path, to: &Path) -> std::io::Result<String> {
-    let strip = |path: &Path| -> Option<PathBuf> {
-        let mut parts = path.components();
-        parts.next()?;
-        let rest = parts.as_path();
-        (!rest.as_os_str().is_empty()).then(|| rest.to_path_buf())
-    };
-    let mut archive = tar::Archive::new(std::fs::File::open(from)?);
-    let mut layer = tar::Builder::new(HashingWriter::new(std::fs::File::create(to)?));
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        let Some(path) = strip(&entry.path()?) else {
-            continue;
-        };
-        let mut header = entry.header().clone();
-        match (entry.header().entry_type(), entry.link_name()?) {
-            (tar::EntryType::Link, Some(target)) => {
-                let target = strip(&target)
-                    .ok_or_else(|| std::io::Error::other("a hard link to the layer's root"))?;
-                layer.append_link(&mut header, &path, &target)?;
-            }
-            (_, Some(target)) => {
-                let target = target.into_owned();
-                layer.append_link(&mut header, &path, &target)?;
-            }
-            (_, None) => layer.append_data(&mut header, &path, &mut entry)?,
-        }
-    }
-    let (file, digest) = layer.into_inner()?.finish()?;
-    file.sync_all()?;
-    Ok(digest)
 }
 
 /// Loads `base` plus the layer as `tag`, with `base`'s configuration and
@@ -606,7 +571,7 @@ mod tests {
         );
         builder.into_inner().expect("finish");
         let to = dir.path().join("layer.tar");
-        let digest = strip_first_component(&from, &to).expect("strip");
+        let digest = slug::retop(&from, &to, Path::new("")).expect("strip");
         assert_eq!(digest.len(), 64);
         let mut archive = tar::Archive::new(std::fs::File::open(&to).expect("open"));
         let seen: Vec<(String, Option<String>)> = archive

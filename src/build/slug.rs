@@ -624,6 +624,61 @@ pub fn runtime_layer(dir: &Path, dest: &str, cache: &Path) -> std::io::Result<(S
     Ok((diff_id, tar_path))
 }
 
+/// Rewrites a tar whose entries all sit under one top directory (as
+/// Docker's archive of a directory names them) so that they sit under
+/// `top` instead (empty: at the root), with `top`'s parent directories
+/// first; returns the new tar's sha256 (a layer's diff id).
+pub fn retop(from: &Path, to: &Path, top: &Path) -> std::io::Result<String> {
+    let moved = |path: &Path| -> Option<PathBuf> {
+        let mut parts = path.components();
+        parts.next()?;
+        let rest = parts.as_path();
+        match (rest.as_os_str().is_empty(), top.as_os_str().is_empty()) {
+            (true, true) => None,
+            (true, false) => Some(top.to_path_buf()),
+            (false, _) => Some(top.join(rest)),
+        }
+    };
+    let mut archive = tar::Archive::new(std::fs::File::open(from)?);
+    let mut layer = tar::Builder::new(HashingWriter::new(std::fs::File::create(to)?));
+    let mut parent = PathBuf::new();
+    for part in top.parent().into_iter().flat_map(Path::components) {
+        parent.push(part);
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        layer.append_data(&mut header, &parent, std::io::empty())?;
+    }
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        let Some(path) = moved(&entry.path()?) else {
+            continue;
+        };
+        let mut header = entry.header().clone();
+        match (entry.header().entry_type(), entry.link_name()?) {
+            (tar::EntryType::Link, Some(target)) => {
+                let target = moved(&target)
+                    .ok_or_else(|| std::io::Error::other("a hard link to the layer's root"))?;
+                layer.append_link(&mut header, &path, &target)?;
+            }
+            (_, Some(target)) => {
+                let target = target.into_owned();
+                layer.append_link(&mut header, &path, &target)?;
+            }
+            (_, None) => layer.append_data(&mut header, &path, &mut entry)?,
+        }
+    }
+    let (file, digest) = layer.into_inner()?.finish()?;
+    file.sync_all()?;
+    Ok(digest)
+}
+
+/// The sha256 of `data`, in hex.
+pub(super) fn sha256_hex(data: &[u8]) -> String {
+    hex(&sha256(data))
+}
+
 fn sha256(data: &[u8]) -> Vec<u8> {
     aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, data)
         .as_ref()
@@ -680,5 +735,86 @@ mod tests {
             digest,
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
+    }
+
+    #[test]
+    fn retop_moves_every_entry_and_link_under_the_new_top() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (from, to) = (dir.path().join("from.tar"), dir.path().join("to.tar"));
+        // As Docker archives /cache/python/venv: everything under `venv/`.
+        let mut archive = tar::Builder::new(std::fs::File::create(&from).expect("create"));
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(0o755);
+        header.set_size(0);
+        archive
+            .append_data(&mut header.clone(), "venv", std::io::empty())
+            .expect("dir");
+        archive
+            .append_data(&mut header, "venv/bin", std::io::empty())
+            .expect("dir");
+        let mut file = tar::Header::new_gnu();
+        file.set_mode(0o755);
+        file.set_size(5);
+        archive
+            .append_data(&mut file, "venv/bin/python3", &b"#!elf"[..])
+            .expect("file");
+        let mut hard = tar::Header::new_gnu();
+        hard.set_entry_type(tar::EntryType::Link);
+        hard.set_size(0);
+        archive
+            .append_link(&mut hard, "venv/bin/python", "venv/bin/python3")
+            .expect("hard link");
+        let mut soft = tar::Header::new_gnu();
+        soft.set_entry_type(tar::EntryType::Symlink);
+        soft.set_size(0);
+        archive
+            .append_link(&mut soft, "venv/bin/py", "python3")
+            .expect("symlink");
+        archive.finish().expect("finish");
+        drop(archive);
+
+        let digest = retop(&from, &to, Path::new("app/.venv")).expect("retop");
+        let bytes = std::fs::read(&to).expect("read");
+        assert_eq!(digest, sha256_hex(&bytes));
+        let mut entries = Vec::new();
+        for entry in tar::Archive::new(&bytes[..]).entries().expect("entries") {
+            let entry = entry.expect("entry");
+            let link = entry
+                .link_name()
+                .expect("link")
+                .map(|l| l.display().to_string());
+            entries.push((entry.path().expect("path").display().to_string(), link));
+        }
+        let names: Vec<(&str, Option<&str>)> = entries
+            .iter()
+            .map(|(p, l)| (p.as_str(), l.as_deref()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("app", None),
+                ("app/.venv", None),
+                ("app/.venv/bin", None),
+                ("app/.venv/bin/python3", None),
+                ("app/.venv/bin/python", Some("app/.venv/bin/python3")),
+                ("app/.venv/bin/py", Some("python3")),
+            ]
+        );
+        // With an empty top, the entries sit at the root.
+        retop(&from, &to, Path::new("")).expect("retop to the root");
+        let bytes = std::fs::read(&to).expect("read");
+        let first: Vec<String> = tar::Archive::new(&bytes[..])
+            .entries()
+            .expect("entries")
+            .map(|e| {
+                e.expect("entry")
+                    .path()
+                    .expect("path")
+                    .display()
+                    .to_string()
+            })
+            .collect();
+        assert_eq!(first, ["bin", "bin/python3", "bin/python", "bin/py"]);
     }
 }

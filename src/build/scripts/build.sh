@@ -62,3 +62,6 @@ else
 fi
 # The config vars and buildpacks must not end up in the image.
 rm -rf "$ENV_DIR" /gantry/buildpacks /gantry/order /gantry/detect
+# A virtualenv used from the cache reaches the image as a layer of its own
+# (/gantry/out/venv-dir), not through the slug.
+if [ -s /gantry/out/venv-dir ] && [ -L "$BUILD_DIR/.venv" ]; then rm -f "$BUILD_DIR/.venv"; fi
