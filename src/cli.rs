@@ -89,6 +89,17 @@ pub enum Command {
         #[arg(long, value_name = "DIR", default_value = crate::service::UNIT_DIR)]
         unit_dir: PathBuf,
     },
+    /// Run a pull-through mirror of the swarm's registry on this node's
+    /// loopback, until stopped: the node's engine pulls releases through it
+    #[command(name = "registry:mirror")]
+    RegistryMirror {
+        /// The cluster's registry as this node reaches it: http://MANAGER:5000
+        #[arg(long, value_name = "URL")]
+        upstream: String,
+        /// Where the node's engine pulls from ([swarm] pull_from)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
+        listen: SocketAddr,
+    },
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -161,6 +172,10 @@ pub struct ServeArgs {
     /// which `gantry install` writes): do not start or restart it
     #[arg(long)]
     pub proxy_service: bool,
+    /// Where apps run: docker (this machine's engine) or swarm (a Docker
+    /// Swarm's services; needs a postgres:// database) [default: docker]
+    #[arg(long, env = "GANTRY_RUNTIME", value_name = "RUNTIME")]
+    pub runtime: Option<crate::config::RuntimeKind>,
 }
 
 /// `gantry proxy`: the proxy alone, until SIGINT or SIGTERM.
@@ -186,6 +201,40 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     let mut daemon = config.proxy_daemon();
     daemon.takeover = args.takeover;
     gantry_proxy::daemon::run(daemon, passed, shutdown).await?;
+    Ok(0)
+}
+
+/// `gantry registry:mirror`: the mirror, until SIGINT or SIGTERM.
+async fn registry_mirror(
+    home: Option<PathBuf>,
+    upstream: String,
+    listen: SocketAddr,
+) -> anyhow::Result<i32> {
+    if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+        anyhow::bail!("--upstream {upstream:?}: expected http://HOST:PORT or https://HOST:PORT");
+    }
+    let config = Config::resolve(Overrides {
+        home,
+        ..Overrides::default()
+    })?;
+    let spec = crate::artifacts::registry::RegistrySpec {
+        dir: config.home.join("mirror"),
+        listen,
+        upstream: Some(upstream.clone()),
+    };
+    let probe = match listen.ip().is_unspecified() {
+        true => format!("127.0.0.1:{}", listen.port()),
+        false => listen.to_string(),
+    };
+    let _mirror = crate::artifacts::registry::supervise(spec)?;
+    // A mirror whose upstream is not up yet exits; it is started again
+    // until the upstream answers.
+    if crate::artifacts::registry::wait_ready(&probe, std::time::Duration::from_secs(10)).await {
+        println!("mirroring {upstream} at {listen}");
+    } else {
+        eprintln!("the mirror at {listen} does not answer yet (is {upstream} up?); retrying");
+    }
+    crate::signal::shutdown_signal().await;
     Ok(0)
 }
 
@@ -377,6 +426,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
                 https_listen: args.https_listen,
                 database_url: args.database_url,
                 proxy_service: args.proxy_service,
+                runtime: args.runtime,
             };
             match Config::resolve(overrides) {
                 Ok(config) => serve(config).await.map(|()| 0),
@@ -391,6 +441,9 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
             restore(cli.home, &file, database_url.as_deref()).await
         }
         Command::Uninstall { unit_dir } => uninstall(cli.home, &unit_dir),
+        Command::RegistryMirror { upstream, listen } => {
+            registry_mirror(cli.home, upstream, listen).await
+        }
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {
             lang,

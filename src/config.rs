@@ -20,6 +20,8 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("{name}: {message}")]
     Env { name: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
     #[error(
         "cannot tell where gantry's home is: $HOME is not set; pass --home DIR or set GANTRY_HOME"
     )]
@@ -37,6 +39,76 @@ pub struct Overrides {
     pub database_url: Option<String>,
     /// The proxy is a service of its own (`serve --proxy-service`).
     pub proxy_service: bool,
+    /// Where apps' processes run (`serve --runtime`).
+    pub runtime: Option<RuntimeKind>,
+}
+
+/// Where apps' processes run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// Containers on this machine's Docker engine.
+    #[default]
+    Docker,
+    /// Services of a Docker Swarm, across its machines.
+    Swarm,
+}
+
+impl std::str::FromStr for RuntimeKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "docker" => Ok(RuntimeKind::Docker),
+            "swarm" => Ok(RuntimeKind::Swarm),
+            other => Err(format!("{other:?} is not a runtime: docker or swarm")),
+        }
+    }
+}
+
+/// `[swarm]` in `gantry.toml`: how gantry reaches the swarm and its images.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwarmSettings {
+    /// A manager's Docker engine (`unix:///…`, `tcp://…`); default: the
+    /// local engine, as DOCKER_HOST names it.
+    pub engine: Option<String>,
+    /// Where gantry's registry for the cluster listens: every node's mirror
+    /// pulls from it.
+    #[serde(default = "registry_listen")]
+    pub registry_listen: SocketAddr,
+    /// Where this machine's engine pushes built images (on loopback, where
+    /// Docker needs no TLS for a registry).
+    #[serde(default = "registry_push")]
+    pub registry_push: String,
+    /// Where every node's engine pulls: its own pull-through mirror on its
+    /// loopback (`gantry registry:mirror`), so no credentials sit in a
+    /// service spec and each image crosses the network once per node.
+    #[serde(default = "pull_from")]
+    pub pull_from: String,
+}
+
+fn registry_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 5000))
+}
+
+fn registry_push() -> String {
+    "127.0.0.1:5000".into()
+}
+
+fn pull_from() -> String {
+    "127.0.0.1:5001".into()
+}
+
+impl Default for SwarmSettings {
+    fn default() -> Self {
+        SwarmSettings {
+            engine: None,
+            registry_listen: registry_listen(),
+            registry_push: registry_push(),
+            pull_from: pull_from(),
+        }
+    }
 }
 
 impl Overrides {
@@ -64,6 +136,14 @@ impl Overrides {
             https_listen: addr("GANTRY_HTTPS_LISTEN")?,
             database_url: var("GANTRY_DATABASE_URL"),
             proxy_service: false,
+            runtime: var("GANTRY_RUNTIME")
+                .map(|v| {
+                    v.parse().map_err(|message| ConfigError::Env {
+                        name: "GANTRY_RUNTIME".into(),
+                        message,
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -123,6 +203,11 @@ struct FileConfig {
     /// `[backup]`: the daily `gantry.backup` job.
     #[serde(default)]
     backup: BackupSettings,
+    /// `docker` (default) or `swarm`.
+    runtime: Option<RuntimeKind>,
+    /// `[swarm]`: the manager's engine and the cluster's registry.
+    #[serde(default)]
+    swarm: SwarmSettings,
 }
 
 /// `[backup]` in `gantry.toml`.
@@ -314,6 +399,8 @@ pub struct Config {
     pub stack: StackSettings,
     pub runtimes: RuntimesSettings,
     pub backup: BackupSettings,
+    pub runtime: RuntimeKind,
+    pub swarm: SwarmSettings,
     /// The proxy runs as a service of its own (systemd's
     /// `gantry-proxy.service`, on sockets systemd keeps): serve neither
     /// starts nor restarts it.
@@ -343,7 +430,10 @@ impl Config {
             .database_url
             .or(file.database_url)
             .unwrap_or_else(|| format!("sqlite://{}", home.join("gantry.db").display()));
+        let runtime = overrides.runtime.or(file.runtime).unwrap_or_default();
         Ok(Config {
+            runtime,
+            swarm: file.swarm,
             dashboard_host: file
                 .dashboard_host
                 .unwrap_or_else(|| format!("gantry.{domain}"))
@@ -387,6 +477,20 @@ impl Config {
                 .unwrap_or_else(|| "http://deb.debian.org/debian".into()),
             home,
         })
+    }
+
+    /// Refuses a runtime the database cannot serve: a swarm's state must be
+    /// shared by its managers. (The proxy, which has no database, never asks.)
+    pub fn check_runtime(&self) -> Result<(), ConfigError> {
+        if self.runtime == RuntimeKind::Swarm && !self.database_url.starts_with("postgres") {
+            return Err(ConfigError::Invalid(
+                "runtime = swarm needs a PostgreSQL database (--database-url postgres://…): \
+                 the managers of a swarm share gantry's state, and SQLite is a file on one \
+                 machine"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the app's pushes go through the job queue (`deploy.queue = true`).
@@ -602,6 +706,47 @@ mod tests {
         })
         .expect_err("typo accepted");
         assert!(err.to_string().contains("queued"), "{err}");
+    }
+
+    #[test]
+    fn swarm_needs_postgres_and_says_why() {
+        let dir = home_with("runtime = \"swarm\"\n");
+        let err = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect("config")
+        .check_runtime()
+        .expect_err("swarm on SQLite accepted");
+        assert!(err.to_string().contains("PostgreSQL"), "{err}");
+        let err = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            database_url: Some("sqlite:///tmp/x.db".into()),
+            runtime: Some(RuntimeKind::Swarm),
+            ..Default::default()
+        })
+        .expect("config")
+        .check_runtime()
+        .expect_err("--runtime swarm on SQLite accepted");
+        assert!(err.to_string().contains("SQLite is a file"), "{err}");
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            database_url: Some("postgres://gantry@db/gantry".into()),
+            ..Default::default()
+        })
+        .expect("swarm on postgres");
+        config.check_runtime().expect("swarm on postgres");
+        assert_eq!(config.runtime, RuntimeKind::Swarm);
+        assert_eq!(config.swarm, SwarmSettings::default());
+        // The flag wins over the file, and the default is Docker.
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            runtime: Some(RuntimeKind::Docker),
+            ..Default::default()
+        })
+        .expect("docker");
+        assert_eq!(config.runtime, RuntimeKind::Docker);
+        assert!("kubernetes".parse::<RuntimeKind>().is_err());
     }
 
     #[test]

@@ -8,6 +8,8 @@
 //! space is reported. The daily job also prunes dangling build layers older
 //! than a day, and BuildKit's build cache unused for a week.
 
+pub mod registry;
+
 use std::collections::{HashMap, HashSet};
 
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};

@@ -17,6 +17,7 @@ use bollard::Docker;
 use crate::config::Config;
 use crate::routing::Routing;
 use crate::runtime::docker::DockerRuntime;
+use crate::runtime::swarm::SwarmRuntime;
 use crate::runtime::Runtime;
 use crate::secrets::Secrets;
 use crate::store::Store;
@@ -51,6 +52,7 @@ pub struct Gantry {
 impl Gantry {
     /// Opens the database and a Docker client (which connects lazily).
     pub async fn open(config: Config) -> anyhow::Result<Gantry> {
+        config.check_runtime()?;
         std::fs::create_dir_all(&config.home)
             .with_context(|| format!("cannot create gantry's home {}", config.home.display()))?;
         let store = Store::connect(&config.database_url)
@@ -64,8 +66,18 @@ impl Gantry {
         let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
         let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
         let executors = Executors::new(config.executors);
-        let runtime: Arc<dyn Runtime> =
-            Arc::new(DockerRuntime::new(docker.clone(), &config.docker_network));
+        let runtime: Arc<dyn Runtime> = match config.runtime {
+            crate::config::RuntimeKind::Docker => {
+                Arc::new(DockerRuntime::new(docker.clone(), &config.docker_network))
+            }
+            crate::config::RuntimeKind::Swarm => {
+                let (manager, engine) = match &config.swarm.engine {
+                    Some(engine) => (connect_engine(engine)?, engine.clone()),
+                    None => (docker.clone(), "this machine".to_owned()),
+                };
+                Arc::new(SwarmRuntime::new(manager, &engine))
+            }
+        };
         let routing = Routing::new(config.proxy_socket());
         Ok(Gantry {
             config,
@@ -93,6 +105,20 @@ impl Gantry {
     pub fn serving(&self) -> Option<Arc<Gantry>> {
         self.serving.get().and_then(Weak::upgrade)
     }
+}
+
+/// A client of the engine at `url` (`unix:///…` or `tcp://…`, as DOCKER_HOST
+/// names one); it connects lazily.
+fn connect_engine(url: &str) -> anyhow::Result<Docker> {
+    let timeout = 120;
+    let docker = match url.strip_prefix("unix://") {
+        Some(path) => Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION),
+        None if url.starts_with("tcp://") || url.starts_with("http://") => {
+            Docker::connect_with_http(url, timeout, bollard::API_DEFAULT_VERSION)
+        }
+        None => anyhow::bail!("[swarm] engine = {url:?}: expected unix:///PATH or tcp://HOST:PORT"),
+    };
+    docker.with_context(|| format!("cannot reach the swarm's engine at {url}"))
 }
 
 /// A Docker client that has answered a ping, or the friendly explanation.

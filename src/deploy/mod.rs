@@ -21,6 +21,7 @@ pub mod replicas;
 pub mod restore;
 pub mod rollout;
 pub mod route;
+pub mod services;
 pub mod spec;
 pub mod watch;
 

@@ -28,6 +28,9 @@ pub struct ProcessInfo {
 }
 
 pub async fn list(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
+    if let Some(services) = gantry.runtime.services() {
+        return super::services::list(services, app).await;
+    }
     let mut out = Vec::new();
     // Kills for memory, by dyno, since each container started.
     let ooms = gantry
@@ -94,6 +97,13 @@ pub async fn scale(
     let Some(release) = gantry.store.current_release(app).await? else {
         return Ok(format!("{scaled}; takes effect at the first deploy\n"));
     };
+    if let Some(services) = gantry.runtime.services() {
+        super::services::converge(gantry, services, &release).await?;
+        return Ok(format!(
+            "{app}: {} on the swarm\n",
+            replicas::describe_formation(&release, &formation)
+        ));
+    }
     let manifest = Manifest::from_stored(&release.manifest);
     let containers = gantry.runtime.list(app).await?;
     let mut web_addrs = Vec::new();
@@ -128,6 +138,10 @@ pub async fn scale(
 /// Stops every process; the proxy answers 503 until `start` or a deploy.
 pub async fn stop(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
     gantry.store.set_stopped(app, true).await?;
+    if let Some(services) = gantry.runtime.services() {
+        let n = super::services::stop(gantry, services, app).await?;
+        return Ok(format!("{app}: scaled {n} service(s) to 0\n"));
+    }
     let replaced = route(gantry, app, Vec::new()).await;
     replicas::drain(gantry, app, replaced).await;
     let ids: Vec<String> = gantry
@@ -168,6 +182,9 @@ pub async fn restart(
 /// being destroyed); returns how many there were.
 pub async fn remove_processes(gantry: &Gantry, app: &AppName) -> anyhow::Result<usize> {
     gantry.routing.remove(&gantry.config.app_host(app)).await;
+    if let Some(services) = gantry.runtime.services() {
+        return Ok(services.remove(app, None).await?);
+    }
     let processes = gantry.runtime.list(app).await?;
     for c in &processes {
         gantry

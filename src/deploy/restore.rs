@@ -83,6 +83,10 @@ pub async fn reconcile_forever(
 
 /// Whether what runs differs from the live release's formation.
 async fn drifted(gantry: &Gantry, app: &AppName) -> anyhow::Result<bool> {
+    // Swarm keeps its services at their counts; the task follower routes them.
+    if gantry.runtime.services().is_some() {
+        return Ok(false);
+    }
     let containers = gantry.runtime.list(app).await?;
     let (formation, stopped) = formation(gantry, app).await?;
     let current = gantry.store.current_release(app).await?;
@@ -116,6 +120,14 @@ async fn drifted(gantry: &Gantry, app: &AppName) -> anyhow::Result<bool> {
 }
 
 async fn restore_app(gantry: &Gantry, app: &AppName) -> anyhow::Result<()> {
+    if let Some(services) = gantry.runtime.services() {
+        // The swarm kept the services running while serve was away.
+        let (_, stopped) = formation(gantry, app).await?;
+        if !stopped {
+            super::services::route_tasks(gantry, services, app).await?;
+        }
+        return Ok(());
+    }
     let runtime = &*gantry.runtime;
     let containers = runtime.list(app).await?;
     let (formation, stopped) = formation(gantry, app).await?;

@@ -33,6 +33,9 @@ pub async fn roll_out(
             run_phase(gantry, release, "release", command, progress).await?;
         }
     }
+    if let Some(services) = gantry.runtime.services() {
+        return super::services::roll_out(gantry, services, release, progress, !new_release).await;
+    }
     let (formation, _) = formation(gantry, app).await.map_err(|e| e.to_string())?;
     progress.line(&format!(
         "starting {} of v{} (web waits for HTTP on port {}, timeout {}s)",

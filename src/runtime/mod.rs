@@ -13,6 +13,7 @@
 //! `artifacts` use the engine directly, as `docker build` would).
 
 pub mod docker;
+pub mod swarm;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -81,6 +82,9 @@ pub struct Inspection {
     pub address: Option<IpAddr>,
     /// Its last exit was the kernel killing it for memory (its limit).
     pub oom_killed: bool,
+    /// The port to reach it on at `address`, when not the release's own (a
+    /// Swarm task's port, published on its machine).
+    pub port: Option<u16>,
 }
 
 /// Where to start reading a process's output.
@@ -289,6 +293,98 @@ pub trait Runtime: Send + Sync {
     /// Starts a created (interactive) one-off attached to `streams`; returns
     /// its exit code. A caller that stops reading has it killed.
     async fn attach_oneoff(&self, id: &str, streams: Attached<'_>) -> Result<i32>;
+
+    /// A runtime that keeps each process type running itself, as a service
+    /// rolled out task by task (Swarm), says so here; deploy then hands it
+    /// whole process types instead of starting processes one by one.
+    fn services(&self) -> Option<&dyn Services> {
+        None
+    }
+}
+
+/// A process type of a release as a service: the runtime keeps `replicas`
+/// tasks of it running across its machines, restarts them, and rolls a new
+/// release out one task at a time, each new task healthy before an old one
+/// stops, rolling back by itself when the new ones fail.
+#[derive(Debug, Clone)]
+pub struct ServiceSpec<'a> {
+    pub app: &'a AppName,
+    pub release: i64,
+    /// As every machine pulls it: by digest.
+    pub image: &'a str,
+    pub process: &'a str,
+    pub replicas: u32,
+    /// `K=V`: the release's config vars, `PORT` and `DYNO`'s type.
+    pub env: Vec<String>,
+    /// A Procfile command, run through the shell; `None` runs the image's own.
+    pub command: Option<&'a str>,
+    /// A web process's port: published on its machine, and health-checked
+    /// over HTTP at `health_path`.
+    pub port: Option<u16>,
+    pub health_path: &'a str,
+    /// How long a new task has to become healthy.
+    pub health_timeout: Duration,
+    /// SIGTERM to SIGKILL for an old task.
+    pub stop_grace: Duration,
+    pub limits: crate::resources::Limits,
+    /// Replace the tasks even if nothing changed (a restart).
+    pub force: bool,
+}
+
+/// How a service's roll-out ended, read from the runtime's own record of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rolled {
+    /// Every task runs the new spec.
+    Done,
+    /// The new tasks failed; the runtime put the old ones back.
+    RolledBack(String),
+    /// The new tasks failed and there was nothing to go back to.
+    Failed(String),
+}
+
+/// One task of an app's service.
+#[derive(Debug, Clone)]
+pub struct ServiceTask {
+    pub id: String,
+    pub process: String,
+    pub release: Option<i64>,
+    pub slot: u32,
+    /// The machine's host name.
+    pub node: String,
+    /// The runtime's word for its state: running, starting, failed, …
+    pub state: String,
+    /// Running (and healthy, where it is checked), and meant to run.
+    pub running: bool,
+    /// Where a web task answers: its machine's address and published port.
+    pub endpoint: Option<std::net::SocketAddr>,
+    /// Why it is in its state, when the runtime says.
+    pub message: String,
+    /// RFC 3339.
+    pub since: String,
+}
+
+/// Services of apps (see [`Runtime::services`]).
+#[async_trait::async_trait]
+pub trait Services: Send + Sync {
+    /// Creates the service or updates it to `spec`, and waits until the
+    /// roll-out ends; `progress` gets a line when something changes.
+    async fn roll_out(
+        &self,
+        spec: ServiceSpec<'_>,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Rolled>;
+
+    /// Sets how many tasks of `process` run.
+    async fn scale(&self, app: &AppName, process: &str, replicas: u32) -> Result<()>;
+
+    /// The tasks of `app` that are meant to run, on every machine.
+    async fn tasks(&self, app: &AppName) -> Result<Vec<ServiceTask>>;
+
+    /// The process types `app` has services for.
+    async fn process_types(&self, app: &AppName) -> Result<Vec<String>>;
+
+    /// Removes `app`'s service of `process`, or all of them; returns how many.
+    async fn remove(&self, app: &AppName, process: Option<&str>) -> Result<usize>;
 }
 
 /// A created one-off: removed with [`OneOff::remove`], or in the background

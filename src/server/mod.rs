@@ -30,12 +30,24 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let gantry = crate::setup::open(config).await?;
     check_docker(&gantry.docker).await?;
-    gantry.runtime.prepare().await.with_context(|| {
-        format!(
-            "cannot create the Docker network {}",
-            gantry.config.docker_network
-        )
-    })?;
+    let swarm = gantry.config.runtime == crate::config::RuntimeKind::Swarm;
+    gantry
+        .runtime
+        .prepare()
+        .await
+        .with_context(|| match swarm {
+            true => "cannot run apps on the swarm".to_owned(),
+            false => format!(
+                "cannot create the Docker network {}",
+                gantry.config.docker_network
+            ),
+        })?;
+    // The cluster's registry: every release's image goes there before it
+    // runs on the swarm. It lives as long as serve does.
+    let _registry = match swarm {
+        true => Some(start_registry(&gantry.config).await?),
+        false => None,
+    };
 
     let config = &gantry.config;
     for dir in [config.repos_dir(), config.run_dir()] {
@@ -164,6 +176,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     ));
     tokio::spawn(crate::deploy::watch::follow_restarts(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
+    tokio::spawn(crate::deploy::services::follow_tasks(
         gantry.clone(),
         shutdown.child_token(),
     ));
@@ -370,4 +386,20 @@ fn restrict(path: &Path, mode: u32) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot set permissions on {}", path.display()))
+}
+
+/// Starts the swarm's registry (Debian's `docker-registry`) under the home.
+async fn start_registry(config: &Config) -> anyhow::Result<crate::artifacts::registry::Supervised> {
+    let spec = crate::artifacts::registry::RegistrySpec {
+        dir: config.home.join("registry"),
+        listen: config.swarm.registry_listen,
+        upstream: None,
+    };
+    let registry = crate::artifacts::registry::start(spec, &config.swarm.registry_push).await?;
+    tracing::info!(
+        listen = %config.swarm.registry_listen,
+        "the cluster's registry runs; nodes pull through their mirrors at {}",
+        config.swarm.pull_from
+    );
+    Ok(registry)
 }

@@ -5,9 +5,14 @@
 //! leaves no namespace, bridge or firewall rule behind. The host's own
 //! engine is never a node.
 
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
-use crate::support::{root, stderr, stdout};
+use crate::support::{free_port, root, stderr, stdout, Repo, Server, BIN};
+
+/// There is one harness on the machine: its tests take turns.
+static HARNESS: Mutex<()> = Mutex::new(());
 
 fn cluster(args: &[&str]) -> Output {
     Command::new(root().join("scripts/cluster"))
@@ -36,6 +41,7 @@ fn node(i: u32, args: &[&str]) -> Output {
 
 #[test]
 fn the_harness_runs_a_three_node_swarm_and_leaves_nothing_behind() {
+    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
     crate::support::ensure_base_image();
     let _ = cluster(&["down"]);
     let _down = Down;
@@ -160,4 +166,175 @@ fn the_harness_runs_a_three_node_swarm_and_leaves_nothing_behind() {
         .output()
         .expect("ip");
     assert!(!bridge.status.success(), "the bridge is gone");
+}
+
+/// The pull-through mirrors `gantry registry:mirror` runs in each node's
+/// namespace, stopped (SIGTERM, so each stops its registry) at the end.
+struct Mirrors(Vec<Child>);
+
+impl Drop for Mirrors {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The tasks `ps` lists as running: (release, node) of each.
+fn running_tasks(server: &Server, app: &str) -> Vec<(String, String)> {
+    let out = server.cli(&["ps", app]);
+    stdout(&out)
+        .lines()
+        .filter(|l| l.contains(" on node") && l.contains("running"))
+        .map(|l| {
+            let node = l
+                .split(" on ")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .unwrap_or_default()
+                .to_owned();
+            let release = l
+                .split_whitespace()
+                .find(|w| w.starts_with('v') && w[1..].chars().all(|c| c.is_ascii_digit()))
+                .unwrap_or_default()
+                .to_owned();
+            (release, node)
+        })
+        .collect()
+}
+
+#[test]
+fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back() {
+    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
+    crate::support::ensure_base_image();
+    let _ = cluster(&["down"]);
+    let _down = Down;
+    let out = cluster(&["up", "3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let database = "postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned();
+
+    // SQLite is refused for a swarm, with the reason.
+    let refused = Command::new(BIN)
+        .args([
+            "--home",
+            "/nonexistent-gantry-home",
+            "serve",
+            "--runtime",
+            "swarm",
+        ])
+        .env("GANTRY_DATABASE_URL", "sqlite:///tmp/nope.db")
+        .output()
+        .expect("gantry serve");
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("needs a PostgreSQL database"),
+        "{}",
+        stderr(&refused)
+    );
+
+    // Every node pulls through a mirror on its own loopback.
+    let registry = free_port();
+    let mirror_homes = tempfile::tempdir().expect("tempdir");
+    let mut mirrors = Mirrors(Vec::new());
+    for i in 1..=3 {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &format!("gantry-node{i}"), BIN])
+            .arg("--home")
+            .arg(mirror_homes.path().join(format!("node{i}")))
+            .args(["registry:mirror", "--upstream"])
+            .arg(format!("http://192.168.231.1:{registry}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gantry registry:mirror");
+        mirrors.0.push(child);
+    }
+
+    let server = Server::start_configured(
+        Some(database),
+        &format!(
+            "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
+             registry_listen = \"0.0.0.0:{registry}\"\nregistry_push = \"127.0.0.1:{registry}\"\n"
+        ),
+    );
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write("public/index.html", "swarm v1\n");
+    repo.commit(&server, "v1");
+    let out = repo.push(&server, &server.admin, "spread");
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}\n{}", server.log());
+    assert!(said.contains("to the cluster's registry"), "{said}");
+    assert!(said.contains("@sha256:"), "deploys by digest: {said}");
+    server.wait_for_body("spread", "swarm v1", Duration::from_secs(30));
+
+    // Three replicas, one on each node, all behind the proxy.
+    let out = server.cli(&["ps:scale", "spread", "web=3"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let tasks = running_tasks(&server, "spread");
+        let mut nodes: Vec<&str> = tasks.iter().map(|(_, n)| n.as_str()).collect();
+        nodes.sort();
+        if nodes == ["node1", "node2", "node3"] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not spread over three nodes: {}",
+            stdout(&server.cli(&["ps", "spread"]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server
+        .log()
+        .matches("routing to the running web tasks")
+        .count()
+        < 2
+        || !server.log().contains("tasks=3")
+    {
+        assert!(Instant::now() < deadline, "not routed: {}", server.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..30 {
+        let (status, body) = server.get("spread");
+        assert_eq!((status, body.as_str()), (200, "swarm v1\n"));
+    }
+
+    // A new release rolls out task by task; traffic keeps being answered.
+    repo.write("public/index.html", "swarm v2\n");
+    repo.commit(&server, "v2");
+    let out = repo.push(&server, &server.admin, "spread");
+    assert!(out.status.success(), "{}", stderr(&out));
+    server.wait_for_body("spread", "swarm v2", Duration::from_secs(30));
+    let tasks = running_tasks(&server, "spread");
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    assert!(tasks.iter().all(|(v, _)| v == "v2"), "{tasks:?}");
+
+    // A release that never answers: Swarm rolls it back, the push is
+    // rejected, and v2 keeps serving on all three nodes.
+    std::fs::write(
+        repo.path().join("Dockerfile"),
+        "FROM gantry-examples/busybox:latest\nCMD [\"sleep\", \"100000\"]\n",
+    )
+    .expect("write");
+    repo.commit(&server, "never listens");
+    let out = repo.push(&server, &server.admin, "spread");
+    let said = stderr(&out);
+    assert!(!out.status.success(), "a broken release went live: {said}");
+    assert!(said.contains("rolled web back"), "{said}");
+    let (status, body) = server.get("spread");
+    assert_eq!((status, body.as_str()), (200, "swarm v2\n"));
+    let tasks = running_tasks(&server, "spread");
+    assert!(
+        tasks.len() == 3 && tasks.iter().all(|(v, _)| v == "v2"),
+        "{tasks:?}"
+    );
+    let releases = stdout(&server.cli(&["releases", "spread"]));
+    assert!(releases.contains("failed"), "{releases}");
+    drop(server);
+    drop(mirrors);
 }

@@ -63,7 +63,7 @@ pub fn ensure_stack() {
     });
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .expect("bind")
         .local_addr()

@@ -1,0 +1,256 @@
+//! The cluster's image registry: Debian's `docker-registry` (the CNCF
+//! distribution server), which gantry starts and keeps running. Builds stay
+//! on the builder's engine; a release's image is pushed here before it runs
+//! on the swarm, and services name it by digest, so every node runs exactly
+//! the bytes that were built. Each node pulls through a mirror of its own
+//! (the same server in pull-through mode, on the node's loopback), so
+//! service specs carry no credentials and an image crosses the network once
+//! per node.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
+use bollard::Docker;
+use futures_util::StreamExt;
+
+/// The server gantry runs (Debian's package `docker-registry`).
+pub const REGISTRY_BIN: &str = "docker-registry";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error(
+        "cannot start {REGISTRY_BIN}: {0}; the swarm runtime runs Debian's registry for the \
+         cluster's images (apt-get install docker-registry)"
+    )]
+    Spawn(std::io::Error),
+    #[error("cannot write the registry's settings in {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the registry at {addr} did not answer within {secs}s; its log is {log}")]
+    NotReady {
+        addr: String,
+        secs: u64,
+        log: PathBuf,
+    },
+    #[error("cannot push {image} to the cluster's registry: {message}")]
+    Push { image: String, message: String },
+    #[error("cannot talk to the Docker engine: {0}")]
+    Docker(#[from] bollard::errors::Error),
+}
+
+/// What a registry process serves: the cluster's own images, or a
+/// pull-through mirror of `upstream`.
+#[derive(Debug, Clone)]
+pub struct RegistrySpec {
+    /// Its directory: settings, data, log.
+    pub dir: PathBuf,
+    pub listen: SocketAddr,
+    /// `http://HOST:PORT` of the registry this one mirrors.
+    pub upstream: Option<String>,
+}
+
+impl RegistrySpec {
+    /// The server's settings (its `config.yml`).
+    pub fn config_yaml(&self, secret: &str) -> String {
+        let mut yaml = format!(
+            "version: 0.1\n\
+             log:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {data}\n  delete:\n    enabled: true\n\
+             http:\n  addr: {listen}\n  secret: {secret}\n",
+            data = self.dir.join("data").display(),
+            listen = self.listen,
+        );
+        if let Some(upstream) = &self.upstream {
+            yaml.push_str(&format!("proxy:\n  remoteurl: {upstream}\n"));
+        }
+        yaml
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.join("registry.log")
+    }
+}
+
+/// A registry process gantry keeps running: restarted a second after it
+/// exits, killed when this is dropped.
+#[derive(Debug)]
+pub struct Supervised {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Supervised {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the registry `spec` describes and waits until it answers at
+/// `probe` (`HOST:PORT`, as this machine reaches it).
+pub async fn start(spec: RegistrySpec, probe: &str) -> Result<Supervised, RegistryError> {
+    let log = spec.log_path();
+    let supervised = supervise(spec)?;
+    let secs = 15;
+    match wait_ready(probe, Duration::from_secs(secs)).await {
+        true => Ok(supervised),
+        false => Err(RegistryError::NotReady {
+            addr: probe.to_owned(),
+            secs,
+            log,
+        }),
+    }
+}
+
+/// Whether the registry at `probe` answers its API within `limit`.
+pub async fn wait_ready(probe: &str, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let client = reqwest::Client::new();
+    let url = format!("http://{probe}/v2/");
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(response) = client.get(&url).send().await {
+            if response.status().is_success() {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Starts the registry `spec` describes and keeps it running.
+pub fn supervise(spec: RegistrySpec) -> Result<Supervised, RegistryError> {
+    let write = |path: PathBuf, text: String| {
+        std::fs::write(&path, text).map_err(|source| RegistryError::Write { path, source })
+    };
+    std::fs::create_dir_all(spec.dir.join("data")).map_err(|source| RegistryError::Write {
+        path: spec.dir.clone(),
+        source,
+    })?;
+    let secret = {
+        use rand::RngExt;
+        format!("{:032x}", rand::rng().random::<u128>())
+    };
+    let config = spec.dir.join("config.yml");
+    write(config.clone(), spec.config_yaml(&secret))?;
+    // The first start's failure (no such program) is the caller's to report.
+    let first = spawn(&config, &spec.log_path())?;
+    let log = spec.log_path();
+    let task = tokio::spawn(async move {
+        let mut child = first;
+        loop {
+            let status = child.wait().await;
+            tracing::warn!(?status, log = %log.display(), "the registry exited; starting it again");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            child = loop {
+                match spawn(&config, &log) {
+                    Ok(child) => break child,
+                    Err(err) => {
+                        tracing::error!(error = %err, "cannot start the registry");
+                        tokio::time::sleep(Duration::from_secs(5)).await;
+                    }
+                }
+            };
+        }
+    });
+    Ok(Supervised { task })
+}
+
+fn spawn(config: &Path, log: &Path) -> Result<tokio::process::Child, RegistryError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|source| RegistryError::Write {
+            path: log.to_owned(),
+            source,
+        })?;
+    let err = out.try_clone().map_err(|source| RegistryError::Write {
+        path: log.to_owned(),
+        source,
+    })?;
+    tokio::process::Command::new(REGISTRY_BIN)
+        .arg("serve")
+        .arg(config)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(RegistryError::Spawn)
+}
+
+/// Pushes the local `image` (`gantry/APP:vN`) to the registry at `push_to`
+/// and returns how every node names it: `PULL_FROM/gantry/APP@sha256:…`.
+pub async fn publish(
+    docker: &Docker,
+    image: &str,
+    push_to: &str,
+    pull_from: &str,
+) -> Result<String, RegistryError> {
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let target = format!("{push_to}/{repo}");
+    let failed = |message: String| RegistryError::Push {
+        image: image.to_owned(),
+        message,
+    };
+    docker
+        .tag_image(
+            image,
+            Some(
+                TagImageOptionsBuilder::default()
+                    .repo(&target)
+                    .tag(tag)
+                    .build(),
+            ),
+        )
+        .await?;
+    let mut pushing = docker.push_image(
+        &target,
+        Some(PushImageOptionsBuilder::default().tag(tag).build()),
+        None,
+    );
+    while let Some(info) = pushing.next().await {
+        let info = info?;
+        if let Some(detail) = info.error_detail {
+            return Err(failed(detail.message.unwrap_or_default()));
+        }
+    }
+    let pushed = docker.inspect_image(&format!("{target}:{tag}")).await?;
+    let prefix = format!("{target}@");
+    let digest = pushed
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+        .ok_or_else(|| failed("the engine recorded no digest for the push".into()))?;
+    Ok(format!("{pull_from}/{repo}@{digest}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mirror_proxies_its_upstream_and_the_central_one_does_not() {
+        let central = RegistrySpec {
+            dir: "/var/lib/gantry/registry".into(),
+            listen: "0.0.0.0:5000".parse().expect("addr"),
+            upstream: None,
+        };
+        let yaml = central.config_yaml("s3cret");
+        assert!(yaml.contains("rootdirectory: /var/lib/gantry/registry/data"));
+        assert!(yaml.contains("addr: 0.0.0.0:5000"));
+        assert!(yaml.contains("secret: s3cret"));
+        assert!(!yaml.contains("proxy:"));
+        let mirror = RegistrySpec {
+            upstream: Some("http://192.168.231.1:5000".into()),
+            ..central
+        };
+        assert!(mirror
+            .config_yaml("x")
+            .ends_with("proxy:\n  remoteurl: http://192.168.231.1:5000\n"));
+    }
+}

@@ -1,0 +1,711 @@
+//! Docker Swarm as gantry's runtime: each process type of an app is a
+//! service (`gantry-APP-TYPE`) that Swarm keeps at its replica count across
+//! the nodes, spread, restarted, and rolled out start-first: a new task runs
+//! and passes its health check before an old one stops, and a failed update
+//! rolls back by itself. Success is read from the service's update status,
+//! never from a command's exit code.
+//!
+//! Web tasks publish their port on their node (host mode, a port Swarm
+//! picks): this kernel has no IPVS, so no virtual IPs and no routing mesh,
+//! and the proxy reaches each task at its node's address instead.
+//!
+//! Swarm emits no task events: whoever follows tasks polls [`Services::tasks`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bollard::models::{
+    EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
+    HealthConfig, Limit, ServiceSpec as SwarmSpec, ServiceSpecMode, ServiceSpecModeReplicated,
+    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
+    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
+    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
+    ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
+    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+};
+use bollard::query_parameters::{
+    ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
+    UpdateServiceOptionsBuilder,
+};
+use bollard::Docker;
+use futures_util::stream::BoxStream;
+use futures_util::StreamExt;
+
+use super::docker::{LABEL_APP, LABEL_PROCESS, LABEL_RELEASE};
+use super::{
+    Attached, Inspection, Instance, Killed, LogsFrom, ProcessSpec, Restarted, Result, Rolled,
+    Runtime, RuntimeError, ServiceSpec, ServiceTask, Services, Task,
+};
+use crate::names::AppName;
+
+/// What a swarm cannot do (yet), in words for the person who asked.
+fn unsupported(what: &str) -> RuntimeError {
+    RuntimeError::Engine(format!("{what} is not available with runtime = swarm yet").into())
+}
+
+/// A swarm, through one of its managers' engines.
+pub struct SwarmRuntime {
+    manager: Docker,
+    /// How the manager was named, for messages.
+    engine: String,
+}
+
+impl SwarmRuntime {
+    pub fn new(manager: Docker, engine: &str) -> Self {
+        SwarmRuntime {
+            manager,
+            engine: engine.to_owned(),
+        }
+    }
+}
+
+/// `gantry-APP-TYPE`.
+pub fn service_name(app: &AppName, process: &str) -> String {
+    format!("gantry-{app}-{process}")
+}
+
+const NANOS: i64 = 1_000_000_000;
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// The health check of a web task: any HTTP answer on its port, asked from
+/// inside it with what the image has (curl, else nc, as busybox has it;
+/// neither: none). Busybox's static wget crashes, so it is not asked.
+fn health_probe(port: u16, path: &str) -> Vec<String> {
+    let path: String = path
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "/._~?=&%-".contains(*c))
+        .collect();
+    vec![
+        "CMD-SHELL".into(),
+        format!(
+            "if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null --max-time 3 'http://127.0.0.1:{port}{path}'; \
+             elif command -v nc >/dev/null 2>&1; then printf '%s\\r\\nHost: localhost\\r\\n\\r\\n' 'GET {path} HTTP/1.0' | nc -w 3 127.0.0.1 {port} | head -n 1 | grep -q 'HTTP/'; \
+             else exit 0; fi"
+        ),
+    ]
+}
+
+/// The whole Swarm spec of one process type of a release.
+fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
+    let labels = HashMap::from([
+        (LABEL_APP.to_owned(), spec.app.to_string()),
+        (LABEL_PROCESS.to_owned(), spec.process.to_owned()),
+        (LABEL_RELEASE.to_owned(), spec.release.to_string()),
+    ]);
+    let health_check = spec.port.map(|port| HealthConfig {
+        test: Some(health_probe(port, spec.health_path)),
+        interval: Some(NANOS),
+        timeout: Some(4 * NANOS),
+        retries: Some(3),
+        start_period: Some(nanos(spec.health_timeout)),
+        start_interval: None,
+    });
+    let endpoint_spec = spec.port.map(|port| EndpointSpec {
+        // No virtual IP: tasks are reached at their nodes' published ports.
+        mode: Some(EndpointSpecModeEnum::DNSRR),
+        ports: Some(vec![EndpointPortConfig {
+            target_port: Some(i64::from(port)),
+            published_port: None,
+            publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
+            ..Default::default()
+        }]),
+    });
+    let monitor = Some(nanos(spec.health_timeout.min(Duration::from_secs(10))));
+    SwarmSpec {
+        name: Some(service_name(spec.app, spec.process)),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(spec.image.to_owned()),
+                labels: Some(labels),
+                command: spec
+                    .command
+                    .map(|c| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.to_owned()]),
+                env: Some(spec.env.clone()),
+                init: Some(true),
+                stop_grace_period: Some(nanos(spec.stop_grace)),
+                health_check,
+                ..Default::default()
+            }),
+            resources: Some(TaskSpecResources {
+                limits: Some(Limit {
+                    memory_bytes: spec.limits.memory,
+                    nano_cpus: spec.limits.nano_cpus(),
+                    pids: None,
+                }),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::ANY),
+                delay: Some(NANOS),
+                max_attempts: None,
+                window: None,
+            }),
+            force_update,
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(i64::from(spec.replicas)),
+            }),
+            ..Default::default()
+        }),
+        update_config: Some(ServiceSpecUpdateConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK),
+            monitor,
+            max_failure_ratio: Some(0.0),
+            order: Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST),
+        }),
+        rollback_config: Some(ServiceSpecRollbackConfig {
+            parallelism: Some(1),
+            delay: Some(0),
+            failure_action: Some(ServiceSpecRollbackConfigFailureActionEnum::PAUSE),
+            monitor,
+            max_failure_ratio: Some(0.0),
+            order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
+        }),
+        endpoint_spec,
+        ..Default::default()
+    }
+}
+
+/// A time the engine reported, as RFC 3339.
+fn rfc3339(t: bollard::models::BollardDate) -> String {
+    chrono::DateTime::from_timestamp(t.unix_timestamp(), 0)
+        .map(|d| d.to_rfc3339())
+        .unwrap_or_default()
+}
+
+fn task_state(state: Option<&TaskState>) -> String {
+    state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
+}
+
+impl SwarmRuntime {
+    async fn find_service(&self, name: &str) -> Result<Option<bollard::models::Service>> {
+        match self.manager.inspect_service(name, None).await {
+            Ok(service) => Ok(Some(service)),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(err) => Err(err.into()),
+        }
+    }
+
+    async fn app_services(&self, app: &AppName) -> Result<Vec<bollard::models::Service>> {
+        let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
+        let options = ListServicesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        Ok(self.manager.list_services(Some(options)).await?)
+    }
+
+    /// Node id to (host name, address).
+    async fn nodes(&self) -> Result<HashMap<String, (String, Option<std::net::IpAddr>)>> {
+        let nodes = self.manager.list_nodes(None).await?;
+        Ok(nodes
+            .into_iter()
+            .filter_map(|n| {
+                let host = n.description.and_then(|d| d.hostname).unwrap_or_default();
+                let addr = n.status.and_then(|s| s.addr).and_then(|a| a.parse().ok());
+                Some((n.id?, (host, addr)))
+            })
+            .collect())
+    }
+
+    async fn service_tasks(&self, filter: (&str, String)) -> Result<Vec<bollard::models::Task>> {
+        let filters = HashMap::from([(filter.0, vec![filter.1])]);
+        let options = ListTasksOptionsBuilder::default().filters(&filters).build();
+        Ok(self.manager.list_tasks(Some(options)).await?)
+    }
+
+    /// Waits for a new service's tasks: all running, or failing again and
+    /// again (nothing to roll back to: the service is removed).
+    async fn wait_created(
+        &self,
+        spec: &ServiceSpec<'_>,
+        name: &str,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Rolled> {
+        let deadline = tokio::time::Instant::now() + spec.health_timeout + Duration::from_secs(60);
+        let mut last = String::new();
+        loop {
+            let tasks = self.service_tasks(("service", name.to_owned())).await?;
+            let running = tasks
+                .iter()
+                .filter(|t| {
+                    t.desired_state == Some(TaskState::RUNNING)
+                        && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+                })
+                .count();
+            let failures: Vec<String> = tasks
+                .iter()
+                .filter(|t| {
+                    matches!(
+                        t.status.as_ref().and_then(|s| s.state),
+                        Some(TaskState::FAILED | TaskState::REJECTED)
+                    )
+                })
+                .filter_map(|t| {
+                    let status = t.status.as_ref()?;
+                    Some(
+                        status
+                            .err
+                            .clone()
+                            .or(status.message.clone())
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let line = format!("{name}: {running}/{} running", spec.replicas);
+            if line != last {
+                progress(&line);
+                last = line;
+            }
+            if running >= usize::try_from(spec.replicas).unwrap_or(usize::MAX) {
+                return Ok(Rolled::Done);
+            }
+            if failures.len() >= 3 || tokio::time::Instant::now() > deadline {
+                let reason = failures.last().cloned().unwrap_or_else(|| {
+                    format!(
+                        "not running after {}s",
+                        (spec.health_timeout + Duration::from_secs(60)).as_secs()
+                    )
+                });
+                self.manager.delete_service(name).await?;
+                return Ok(Rolled::Failed(reason));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// Waits until the update Swarm runs ends, and says how.
+    async fn wait_updated(
+        &self,
+        spec: &ServiceSpec<'_>,
+        name: &str,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Rolled> {
+        let per_task = spec.health_timeout + Duration::from_secs(30);
+        let deadline =
+            tokio::time::Instant::now() + per_task * spec.replicas.max(1) + Duration::from_secs(30);
+        let mut last = String::new();
+        loop {
+            let service = self.manager.inspect_service(name, None).await?;
+            let status = service.update_status.unwrap_or_default();
+            let message = status.message.clone().unwrap_or_default();
+            let state = status.state;
+            let line = match state {
+                Some(state) => format!("{name}: {state} {message}").trim_end().to_owned(),
+                None => format!("{name}: updating"),
+            };
+            if line != last {
+                progress(&line);
+                last = line;
+            }
+            match state {
+                Some(ServiceUpdateStatusStateEnum::COMPLETED) => return Ok(Rolled::Done),
+                Some(ServiceUpdateStatusStateEnum::ROLLBACK_COMPLETED) => {
+                    return Ok(Rolled::RolledBack(message))
+                }
+                Some(
+                    ServiceUpdateStatusStateEnum::PAUSED
+                    | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
+                ) => return Ok(Rolled::Failed(message)),
+                // No update status: nothing in the task template changed
+                // (the replica count, say): done once the tasks run.
+                None => {
+                    let tasks = self.service_tasks(("service", name.to_owned())).await?;
+                    let running = tasks
+                        .iter()
+                        .filter(|t| {
+                            t.desired_state == Some(TaskState::RUNNING)
+                                && t.status.as_ref().and_then(|s| s.state)
+                                    == Some(TaskState::RUNNING)
+                        })
+                        .count();
+                    if running >= usize::try_from(spec.replicas).unwrap_or(usize::MAX) {
+                        return Ok(Rolled::Done);
+                    }
+                }
+                _ => {}
+            }
+            if tokio::time::Instant::now() > deadline {
+                return Ok(Rolled::Failed(format!(
+                    "the update did not end within {}s",
+                    deadline.elapsed().as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Services for SwarmRuntime {
+    async fn roll_out(
+        &self,
+        spec: ServiceSpec<'_>,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Rolled> {
+        let name = service_name(spec.app, spec.process);
+        match self.find_service(&name).await? {
+            None => {
+                self.manager
+                    .create_service(swarm_spec(&spec, None), None)
+                    .await?;
+                self.wait_created(&spec, &name, progress).await
+            }
+            Some(current) => {
+                let version = current
+                    .version
+                    .and_then(|v| v.index)
+                    .and_then(|v| i32::try_from(v).ok())
+                    .unwrap_or_default();
+                let forced = current
+                    .spec
+                    .and_then(|s| s.task_template)
+                    .and_then(|t| t.force_update)
+                    .unwrap_or(0);
+                let force = spec.force.then_some(forced + 1).or(Some(forced));
+                let options = UpdateServiceOptionsBuilder::default()
+                    .version(version)
+                    .build();
+                self.manager
+                    .update_service(&name, swarm_spec(&spec, force), options, None)
+                    .await?;
+                self.wait_updated(&spec, &name, progress).await
+            }
+        }
+    }
+
+    async fn scale(&self, app: &AppName, process: &str, replicas: u32) -> Result<()> {
+        let name = service_name(app, process);
+        let Some(current) = self.find_service(&name).await? else {
+            return Err(RuntimeError::Engine(
+                format!("{app} has no {process} service on the swarm").into(),
+            ));
+        };
+        let version = current
+            .version
+            .and_then(|v| v.index)
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or_default();
+        let mut spec = current.spec.unwrap_or_default();
+        spec.mode = Some(ServiceSpecMode {
+            replicated: Some(ServiceSpecModeReplicated {
+                replicas: Some(i64::from(replicas)),
+            }),
+            ..Default::default()
+        });
+        let options = UpdateServiceOptionsBuilder::default()
+            .version(version)
+            .build();
+        self.manager
+            .update_service(&name, spec, options, None)
+            .await?;
+        Ok(())
+    }
+
+    async fn tasks(&self, app: &AppName) -> Result<Vec<ServiceTask>> {
+        let nodes = self.nodes().await?;
+        let tasks = self
+            .service_tasks(("label", format!("{LABEL_APP}={app}")))
+            .await?;
+        let mut out: Vec<ServiceTask> = tasks
+            .into_iter()
+            .filter(|t| t.desired_state == Some(TaskState::RUNNING))
+            .filter_map(|t| {
+                let labels = t
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.container_spec.as_ref())
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                let status = t.status.unwrap_or_default();
+                let state = status.state;
+                let (node, addr) = t
+                    .node_id
+                    .as_ref()
+                    .and_then(|id| nodes.get(id))
+                    .cloned()
+                    .unwrap_or_default();
+                let port = status
+                    .port_status
+                    .and_then(|p| p.ports)
+                    .and_then(|ports| ports.into_iter().find_map(|p| p.published_port))
+                    .and_then(|p| u16::try_from(p).ok());
+                Some(ServiceTask {
+                    id: t.id?,
+                    process: labels
+                        .get(LABEL_PROCESS)
+                        .cloned()
+                        .unwrap_or_else(|| "web".into()),
+                    release: labels.get(LABEL_RELEASE).and_then(|r| r.parse().ok()),
+                    slot: t.slot.and_then(|s| u32::try_from(s).ok()).unwrap_or(0),
+                    node,
+                    running: state == Some(TaskState::RUNNING),
+                    state: task_state(state.as_ref()),
+                    endpoint: addr.zip(port).map(|(ip, port)| SocketAddr::new(ip, port)),
+                    message: status.err.or(status.message).unwrap_or_default(),
+                    since: status.timestamp.map(rfc3339).unwrap_or_default(),
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| (&a.process, a.slot, &a.id).cmp(&(&b.process, b.slot, &b.id)));
+        Ok(out)
+    }
+
+    async fn process_types(&self, app: &AppName) -> Result<Vec<String>> {
+        let mut types: Vec<String> = self
+            .app_services(app)
+            .await?
+            .into_iter()
+            .filter_map(|s| s.spec?.labels?.get(LABEL_PROCESS).cloned())
+            .collect();
+        types.sort();
+        Ok(types)
+    }
+
+    async fn remove(&self, app: &AppName, process: Option<&str>) -> Result<usize> {
+        let mut removed = 0;
+        for service in self.app_services(app).await? {
+            let labels = service
+                .spec
+                .as_ref()
+                .and_then(|s| s.labels.clone())
+                .unwrap_or_default();
+            if process.is_some_and(|p| labels.get(LABEL_PROCESS).map(String::as_str) != Some(p)) {
+                continue;
+            }
+            if let Some(id) = service.id {
+                self.manager.delete_service(&id).await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for SwarmRuntime {
+    /// Checks that the engine is a manager of a swarm.
+    async fn prepare(&self) -> Result<()> {
+        let info = self.manager.info().await?;
+        let control = info.swarm.and_then(|s| s.control_available);
+        if control != Some(true) {
+            return Err(RuntimeError::Engine(
+                format!(
+                    "runtime = swarm: the Docker engine at {} is not a manager of a swarm \
+                     (`docker swarm init` makes one; or point [swarm] engine at a manager)",
+                    self.engine
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn start_process(&self, _spec: ProcessSpec<'_>) -> Result<String> {
+        Err(unsupported(
+            "starting one process by itself (deploy rolls out services)",
+        ))
+    }
+
+    async fn start(&self, _id: &str) -> Result<()> {
+        Err(unsupported("starting one process by itself"))
+    }
+
+    async fn inspect(&self, id: &str) -> Result<Inspection> {
+        let task = self.manager.inspect_task(id).await?;
+        let status = task.status.unwrap_or_default();
+        let nodes = self.nodes().await?;
+        let address = task
+            .node_id
+            .as_ref()
+            .and_then(|n| nodes.get(n))
+            .and_then(|(_, addr)| *addr);
+        let port = status
+            .port_status
+            .and_then(|p| p.ports)
+            .and_then(|ports| ports.into_iter().find_map(|p| p.published_port))
+            .and_then(|p| u16::try_from(p).ok());
+        Ok(Inspection {
+            running: status.state == Some(TaskState::RUNNING),
+            state: task_state(status.state.as_ref()),
+            restarts: 0,
+            exit_code: status.container_status.and_then(|c| c.exit_code),
+            started_at: status.timestamp.map(rfc3339).unwrap_or_default(),
+            created_at: task.created_at.map_or(0, |t| t.unix_timestamp()),
+            address,
+            oom_killed: false,
+            port,
+        })
+    }
+
+    async fn list(&self, app: &AppName) -> Result<Vec<Instance>> {
+        Ok(self
+            .tasks(app)
+            .await?
+            .into_iter()
+            .map(|t| Instance {
+                name: format!("{}.{} on {}", t.process, t.slot, t.node),
+                id: t.id,
+                release: t.release,
+                process: t.process,
+                replica: t.slot,
+                running: t.running,
+            })
+            .collect())
+    }
+
+    fn logs(
+        &self,
+        id: &str,
+        from: LogsFrom,
+        timestamps: bool,
+    ) -> BoxStream<'static, Result<String>> {
+        let builder = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .timestamps(timestamps);
+        let options = match from {
+            LogsFrom::Tail(n) => builder.tail(&n.to_string()),
+            LogsFrom::Start => builder.follow(true).tail("all"),
+            LogsFrom::Since(since) => builder.follow(true).tail("all").since(since),
+        }
+        .build();
+        self.manager
+            .task_logs(id, Some(options))
+            .map(|chunk| chunk.map(|c| c.to_string()).map_err(RuntimeError::from))
+            .boxed()
+    }
+
+    /// A task is Swarm's to stop: scale or remove its service instead.
+    async fn stop_and_remove(&self, id: &str, _grace: Duration) {
+        tracing::debug!(task = id, "a swarm task is stopped through its service");
+    }
+
+    /// Swarm reports no task events; the services watcher polls tasks.
+    fn restarts(&self) -> BoxStream<'static, Result<Restarted>> {
+        futures_util::stream::pending().boxed()
+    }
+
+    fn out_of_memory(&self) -> BoxStream<'static, Result<Killed>> {
+        futures_util::stream::pending().boxed()
+    }
+
+    async fn ensure_volume(&self, _app: &AppName, _name: &str) -> Result<()> {
+        Err(unsupported(
+            "storage:mount (a volume lives on one machine of the swarm)",
+        ))
+    }
+
+    async fn volumes(&self, _app: &AppName) -> Result<Vec<String>> {
+        Ok(Vec::new())
+    }
+
+    async fn remove_volume(&self, _name: &str) -> Result<()> {
+        Ok(())
+    }
+
+    async fn create_oneoff(&self, _task: &Task) -> Result<String> {
+        Err(unsupported(
+            "a one-off process (run, a release phase, a cron run of an app)",
+        ))
+    }
+
+    async fn run_oneoff(
+        &self,
+        _id: &str,
+        _output: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+    ) -> Result<i64> {
+        Err(unsupported("a one-off process"))
+    }
+
+    async fn attach_oneoff(&self, _id: &str, _streams: Attached<'_>) -> Result<i32> {
+        Err(unsupported("a one-off process"))
+    }
+
+    fn services(&self) -> Option<&dyn Services> {
+        Some(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_web_service_starts_first_rolls_back_and_publishes_on_its_node() {
+        let app = AppName::parse("shop").expect("name");
+        let spec = ServiceSpec {
+            app: &app,
+            release: 7,
+            image: "127.0.0.1:5001/gantry/shop@sha256:abc",
+            process: "web",
+            replicas: 3,
+            env: vec!["PORT=5000".into()],
+            command: Some("./server"),
+            port: Some(5000),
+            health_path: "/",
+            health_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(10),
+            limits: crate::resources::Limits::default(),
+            force: false,
+        };
+        let made = swarm_spec(&spec, Some(2));
+        assert_eq!(made.name.as_deref(), Some("gantry-shop-web"));
+        let update = made.update_config.expect("update config");
+        assert_eq!(
+            update.order,
+            Some(ServiceSpecUpdateConfigOrderEnum::START_FIRST)
+        );
+        assert_eq!(
+            update.failure_action,
+            Some(ServiceSpecUpdateConfigFailureActionEnum::ROLLBACK)
+        );
+        let endpoint = made.endpoint_spec.expect("endpoint");
+        assert_eq!(endpoint.mode, Some(EndpointSpecModeEnum::DNSRR));
+        let port = &endpoint.ports.expect("ports")[0];
+        assert_eq!(port.target_port, Some(5000));
+        assert_eq!(port.published_port, None);
+        assert_eq!(
+            port.publish_mode,
+            Some(EndpointPortConfigPublishModeEnum::HOST)
+        );
+        let template = made.task_template.expect("template");
+        assert_eq!(template.force_update, Some(2));
+        let container = template.container_spec.expect("container");
+        assert_eq!(
+            container.command,
+            Some(vec!["/bin/sh".into(), "-c".into(), "./server".into()])
+        );
+        let check = container.health_check.expect("health check");
+        assert!(check.test.expect("test")[1].contains("http://127.0.0.1:5000/"));
+        assert_eq!(
+            container.labels.expect("labels").get(LABEL_RELEASE),
+            Some(&"7".to_owned())
+        );
+        // A worker has no port, so no check and nothing published.
+        let worker = swarm_spec(
+            &ServiceSpec {
+                process: "worker",
+                port: None,
+                ..spec
+            },
+            None,
+        );
+        assert!(worker.endpoint_spec.is_none());
+        let container = worker
+            .task_template
+            .and_then(|t| t.container_spec)
+            .expect("container");
+        assert!(container.health_check.is_none());
+    }
+}
