@@ -100,6 +100,26 @@ pub enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
         listen: SocketAddr,
     },
+    /// Join this machine's engine to a gantry swarm (`gantry node:token` prints
+    /// this command), then run its image mirror until stopped (keep it running)
+    #[command(name = "node:join")]
+    NodeJoin {
+        /// The swarm's worker join token
+        #[arg(long)]
+        token: String,
+        /// A manager's HOST:2377
+        #[arg(long, value_name = "ADDR")]
+        manager: String,
+        /// The cluster's registry: http://MANAGER:5000
+        #[arg(long, value_name = "URL")]
+        registry: String,
+        /// This machine's address the others reach it at [default: Docker's choice]
+        #[arg(long, value_name = "IP")]
+        advertise_addr: Option<String>,
+        /// Where this node's engine pulls from ([swarm] pull_from)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
+        mirror_listen: SocketAddr,
+    },
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -443,6 +463,30 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
         Command::Uninstall { unit_dir } => uninstall(cli.home, &unit_dir),
         Command::RegistryMirror { upstream, listen } => {
             registry_mirror(cli.home, upstream, listen).await
+        }
+        Command::NodeJoin {
+            token,
+            manager,
+            registry,
+            advertise_addr,
+            mirror_listen,
+        } => {
+            let joined = async {
+                let docker = crate::context::connect_docker().await?;
+                crate::runtime::swarm::join(&docker, &token, &manager, advertise_addr.as_deref())
+                    .await
+                    .with_context(|| format!("cannot join the swarm at {manager}"))
+            };
+            match joined.await {
+                Ok(now) => {
+                    println!(
+                        "{} the swarm at {manager}",
+                        if now { "joined" } else { "already in" }
+                    );
+                    registry_mirror(cli.home, registry, mirror_listen).await
+                }
+                Err(err) => Err(err),
+            }
         }
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {

@@ -86,6 +86,9 @@ pub struct SwarmSettings {
     /// service spec and each image crosses the network once per node.
     #[serde(default = "pull_from")]
     pub pull_from: String,
+    /// How the other nodes reach the registry (`node:token` tells them);
+    /// default: `http://` the manager's address and `registry_listen`'s port.
+    pub registry_url: Option<String>,
 }
 
 fn registry_listen() -> SocketAddr {
@@ -107,6 +110,7 @@ impl Default for SwarmSettings {
             registry_listen: registry_listen(),
             registry_push: registry_push(),
             pull_from: pull_from(),
+            registry_url: None,
         }
     }
 }

@@ -11,6 +11,7 @@ mod config;
 mod domains;
 mod jobs;
 mod keys;
+mod nodes;
 mod ps;
 mod releases;
 mod stacks;
@@ -249,6 +250,24 @@ pub enum ManageCommand {
         #[arg(long)]
         volumes: bool,
     },
+    /// List the swarm's machines: address, role, availability, labels, apps' tasks (runtime = swarm)
+    Nodes,
+    /// Set labels on a node (KEY=VALUE; KEY= removes one): builds and jobs can require them
+    #[command(name = "nodes:label")]
+    NodesLabel {
+        node: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        labels: Vec<String>,
+    },
+    /// Move every task off a node and give it no new ones (maintenance)
+    #[command(name = "nodes:drain")]
+    NodesDrain { node: String },
+    /// Let a drained node take tasks again, and spread apps' tasks over all nodes
+    #[command(name = "nodes:activate")]
+    NodesActivate { node: String },
+    /// Print the command that joins a new machine to the swarm
+    #[command(name = "node:token")]
+    NodeToken,
     /// List an app's mounts: volumes and host directories, and where it sees them
     Storage { app: String },
     /// Mount a volume (NAME, kept across deploys) or a host directory at PATH in every process of the app
@@ -473,6 +492,13 @@ pub async fn execute(
             force,
             volumes,
         } => apps::destroy(gantry, caller, &name, force, volumes).await,
+        ManageCommand::Nodes => nodes::list(gantry, caller).await,
+        ManageCommand::NodesLabel { node, labels } => {
+            nodes::label(gantry, caller, &node, &labels).await
+        }
+        ManageCommand::NodesDrain { node } => nodes::drain(gantry, caller, &node).await,
+        ManageCommand::NodesActivate { node } => nodes::activate(gantry, caller, &node).await,
+        ManageCommand::NodeToken => nodes::token(gantry, caller).await,
         ManageCommand::Storage { app } => storage::list(gantry, caller, &app).await,
         ManageCommand::StorageMount { app, mount } => {
             storage::mount(gantry, caller, &app, &mount).await

@@ -363,6 +363,40 @@ pub struct ServiceTask {
     pub since: String,
 }
 
+/// A machine the services run on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub id: String,
+    pub hostname: String,
+    pub address: String,
+    /// leader, manager or worker.
+    pub role: String,
+    /// active, drain or pause.
+    pub availability: String,
+    /// ready, down, …
+    pub state: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Apps' tasks running on it.
+    pub tasks: usize,
+}
+
+/// Whether a node takes tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Availability {
+    /// Takes new tasks.
+    Active,
+    /// Takes none, and its tasks move to other nodes.
+    Drain,
+}
+
+/// What a new machine needs to join the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JoinInfo {
+    pub token: String,
+    /// A manager's `HOST:PORT`.
+    pub manager: String,
+}
+
 /// Services of apps (see [`Runtime::services`]).
 #[async_trait::async_trait]
 pub trait Services: Send + Sync {
@@ -385,6 +419,29 @@ pub trait Services: Send + Sync {
 
     /// Removes `app`'s service of `process`, or all of them; returns how many.
     async fn remove(&self, app: &AppName, process: Option<&str>) -> Result<usize>;
+
+    /// The machines, with how many apps' tasks each runs.
+    async fn nodes(&self) -> Result<Vec<Node>>;
+
+    /// Sets labels (`None`: removes one) and availability of the node named
+    /// `node` (its host name, or its id or a prefix of it).
+    async fn update_node(
+        &self,
+        node: &str,
+        labels: &[(String, Option<String>)],
+        availability: Option<Availability>,
+    ) -> Result<Node>;
+
+    /// Replaces every app service's tasks one at a time, start-first, so
+    /// the scheduler spreads them over the nodes again (it does not after a
+    /// node comes back); returns the services, once done.
+    async fn respread(
+        &self,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Vec<String>>;
+
+    /// How a worker joins.
+    async fn join_info(&self) -> Result<JoinInfo>;
 }
 
 /// A created one-off: removed with [`OneOff::remove`], or in the background

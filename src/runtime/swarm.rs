@@ -17,16 +17,17 @@ use std::time::Duration;
 
 use bollard::models::{
     EndpointPortConfig, EndpointPortConfigPublishModeEnum, EndpointSpec, EndpointSpecModeEnum,
-    HealthConfig, Limit, ServiceSpec as SwarmSpec, ServiceSpecMode, ServiceSpecModeReplicated,
-    ServiceSpecRollbackConfig, ServiceSpecRollbackConfigFailureActionEnum,
-    ServiceSpecRollbackConfigOrderEnum, ServiceSpecUpdateConfig,
-    ServiceSpecUpdateConfigFailureActionEnum, ServiceSpecUpdateConfigOrderEnum,
-    ServiceUpdateStatusStateEnum, TaskSpec, TaskSpecContainerSpec, TaskSpecResources,
-    TaskSpecRestartPolicy, TaskSpecRestartPolicyConditionEnum, TaskState,
+    HealthConfig, Limit, NodeSpecAvailabilityEnum, ServiceSpec as SwarmSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, ServiceSpecRollbackConfig,
+    ServiceSpecRollbackConfigFailureActionEnum, ServiceSpecRollbackConfigOrderEnum,
+    ServiceSpecUpdateConfig, ServiceSpecUpdateConfigFailureActionEnum,
+    ServiceSpecUpdateConfigOrderEnum, ServiceUpdateStatusStateEnum, TaskSpec,
+    TaskSpecContainerSpec, TaskSpecResources, TaskSpecRestartPolicy,
+    TaskSpecRestartPolicyConditionEnum, TaskState,
 };
 use bollard::query_parameters::{
     ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    UpdateServiceOptionsBuilder,
+    UpdateNodeOptionsBuilder, UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
@@ -34,8 +35,8 @@ use futures_util::StreamExt;
 
 use super::docker::{LABEL_APP, LABEL_PROCESS, LABEL_RELEASE};
 use super::{
-    Attached, Inspection, Instance, Killed, LogsFrom, ProcessSpec, Restarted, Result, Rolled,
-    Runtime, RuntimeError, ServiceSpec, ServiceTask, Services, Task,
+    Attached, Availability, Inspection, Instance, JoinInfo, Killed, LogsFrom, Node, ProcessSpec,
+    Restarted, Result, Rolled, Runtime, RuntimeError, ServiceSpec, ServiceTask, Services, Task,
 };
 use crate::names::AppName;
 
@@ -58,6 +59,30 @@ impl SwarmRuntime {
             engine: engine.to_owned(),
         }
     }
+}
+
+/// Joins the engine `docker` to a swarm as a worker, unless it is in one
+/// already; returns whether it joined now.
+pub async fn join(
+    docker: &Docker,
+    token: &str,
+    manager: &str,
+    advertise: Option<&str>,
+) -> Result<bool> {
+    let info = docker.info().await?;
+    let state = info.swarm.and_then(|s| s.local_node_state);
+    if state == Some(bollard::models::LocalNodeState::ACTIVE) {
+        return Ok(false);
+    }
+    let request = bollard::models::SwarmJoinRequest {
+        listen_addr: Some("0.0.0.0:2377".into()),
+        advertise_addr: advertise.map(str::to_owned),
+        remote_addrs: Some(vec![manager.to_owned()]),
+        join_token: Some(token.to_owned()),
+        ..Default::default()
+    };
+    docker.join_swarm(request).await?;
+    Ok(true)
 }
 
 /// `gantry-APP-TYPE`.
@@ -182,6 +207,32 @@ fn rfc3339(t: bollard::models::BollardDate) -> String {
         .unwrap_or_default()
 }
 
+/// A node as gantry shows it, with its running apps' tasks counted.
+fn node_of(n: bollard::models::Node, running: &HashMap<String, usize>) -> Node {
+    let id = n.id.unwrap_or_default();
+    let spec = n.spec.unwrap_or_default();
+    let status = n.status.unwrap_or_default();
+    let role = match (n.manager_status.and_then(|m| m.leader), spec.role) {
+        (Some(true), _) => "leader".to_owned(),
+        (_, Some(role)) => role.to_string(),
+        _ => "worker".to_owned(),
+    };
+    Node {
+        tasks: running.get(&id).copied().unwrap_or(0),
+        hostname: n.description.and_then(|d| d.hostname).unwrap_or_default(),
+        address: status.addr.unwrap_or_default(),
+        role,
+        availability: spec
+            .availability
+            .map_or_else(|| "active".to_owned(), |a| a.to_string()),
+        state: status
+            .state
+            .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+        labels: spec.labels.unwrap_or_default().into_iter().collect(),
+        id,
+    }
+}
+
 fn task_state(state: Option<&TaskState>) -> String {
     state.map_or_else(|| "unknown".to_owned(), |s| s.to_string())
 }
@@ -197,6 +248,27 @@ impl SwarmRuntime {
         }
     }
 
+    /// The node named by host name, id, or a prefix of its id.
+    async fn find_node(&self, name: &str) -> Result<bollard::models::Node> {
+        let nodes = self.manager.list_nodes(None).await?;
+        let mut matches: Vec<bollard::models::Node> = nodes
+            .into_iter()
+            .filter(|n| {
+                let host = n.description.as_ref().and_then(|d| d.hostname.as_deref());
+                host == Some(name) || n.id.as_deref().is_some_and(|id| id.starts_with(name))
+            })
+            .collect();
+        match (matches.len(), name.is_empty()) {
+            (1, false) => Ok(matches.remove(0)),
+            (0, _) | (_, true) => Err(RuntimeError::Engine(
+                format!("no node {name:?} in the swarm (gantry nodes lists them)").into(),
+            )),
+            _ => Err(RuntimeError::Engine(
+                format!("{name:?} names several nodes: give more of the id").into(),
+            )),
+        }
+    }
+
     async fn app_services(&self, app: &AppName) -> Result<Vec<bollard::models::Service>> {
         let filters = HashMap::from([("label", vec![format!("{LABEL_APP}={app}")])]);
         let options = ListServicesOptionsBuilder::default()
@@ -206,7 +278,7 @@ impl SwarmRuntime {
     }
 
     /// Node id to (host name, address).
-    async fn nodes(&self) -> Result<HashMap<String, (String, Option<std::net::IpAddr>)>> {
+    async fn node_addresses(&self) -> Result<HashMap<String, (String, Option<std::net::IpAddr>)>> {
         let nodes = self.manager.list_nodes(None).await?;
         Ok(nodes
             .into_iter()
@@ -284,22 +356,29 @@ impl SwarmRuntime {
         }
     }
 
-    /// Waits until the update Swarm runs ends, and says how.
+    /// Waits until the update Swarm runs ends, and says how. `since` (unix
+    /// seconds) is when it was asked for: an update status that started
+    /// before is an earlier update's, and Swarm sets none at all when the
+    /// task template did not change (a new replica count).
     async fn wait_updated(
         &self,
         spec: &ServiceSpec<'_>,
         name: &str,
+        since: i64,
         progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
     ) -> Result<Rolled> {
         let per_task = spec.health_timeout + Duration::from_secs(30);
-        let deadline =
-            tokio::time::Instant::now() + per_task * spec.replicas.max(1) + Duration::from_secs(30);
+        let limit = per_task * spec.replicas.max(1) + Duration::from_secs(30);
+        let started = tokio::time::Instant::now();
         let mut last = String::new();
         loop {
             let service = self.manager.inspect_service(name, None).await?;
             let status = service.update_status.unwrap_or_default();
+            let fresh = status
+                .started_at
+                .is_some_and(|t| t.unix_timestamp() >= since - 2);
             let message = status.message.clone().unwrap_or_default();
-            let state = status.state;
+            let state = status.state.filter(|_| fresh);
             let line = match state {
                 Some(state) => format!("{name}: {state} {message}").trim_end().to_owned(),
                 None => format!("{name}: updating"),
@@ -317,28 +396,40 @@ impl SwarmRuntime {
                     ServiceUpdateStatusStateEnum::PAUSED
                     | ServiceUpdateStatusStateEnum::ROLLBACK_PAUSED,
                 ) => return Ok(Rolled::Failed(message)),
-                // No update status: nothing in the task template changed
-                // (the replica count, say): done once the tasks run.
-                None => {
+                Some(_) => {}
+                // No update of ours (yet): done when the tasks that run are
+                // all of this release and as many as asked. A forced update
+                // always gets a status of its own: wait for it a while.
+                None if !spec.force || started.elapsed() > Duration::from_secs(15) => {
                     let tasks = self.service_tasks(("service", name.to_owned())).await?;
-                    let running = tasks
+                    let running: Vec<Option<i64>> = tasks
                         .iter()
                         .filter(|t| {
                             t.desired_state == Some(TaskState::RUNNING)
                                 && t.status.as_ref().and_then(|s| s.state)
                                     == Some(TaskState::RUNNING)
                         })
-                        .count();
-                    if running >= usize::try_from(spec.replicas).unwrap_or(usize::MAX) {
+                        .map(|t| {
+                            t.spec
+                                .as_ref()
+                                .and_then(|s| s.container_spec.as_ref())
+                                .and_then(|c| c.labels.as_ref())
+                                .and_then(|l| l.get(LABEL_RELEASE))
+                                .and_then(|r| r.parse().ok())
+                        })
+                        .collect();
+                    let enough =
+                        running.len() >= usize::try_from(spec.replicas).unwrap_or(usize::MAX);
+                    if enough && running.iter().all(|r| *r == Some(spec.release)) {
                         return Ok(Rolled::Done);
                     }
                 }
-                _ => {}
+                None => {}
             }
-            if tokio::time::Instant::now() > deadline {
+            if started.elapsed() > limit {
                 return Ok(Rolled::Failed(format!(
                     "the update did not end within {}s",
-                    deadline.elapsed().as_secs()
+                    limit.as_secs()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -376,10 +467,11 @@ impl Services for SwarmRuntime {
                 let options = UpdateServiceOptionsBuilder::default()
                     .version(version)
                     .build();
+                let since = crate::time::now_ms() / 1000;
                 self.manager
                     .update_service(&name, swarm_spec(&spec, force), options, None)
                     .await?;
-                self.wait_updated(&spec, &name, progress).await
+                self.wait_updated(&spec, &name, since, progress).await
             }
         }
     }
@@ -413,7 +505,7 @@ impl Services for SwarmRuntime {
     }
 
     async fn tasks(&self, app: &AppName) -> Result<Vec<ServiceTask>> {
-        let nodes = self.nodes().await?;
+        let nodes = self.node_addresses().await?;
         let tasks = self
             .service_tasks(("label", format!("{LABEL_APP}={app}")))
             .await?;
@@ -472,6 +564,154 @@ impl Services for SwarmRuntime {
         Ok(types)
     }
 
+    async fn nodes(&self) -> Result<Vec<Node>> {
+        let tasks = self.service_tasks(("label", LABEL_APP.to_owned())).await?;
+        let mut running: HashMap<String, usize> = HashMap::new();
+        for task in tasks {
+            let up = task.desired_state == Some(TaskState::RUNNING)
+                && task.status.and_then(|s| s.state) == Some(TaskState::RUNNING);
+            if let (true, Some(node)) = (up, task.node_id) {
+                *running.entry(node).or_default() += 1;
+            }
+        }
+        let mut nodes: Vec<Node> = self
+            .manager
+            .list_nodes(None)
+            .await?
+            .into_iter()
+            .map(|n| node_of(n, &running))
+            .collect();
+        nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+        Ok(nodes)
+    }
+
+    async fn update_node(
+        &self,
+        node: &str,
+        labels: &[(String, Option<String>)],
+        availability: Option<Availability>,
+    ) -> Result<Node> {
+        let found = self.find_node(node).await?;
+        let id = found.id.clone().unwrap_or_default();
+        let version = found
+            .version
+            .as_ref()
+            .and_then(|v| v.index)
+            .and_then(|v| i64::try_from(v).ok())
+            .unwrap_or_default();
+        let mut spec = found.spec.clone().unwrap_or_default();
+        let mut current = spec.labels.take().unwrap_or_default();
+        for (key, value) in labels {
+            match value {
+                Some(value) => current.insert(key.clone(), value.clone()),
+                None => current.remove(key),
+            };
+        }
+        spec.labels = Some(current);
+        if let Some(availability) = availability {
+            spec.availability = Some(match availability {
+                Availability::Active => NodeSpecAvailabilityEnum::ACTIVE,
+                Availability::Drain => NodeSpecAvailabilityEnum::DRAIN,
+            });
+        }
+        let options = UpdateNodeOptionsBuilder::default().version(version).build();
+        self.manager.update_node(&id, spec, options).await?;
+        let nodes = Services::nodes(self).await?;
+        nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .ok_or_else(|| RuntimeError::Engine(format!("node {node} vanished").into()))
+    }
+
+    async fn respread(
+        &self,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<Vec<String>> {
+        let filters = HashMap::from([("label", vec![LABEL_APP.to_owned()])]);
+        let options = ListServicesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let mut done = Vec::new();
+        for service in self.manager.list_services(Some(options)).await? {
+            let (Some(id), Some(mut spec)) = (service.id, service.spec) else {
+                continue;
+            };
+            let name = spec.name.clone().unwrap_or_else(|| id.clone());
+            let release = spec
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_RELEASE))
+                .and_then(|r| r.parse().ok())
+                .unwrap_or_default();
+            let replicas = spec
+                .mode
+                .as_ref()
+                .and_then(|m| m.replicated.as_ref())
+                .and_then(|r| r.replicas)
+                .unwrap_or(0);
+            if replicas == 0 {
+                continue;
+            }
+            if let Some(template) = spec.task_template.as_mut() {
+                template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+            }
+            let version = service
+                .version
+                .and_then(|v| v.index)
+                .and_then(|v| i32::try_from(v).ok())
+                .unwrap_or_default();
+            let options = UpdateServiceOptionsBuilder::default()
+                .version(version)
+                .build();
+            let since = crate::time::now_ms() / 1000;
+            self.manager
+                .update_service(&id, spec, options, None)
+                .await?;
+            // Wait as a roll-out does: the service's own update status.
+            let wait = ServiceSpec {
+                app: &AppName::parse("x").map_err(|e| RuntimeError::Engine(e.into()))?,
+                release,
+                image: "",
+                process: "",
+                replicas: u32::try_from(replicas).unwrap_or(1),
+                env: Vec::new(),
+                command: None,
+                port: None,
+                health_path: "/",
+                health_timeout: Duration::from_secs(60),
+                stop_grace: Duration::ZERO,
+                limits: crate::resources::Limits::default(),
+                force: true,
+            };
+            match self.wait_updated(&wait, &name, since, progress).await? {
+                Rolled::Done => done.push(name),
+                Rolled::RolledBack(why) | Rolled::Failed(why) => {
+                    return Err(RuntimeError::Engine(
+                        format!("re-spreading {name} failed: {why}").into(),
+                    ))
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    async fn join_info(&self) -> Result<JoinInfo> {
+        let swarm = self.manager.inspect_swarm().await?;
+        let token = swarm
+            .join_tokens
+            .and_then(|t| t.worker)
+            .ok_or_else(|| RuntimeError::Engine("the swarm has no worker join token".into()))?;
+        let info = self.manager.info().await?;
+        let manager = info
+            .swarm
+            .and_then(|s| s.remote_managers)
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|m| m.addr)
+            .ok_or_else(|| RuntimeError::Engine("the swarm names no manager address".into()))?;
+        Ok(JoinInfo { token, manager })
+    }
+
     async fn remove(&self, app: &AppName, process: Option<&str>) -> Result<usize> {
         let mut removed = 0;
         for service in self.app_services(app).await? {
@@ -524,7 +764,7 @@ impl Runtime for SwarmRuntime {
     async fn inspect(&self, id: &str) -> Result<Inspection> {
         let task = self.manager.inspect_task(id).await?;
         let status = task.status.unwrap_or_default();
-        let nodes = self.nodes().await?;
+        let nodes = self.node_addresses().await?;
         let address = task
             .node_id
             .as_ref()

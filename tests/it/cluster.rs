@@ -183,6 +183,96 @@ impl Drop for Mirrors {
     }
 }
 
+/// GETs the app through the proxy from a thread until stopped; counts
+/// answers by status (0: no answer at all).
+struct Load {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<std::collections::BTreeMap<u16, usize>>>,
+}
+
+impl Load {
+    fn start(port: u16, app: &str) -> Load {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let host = format!("{app}.localhost");
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeMap::new();
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, _) = crate::support::http_get(port, &host, "/");
+                *seen.entry(status).or_insert(0) += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Load {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn finish(mut self) -> std::collections::BTreeMap<u16, usize> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread
+            .take()
+            .map(|t| t.join().expect("load thread"))
+            .unwrap_or_default()
+    }
+}
+
+/// Only 200s, and enough of them to mean something.
+fn all_answered(seen: &std::collections::BTreeMap<u16, usize>, what: &str) {
+    let ok = seen.get(&200).copied().unwrap_or(0);
+    let total: usize = seen.values().sum();
+    assert!(ok == total && ok > 20, "{what}: {seen:?}");
+}
+
+/// Starts `gantry registry:mirror` in node `i`'s namespace.
+fn start_mirror(homes: &std::path::Path, i: u32, registry: u16) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &format!("gantry-node{i}"), BIN])
+        .arg("--home")
+        .arg(homes.join(format!("node{i}")))
+        .args(["registry:mirror", "--upstream"])
+        .arg(format!("http://192.168.231.1:{registry}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry registry:mirror")
+}
+
+/// A gantry on the harness's swarm: node1's engine, the harness's
+/// PostgreSQL, its registry on `registry`.
+fn swarm_server(registry: u16) -> Server {
+    Server::start_configured(
+        Some("postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned()),
+        &format!(
+            "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
+             registry_listen = \"0.0.0.0:{registry}\"\nregistry_push = \"127.0.0.1:{registry}\"\n\
+             registry_url = \"http://192.168.231.1:{registry}\"\n"
+        ),
+    )
+}
+
+/// Waits until `ps` shows one running task on each of `nodes`, and routes
+/// to them all.
+fn wait_spread(server: &Server, app: &str, nodes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = running_tasks(server, app);
+        let mut on: Vec<&str> = tasks.iter().map(|(_, n)| n.as_str()).collect();
+        on.sort();
+        if on == nodes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not on {nodes:?}: {}",
+            stdout(&server.cli(&["ps", app]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// The tasks `ps` lists as running: (release, node) of each.
 fn running_tasks(server: &Server, app: &str) -> Vec<(String, String)> {
     let out = server.cli(&["ps", app]);
@@ -214,7 +304,6 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     let _down = Down;
     let out = cluster(&["up", "3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let database = "postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned();
 
     // SQLite is refused for a swarm, with the reason.
     let refused = Command::new(BIN)
@@ -240,26 +329,11 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     let mirror_homes = tempfile::tempdir().expect("tempdir");
     let mut mirrors = Mirrors(Vec::new());
     for i in 1..=3 {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &format!("gantry-node{i}"), BIN])
-            .arg("--home")
-            .arg(mirror_homes.path().join(format!("node{i}")))
-            .args(["registry:mirror", "--upstream"])
-            .arg(format!("http://192.168.231.1:{registry}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gantry registry:mirror");
-        mirrors.0.push(child);
+        mirrors
+            .0
+            .push(start_mirror(mirror_homes.path(), i, registry));
     }
-
-    let server = Server::start_configured(
-        Some(database),
-        &format!(
-            "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
-             registry_listen = \"0.0.0.0:{registry}\"\nregistry_push = \"127.0.0.1:{registry}\"\n"
-        ),
-    );
+    let server = swarm_server(registry);
     let repo = Repo::from_example(&server, "hello-docker");
     repo.write("public/index.html", "swarm v1\n");
     repo.commit(&server, "v1");
@@ -273,21 +347,7 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     // Three replicas, one on each node, all behind the proxy.
     let out = server.cli(&["ps:scale", "spread", "web=3"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let tasks = running_tasks(&server, "spread");
-        let mut nodes: Vec<&str> = tasks.iter().map(|(_, n)| n.as_str()).collect();
-        nodes.sort();
-        if nodes == ["node1", "node2", "node3"] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not spread over three nodes: {}",
-            stdout(&server.cli(&["ps", "spread"]))
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_spread(&server, "spread", &["node1", "node2", "node3"]);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server
         .log()
@@ -304,12 +364,14 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
         assert_eq!((status, body.as_str()), (200, "swarm v1\n"));
     }
 
-    // A new release rolls out task by task; traffic keeps being answered.
+    // A new release rolls out task by task; every request is answered.
     repo.write("public/index.html", "swarm v2\n");
     repo.commit(&server, "v2");
+    let load = Load::start(server.http_port, "spread");
     let out = repo.push(&server, &server.admin, "spread");
     assert!(out.status.success(), "{}", stderr(&out));
     server.wait_for_body("spread", "swarm v2", Duration::from_secs(30));
+    all_answered(&load.finish(), "during the rolling deploy");
     let tasks = running_tasks(&server, "spread");
     assert_eq!(tasks.len(), 3, "{tasks:?}");
     assert!(tasks.iter().all(|(v, _)| v == "v2"), "{tasks:?}");
@@ -335,6 +397,172 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     );
     let releases = stdout(&server.cli(&["releases", "spread"]));
     assert!(releases.contains("failed"), "{releases}");
+    drop(server);
+    drop(mirrors);
+}
+
+#[test]
+fn a_node_joins_is_labelled_drained_activated_and_lost_while_the_app_answers() {
+    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
+    crate::support::ensure_base_image();
+    let _ = cluster(&["down"]);
+    let _down = Down;
+    let out = cluster(&["up", "4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // node4 starts outside the swarm: it joins as a user would.
+    let left = node(4, &["swarm", "leave", "--force"]);
+    assert!(left.status.success(), "{}", stderr(&left));
+    let gone = stdout(&node(
+        1,
+        &[
+            "node",
+            "ls",
+            "--filter",
+            "name=node4",
+            "--format",
+            "{{.ID}}",
+        ],
+    ));
+    for id in gone.split_whitespace() {
+        let _ = node(1, &["node", "rm", "--force", id]);
+    }
+
+    let registry = free_port();
+    let mirror_homes = tempfile::tempdir().expect("tempdir");
+    let mut mirrors = Mirrors(Vec::new());
+    for i in 1..=3 {
+        mirrors
+            .0
+            .push(start_mirror(mirror_homes.path(), i, registry));
+    }
+    let server = swarm_server(registry);
+
+    // node:token prints the one command; node4 runs it (and so gets its mirror).
+    let out = server.cli(&["node:token"]);
+    let join = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let words: Vec<&str> = join.split_whitespace().collect();
+    assert_eq!(words[..2], ["gantry", "node:join"], "{join}");
+    assert!(
+        join.contains("--manager 192.168.231.11:2377")
+            && join.contains(&format!("--registry http://192.168.231.1:{registry}")),
+        "{join}"
+    );
+    let joiner = Command::new("ip")
+        .args(["netns", "exec", "gantry-node4", "env"])
+        .arg("DOCKER_HOST=unix:///tmp/gantry-cluster/n4/d.sock")
+        .arg(BIN)
+        .arg("--home")
+        .arg(mirror_homes.path().join("node4"))
+        .args(&words[1..])
+        .args(["--advertise-addr", "192.168.231.14"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gantry node:join");
+    mirrors.0.push(joiner);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let nodes = stdout(&server.cli(&["nodes"]));
+        let node4 = nodes.lines().find(|l| l.contains(" node4 "));
+        if node4.is_some_and(|l| l.contains("192.168.231.14") && l.contains("ready")) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node4 never joined:\n{nodes}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write("public/index.html", "four nodes\n");
+    repo.commit(&server, "v1");
+    let out = repo.push(&server, &server.admin, "spread");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["ps:scale", "spread", "web=4"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Swarm spreads them (a task whose node fails it once lands elsewhere
+    // and stays: the re-spread below puts one on each node for certain).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running_tasks(&server, "spread").len() < 4 {
+        assert!(
+            Instant::now() < deadline,
+            "not scaled: {}",
+            stdout(&server.cli(&["ps", "spread"]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    server.wait_for_body("spread", "four nodes", Duration::from_secs(10));
+
+    // Labels: set, shown, removed; a bad one is refused with nothing changed.
+    let out = server.cli(&["nodes:label", "node4", "gpu=1", "zone=b"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("gpu=1,zone=b"), "{}", stdout(&out));
+    let out = server.cli(&["nodes:label", "node4", "zone="]);
+    assert!(stdout(&out).contains("gpu=1") && !stdout(&out).contains("zone"));
+    let out = server.cli(&["nodes:label", "node4", "no label"]);
+    assert!(!out.status.success());
+    let out = server.cli(&["nodes:label", "node9", "gpu=1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no node \"node9\""),
+        "{}",
+        stderr(&out)
+    );
+
+    // Drain node2: its task moves, every request is answered meanwhile.
+    let load = Load::start(server.http_port, "spread");
+    let out = server.cli(&["nodes:drain", "node2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("node2 drained"), "{}", stdout(&out));
+    let tasks = running_tasks(&server, "spread");
+    assert!(
+        tasks.len() == 4 && tasks.iter().all(|(_, n)| n != "node2"),
+        "{tasks:?}"
+    );
+    let nodes = stdout(&server.cli(&["nodes"]));
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.contains(" node2 ") && l.contains("drain")),
+        "{nodes}"
+    );
+    // Back: Swarm alone would leave node2 empty; activate spreads again,
+    // one task on each node (node4's image through the mirror node:join runs).
+    let out = server.cli(&["nodes:activate", "node2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("re-spread 1 service"),
+        "{}",
+        stdout(&out)
+    );
+    wait_spread(&server, "spread", &["node1", "node2", "node3", "node4"]);
+    all_answered(&load.finish(), "during the drain and the re-spread");
+
+    // node3 dies (its engine and everything on it): the app keeps
+    // answering, and its task runs elsewhere once Swarm sees the node down.
+    let load = Load::start(server.http_port, "spread");
+    let pids = stdout(
+        &Command::new("ip")
+            .args(["netns", "pids", "gantry-node3"])
+            .output()
+            .expect("ip netns pids"),
+    );
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").args(["-9", pid]).status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let tasks = running_tasks(&server, "spread");
+        if tasks.len() == 4 && tasks.iter().all(|(_, n)| n != "node3") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node3's task never moved: {}",
+            stdout(&server.cli(&["ps", "spread"]))
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    all_answered(&load.finish(), "while node3 was lost");
     drop(server);
     drop(mirrors);
 }
