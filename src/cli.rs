@@ -119,7 +119,12 @@ pub enum Command {
         /// Where this node's engine pulls from ([swarm] pull_from)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
         mirror_listen: SocketAddr,
+        #[command(flatten)]
+        edge: EdgeArgs,
     },
+    /// Run this node's edge proxy: the routes serve publishes in the shared
+    /// database, served on this node's ports, until stopped
+    Edge(EdgeArgs),
     #[command(flatten)]
     Manage(ManageCommand),
     /// Run by git during a push; not for people
@@ -128,6 +133,23 @@ pub enum Command {
         #[arg(value_parser = ["pre-receive"])]
         name: String,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// The swarm's shared database (postgres://…), where serve publishes the routes
+    #[arg(long, env = "GANTRY_DATABASE_URL", value_name = "URL")]
+    pub database_url: String,
+    /// Address of the node's HTTP listener
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:80")]
+    pub http_listen: SocketAddr,
+    /// Address of the node's HTTPS listener
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:443")]
+    pub https_listen: SocketAddr,
+    /// Seconds without reading the routes after which the node serves none
+    /// (503) instead of routes it cannot verify
+    #[arg(long, value_name = "SECS", default_value = "30")]
+    pub stale_after: u64,
 }
 
 #[derive(Debug, Args)]
@@ -224,29 +246,58 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
-/// `gantry registry:mirror`: the mirror, until SIGINT or SIGTERM.
-async fn registry_mirror(
+/// What a node of a swarm runs, until SIGINT or SIGTERM: its image mirror
+/// of `upstream` (when given) and its edge proxy.
+async fn run_node(
     home: Option<PathBuf>,
-    upstream: String,
-    listen: SocketAddr,
+    mirror: Option<(String, SocketAddr)>,
+    edge: EdgeArgs,
 ) -> anyhow::Result<i32> {
-    if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
-        anyhow::bail!("--upstream {upstream:?}: expected http://HOST:PORT or https://HOST:PORT");
-    }
     let config = Config::resolve(Overrides {
         home,
+        http_listen: Some(edge.http_listen),
+        https_listen: Some(edge.https_listen),
         ..Overrides::default()
     })?;
+    let _mirror = match mirror {
+        Some((upstream, listen)) => Some(start_mirror(&config, &upstream, listen).await?),
+        None => None,
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            crate::signal::shutdown_signal().await;
+            shutdown.cancel();
+        });
+    }
+    let settings = crate::edge::EdgeSettings {
+        database_url: edge.database_url,
+        stale_after: std::time::Duration::from_secs(edge.stale_after.max(1)),
+    };
+    crate::edge::run(&config, settings, shutdown).await?;
+    Ok(0)
+}
+
+/// Starts a node's pull-through mirror of `upstream` on `listen`.
+async fn start_mirror(
+    config: &Config,
+    upstream: &str,
+    listen: SocketAddr,
+) -> anyhow::Result<crate::artifacts::registry::Supervised> {
+    if !(upstream.starts_with("http://") || upstream.starts_with("https://")) {
+        anyhow::bail!("{upstream:?}: expected http://HOST:PORT or https://HOST:PORT");
+    }
     let spec = crate::artifacts::registry::RegistrySpec {
         dir: config.home.join("mirror"),
         listen,
-        upstream: Some(upstream.clone()),
+        upstream: Some(upstream.to_owned()),
     };
     let probe = match listen.ip().is_unspecified() {
         true => format!("127.0.0.1:{}", listen.port()),
         false => listen.to_string(),
     };
-    let _mirror = crate::artifacts::registry::supervise(spec)?;
+    let mirror = crate::artifacts::registry::supervise(spec)?;
     // A mirror whose upstream is not up yet exits; it is started again
     // until the upstream answers.
     if crate::artifacts::registry::wait_ready(&probe, std::time::Duration::from_secs(10)).await {
@@ -254,6 +305,20 @@ async fn registry_mirror(
     } else {
         eprintln!("the mirror at {listen} does not answer yet (is {upstream} up?); retrying");
     }
+    Ok(mirror)
+}
+
+/// `gantry registry:mirror`: the mirror, until SIGINT or SIGTERM.
+async fn registry_mirror(
+    home: Option<PathBuf>,
+    upstream: String,
+    listen: SocketAddr,
+) -> anyhow::Result<i32> {
+    let config = Config::resolve(Overrides {
+        home,
+        ..Overrides::default()
+    })?;
+    let _mirror = start_mirror(&config, &upstream, listen).await?;
     crate::signal::shutdown_signal().await;
     Ok(0)
 }
@@ -470,6 +535,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
             registry,
             advertise_addr,
             mirror_listen,
+            edge,
         } => {
             let joined = async {
                 let docker = crate::context::connect_docker().await?;
@@ -483,11 +549,12 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
                         "{} the swarm at {manager}",
                         if now { "joined" } else { "already in" }
                     );
-                    registry_mirror(cli.home, registry, mirror_listen).await
+                    run_node(cli.home, Some((registry, mirror_listen)), edge).await
                 }
                 Err(err) => Err(err),
             }
         }
+        Command::Edge(edge) => run_node(cli.home, None, edge).await,
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {
             lang,

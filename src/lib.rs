@@ -35,6 +35,7 @@ pub mod context;
 pub mod control;
 pub mod deploy;
 pub mod domains;
+pub mod edge;
 pub mod git;
 pub mod jobs;
 pub mod manifest;

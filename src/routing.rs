@@ -120,6 +120,25 @@ impl Routing {
         self.mirror.lookup(host)
     }
 
+    /// Every route, in one order (to compare two tables); `None` until the
+    /// mirror is the whole truth (every app restored).
+    pub fn snapshot(&self) -> Option<gantry_proxy::state::State> {
+        self.authoritative
+            .load(Ordering::Acquire)
+            .then(|| normalized(self.mirror.snapshot()))
+    }
+
+    /// Makes `state` the whole table, here and on the proxy (an edge
+    /// proxy's table comes from the one serve publishes).
+    pub async fn replace_all(&self, state: &gantry_proxy::state::State) {
+        {
+            let _wire = self.wire.lock().await;
+            self.mirror.replace(state);
+        }
+        self.authoritative.store(true, Ordering::Release);
+        self.resync().await;
+    }
+
     /// Waits until the proxy has no request in flight to `addrs`, up to
     /// `timeout`; returns how many were left (0 when the proxy is not
     /// reachable: nothing can be in flight through it).

@@ -162,8 +162,8 @@ pub async fn token(gantry: &Gantry, caller: &Caller) -> anyhow::Result<String> {
         .clone()
         .unwrap_or_else(|| format!("http://{host}:{}", swarm.registry_listen.port()));
     Ok(format!(
-        "gantry node:join --token {} --manager {} --registry {registry}\n",
-        join.token, join.manager
+        "gantry node:join --token {} --manager {} --registry {registry} --database-url {}\n",
+        join.token, join.manager, gantry.config.database_url
     ))
 }
 

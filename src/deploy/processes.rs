@@ -8,24 +8,13 @@ use super::replicas;
 use super::rollout::roll_out;
 use super::route::route;
 use super::spec::formation;
+pub use super::spec::ProcessInfo;
 use crate::context::Gantry;
 use crate::manifest::formation::Formation;
 use crate::manifest::Manifest;
 use crate::names::AppName;
 use crate::runtime::Instance;
 use crate::store::StoreError;
-
-/// One container, as `ps` shows it.
-#[derive(Debug, Clone)]
-pub struct ProcessInfo {
-    pub process: String,
-    pub replica: u32,
-    pub name: String,
-    pub release: Option<i64>,
-    pub state: String,
-    pub restarts: i64,
-    pub started_at: String,
-}
 
 pub async fn list(gantry: &Gantry, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
     if let Some(services) = gantry.runtime.services() {

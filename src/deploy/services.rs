@@ -11,10 +11,9 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::processes::ProcessInfo;
 use super::progress::Progress;
 use super::route::route;
-use super::spec::{app_data, formation, release_env, web_spec};
+use super::spec::{app_data, formation, release_env, web_spec, ProcessInfo};
 use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
@@ -33,6 +32,16 @@ pub async fn roll_out(
 ) -> Result<(), String> {
     let t = Instant::now();
     let app = &release.app;
+    // One deploy of an app at a time across every manager of the swarm.
+    let _lease = match gantry.store.try_lock_deploy(app.as_str()).await {
+        Ok(Some(lease)) => lease,
+        Ok(None) => {
+            return Err(format!(
+                "another manager is deploying {app} right now; this deploy did not run"
+            ))
+        }
+        Err(err) => return Err(format!("cannot take {app}'s deploy lock: {err}")),
+    };
     let image = publish(gantry, release, progress).await?;
     let manifest = Manifest::from_stored(&release.manifest);
     let (formation, _) = formation(gantry, app).await.map_err(|e| e.to_string())?;

@@ -23,6 +23,18 @@ pub enum DeployError {
     Store(#[from] crate::store::StoreError),
 }
 
+/// One process (a container, or a swarm task), as `ps` shows it.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub process: String,
+    pub replica: u32,
+    pub name: String,
+    pub release: Option<i64>,
+    pub state: String,
+    pub restarts: i64,
+    pub started_at: String,
+}
+
 /// The app's formation and whether it is stopped, from the store.
 pub async fn formation(gantry: &Gantry, app: &AppName) -> Result<(Formation, bool), DeployError> {
     let record = gantry

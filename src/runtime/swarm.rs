@@ -248,6 +248,126 @@ impl SwarmRuntime {
         }
     }
 
+    /// Whether the service's running tasks are spread evenly over the
+    /// active, ready nodes (no node more than one task ahead of another).
+    async fn balanced(&self, service: &str) -> Result<bool> {
+        let nodes = self.manager.list_nodes(None).await?;
+        let mut counts: HashMap<String, usize> = nodes
+            .into_iter()
+            .filter(|n| {
+                let spec = n.spec.as_ref();
+                let active = spec.and_then(|s| s.availability)
+                    != Some(NodeSpecAvailabilityEnum::DRAIN)
+                    && spec.and_then(|s| s.availability) != Some(NodeSpecAvailabilityEnum::PAUSE);
+                let ready = n.status.as_ref().and_then(|s| s.state)
+                    == Some(bollard::models::NodeState::READY);
+                active && ready
+            })
+            .filter_map(|n| n.id)
+            .map(|id| (id, 0))
+            .collect();
+        for task in self.service_tasks(("service", service.to_owned())).await? {
+            let up = task.desired_state == Some(TaskState::RUNNING)
+                && task.status.and_then(|s| s.state) == Some(TaskState::RUNNING);
+            if let (true, Some(count)) = (up, task.node_id.and_then(|n| counts.get_mut(&n))) {
+                *count += 1;
+            }
+        }
+        let max = counts.values().max().copied().unwrap_or(0);
+        let min = counts.values().min().copied().unwrap_or(0);
+        Ok(max <= min + 1)
+    }
+
+    /// Replaces every task of the service (a forced update), in `order`
+    /// when given, and waits for the update to end.
+    async fn force_update(
+        &self,
+        id: &str,
+        name: &str,
+        order: Option<ServiceSpecUpdateConfigOrderEnum>,
+        progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
+    ) -> Result<()> {
+        let service = self.manager.inspect_service(id, None).await?;
+        let mut spec = service.spec.unwrap_or_default();
+        let release = spec
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(LABEL_RELEASE))
+            .and_then(|r| r.parse().ok())
+            .unwrap_or_default();
+        let replicas = spec
+            .mode
+            .as_ref()
+            .and_then(|m| m.replicated.as_ref())
+            .and_then(|r| r.replicas)
+            .unwrap_or(1);
+        if let Some(template) = spec.task_template.as_mut() {
+            template.force_update = Some(template.force_update.unwrap_or(0) + 1);
+        }
+        if let (Some(order), Some(update)) = (order, spec.update_config.as_mut()) {
+            update.order = Some(order);
+        }
+        let version = service
+            .version
+            .and_then(|v| v.index)
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or_default();
+        let options = UpdateServiceOptionsBuilder::default()
+            .version(version)
+            .build();
+        let since = crate::time::now_ms() / 1000;
+        self.manager.update_service(id, spec, options, None).await?;
+        // Wait as a roll-out does: the service's own update status.
+        let app = AppName::parse("x").map_err(|e| RuntimeError::Engine(e.into()))?;
+        let wait = ServiceSpec {
+            app: &app,
+            release,
+            image: "",
+            process: "",
+            replicas: u32::try_from(replicas).unwrap_or(1),
+            env: Vec::new(),
+            command: None,
+            port: None,
+            health_path: "/",
+            health_timeout: Duration::from_secs(60),
+            stop_grace: Duration::ZERO,
+            limits: crate::resources::Limits::default(),
+            force: true,
+        };
+        match self.wait_updated(&wait, name, since, progress).await? {
+            Rolled::Done => Ok(()),
+            Rolled::RolledBack(why) | Rolled::Failed(why) => Err(RuntimeError::Engine(
+                format!("replacing the tasks of {name} failed: {why}").into(),
+            )),
+        }
+    }
+
+    /// Sets the order of the service's updates; replaces no task.
+    async fn set_update_order(
+        &self,
+        id: &str,
+        order: ServiceSpecUpdateConfigOrderEnum,
+    ) -> Result<()> {
+        let service = self.manager.inspect_service(id, None).await?;
+        let mut spec = service.spec.unwrap_or_default();
+        if spec.update_config.as_ref().and_then(|u| u.order) == Some(order) {
+            return Ok(());
+        }
+        if let Some(update) = spec.update_config.as_mut() {
+            update.order = Some(order);
+        }
+        let version = service
+            .version
+            .and_then(|v| v.index)
+            .and_then(|v| i32::try_from(v).ok())
+            .unwrap_or_default();
+        let options = UpdateServiceOptionsBuilder::default()
+            .version(version)
+            .build();
+        self.manager.update_service(id, spec, options, None).await?;
+        Ok(())
+    }
+
     /// The node named by host name, id, or a prefix of its id.
     async fn find_node(&self, name: &str) -> Result<bollard::models::Node> {
         let nodes = self.manager.list_nodes(None).await?;
@@ -633,64 +753,42 @@ impl Services for SwarmRuntime {
             .build();
         let mut done = Vec::new();
         for service in self.manager.list_services(Some(options)).await? {
-            let (Some(id), Some(mut spec)) = (service.id, service.spec) else {
+            let (Some(id), Some(spec)) = (service.id, service.spec) else {
                 continue;
             };
             let name = spec.name.clone().unwrap_or_else(|| id.clone());
-            let release = spec
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(LABEL_RELEASE))
-                .and_then(|r| r.parse().ok())
-                .unwrap_or_default();
             let replicas = spec
                 .mode
                 .as_ref()
                 .and_then(|m| m.replicated.as_ref())
                 .and_then(|r| r.replicas)
                 .unwrap_or(0);
-            if replicas == 0 {
+            // One task has nowhere better to be.
+            if replicas < 2 {
                 continue;
             }
-            if let Some(template) = spec.task_template.as_mut() {
-                template.force_update = Some(template.force_update.unwrap_or(0) + 1);
-            }
-            let version = service
-                .version
-                .and_then(|v| v.index)
-                .and_then(|v| i32::try_from(v).ok())
-                .unwrap_or_default();
-            let options = UpdateServiceOptionsBuilder::default()
-                .version(version)
-                .build();
-            let since = crate::time::now_ms() / 1000;
-            self.manager
-                .update_service(&id, spec, options, None)
-                .await?;
-            // Wait as a roll-out does: the service's own update status.
-            let wait = ServiceSpec {
-                app: &AppName::parse("x").map_err(|e| RuntimeError::Engine(e.into()))?,
-                release,
-                image: "",
-                process: "",
-                replicas: u32::try_from(replicas).unwrap_or(1),
-                env: Vec::new(),
-                command: None,
-                port: None,
-                health_path: "/",
-                health_timeout: Duration::from_secs(60),
-                stop_grace: Duration::ZERO,
-                limits: crate::resources::Limits::default(),
-                force: true,
-            };
-            match self.wait_updated(&wait, &name, since, progress).await? {
-                Rolled::Done => done.push(name),
-                Rolled::RolledBack(why) | Rolled::Failed(why) => {
-                    return Err(RuntimeError::Engine(
-                        format!("re-spreading {name} failed: {why}").into(),
-                    ))
+            // Each round replaces the tasks one at a time, stop-first: a
+            // new task is placed while its old one no longer counts, so it
+            // goes to the least loaded node (start-first counts the old
+            // one, and ties leave a node empty). The others keep serving.
+            for round in 1..=3 {
+                if self.balanced(&id).await? {
+                    break;
                 }
+                progress(&format!("{name}: replacing its tasks, round {round}"));
+                self.force_update(
+                    &id,
+                    &name,
+                    Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+                    progress,
+                )
+                .await?;
             }
+            // Back to start-first for deploys (the template is unchanged:
+            // no task is replaced).
+            self.set_update_order(&id, ServiceSpecUpdateConfigOrderEnum::START_FIRST)
+                .await?;
+            done.push(name);
         }
         Ok(done)
     }

@@ -183,6 +183,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         gantry.clone(),
         shutdown.child_token(),
     ));
+    if swarm {
+        tokio::spawn(crate::edge::publish_forever(
+            gantry.clone(),
+            shutdown.child_token(),
+        ));
+    }
     tokio::spawn(crate::deploy::watch::follow_out_of_memory(
         gantry.clone(),
         shutdown.child_token(),

@@ -30,6 +30,8 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 #[derive(Clone, Debug)]
 pub struct Store {
     pub(super) pool: AnyPool,
+    /// Postgres (else SQLite): it has LISTEN/NOTIFY.
+    pub(super) postgres: bool,
 }
 
 /// Takes the next number in `scope` (`run:JOB`, `release:APP`) inside `tx`.
@@ -104,7 +106,10 @@ impl Store {
         } else {
             sqlx::migrate!("migrations/postgres").run(&pool).await?;
         }
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            postgres: !is_sqlite,
+        })
     }
 
     pub async fn close(&self) {
@@ -119,7 +124,10 @@ impl Store {
             .max_connections(1)
             .connect(url)
             .await?;
-        Ok(Store { pool })
+        Ok(Store {
+            pool,
+            postgres: url.starts_with("postgres"),
+        })
     }
 
     /// Tables in a Postgres database's public schema (0: empty).
@@ -163,4 +171,116 @@ impl Store {
 pub(super) fn is_unique_violation(err: &sqlx::Error) -> bool {
     err.as_database_error()
         .is_some_and(|e| e.is_unique_violation())
+}
+
+/// The channel on which serve tells edge proxies that the routes changed.
+pub const ROUTES_CHANNEL: &str = "gantry_routes";
+
+impl Store {
+    /// Publishes the whole route table (as JSON) for the edge proxies and
+    /// returns its version; on Postgres, listeners on [`ROUTES_CHANNEL`]
+    /// are told.
+    pub async fn publish_routes(&self, state: &str) -> Result<i64> {
+        let row = sqlx::query(
+            "INSERT INTO published_routes (id, version, state, updated_at) VALUES (1, 1, $1, $2) \
+             ON CONFLICT (id) DO UPDATE SET version = published_routes.version + 1, \
+             state = excluded.state, updated_at = excluded.updated_at RETURNING version",
+        )
+        .bind(state)
+        .bind(crate::time::now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        let version: i64 = row.try_get("version")?;
+        if self.postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(ROUTES_CHANNEL)
+                .bind(version.to_string())
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(version)
+    }
+
+    /// The published route table: its version and JSON, if any.
+    pub async fn published_routes(&self) -> Result<Option<(i64, String)>> {
+        let row = sqlx::query("SELECT version, state FROM published_routes WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|row| Ok((row.try_get("version")?, row.try_get("state")?)))
+            .transpose()
+    }
+}
+
+/// A deploy of one app that holds the cluster-wide lock (see
+/// [`Store::try_lock_deploy`]); dropping it lets the next one go.
+pub struct DeployLease {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    key: i64,
+}
+
+impl std::fmt::Debug for DeployLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeployLease")
+            .field("key", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for DeployLease {
+    fn drop(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        let key = self.key;
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1)")
+                        .bind(key)
+                        .execute(&mut *conn)
+                        .await;
+                    if unlocked.is_err() {
+                        // Closing the session releases its locks too.
+                        drop(conn.detach());
+                    }
+                });
+            }
+            Err(_) => drop(conn.detach()),
+        }
+    }
+}
+
+/// The advisory lock key of `app`'s deploys (the first 8 bytes of a
+/// sha256, so every manager computes the same one).
+fn deploy_key(app: &str) -> i64 {
+    let digest = aws_lc_rs::digest::digest(
+        &aws_lc_rs::digest::SHA256,
+        format!("gantry deploy {app}").as_bytes(),
+    );
+    let mut bytes = [0u8; 8];
+    bytes.copy_from_slice(&digest.as_ref()[..8]);
+    i64::from_be_bytes(bytes)
+}
+
+impl Store {
+    /// Takes the lock that lets one deploy of `app` run at a time across
+    /// every manager sharing this Postgres (a session advisory lock, held
+    /// by one pooled connection); `None` when another holds it. On SQLite,
+    /// where one machine is all there is, the lease holds nothing.
+    pub async fn try_lock_deploy(&self, app: &str) -> Result<Option<DeployLease>> {
+        let key = deploy_key(app);
+        if !self.postgres {
+            return Ok(Some(DeployLease { conn: None, key }));
+        }
+        let mut conn = self.pool.acquire().await?;
+        let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS taken")
+            .bind(key)
+            .fetch_one(&mut *conn)
+            .await?;
+        let taken: bool = row.try_get("taken")?;
+        Ok(taken.then_some(DeployLease {
+            conn: Some(conn),
+            key,
+        }))
+    }
 }

@@ -9,7 +9,7 @@ mod models;
 mod records;
 mod runs;
 
-pub use db::{redact, Result, Store, StoreError};
+pub use db::{redact, DeployLease, Result, Store, StoreError, ROUTES_CHANNEL};
 pub use models::{
     AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
 };

@@ -345,3 +345,62 @@ fn redacts_database_passwords() {
     );
     assert_eq!(redact("postgres://gantry@db/x"), "postgres://gantry@db/x");
 }
+
+#[tokio::test]
+async fn published_routes_grow_a_version_and_read_back() {
+    for (kind, store, _dir) in stores().await {
+        assert_eq!(store.published_routes().await.expect(&kind), None, "{kind}");
+        assert_eq!(
+            store.publish_routes("{\"routes\":[]}").await.expect(&kind),
+            1
+        );
+        assert_eq!(
+            store.publish_routes("{\"routes\":[1]}").await.expect(&kind),
+            2
+        );
+        assert_eq!(
+            store.published_routes().await.expect(&kind),
+            Some((2, "{\"routes\":[1]}".to_owned())),
+            "{kind}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_deploy_of_an_app_at_a_time_across_managers() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    // Two managers: two stores on one database.
+    let first = Store::connect(&url).await.expect("first");
+    let second = Store::connect(&url).await.expect("second");
+    let lease = first
+        .try_lock_deploy("shop")
+        .await
+        .expect("lock")
+        .expect("free");
+    assert!(second
+        .try_lock_deploy("shop")
+        .await
+        .expect("lock")
+        .is_none());
+    assert!(second
+        .try_lock_deploy("blog")
+        .await
+        .expect("lock")
+        .is_some());
+    drop(lease);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if second
+            .try_lock_deploy("shop")
+            .await
+            .expect("lock")
+            .is_some()
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never released");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}

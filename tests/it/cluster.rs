@@ -226,18 +226,64 @@ fn all_answered(seen: &std::collections::BTreeMap<u16, usize>, what: &str) {
     assert!(ok == total && ok > 20, "{what}: {seen:?}");
 }
 
-/// Starts `gantry registry:mirror` in node `i`'s namespace.
-fn start_mirror(homes: &std::path::Path, i: u32, registry: u16) -> Child {
+/// The `gantry node:join` command `node:token` prints, as words.
+fn join_command(server: &Server) -> Vec<String> {
+    let out = server.cli(&["node:token"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).split_whitespace().map(str::to_owned).collect()
+}
+
+/// Runs the join command in node `i`'s namespace, against its engine: it
+/// joins (unless in the swarm already), then runs the node's mirror and its
+/// edge proxy on port 80, which stops serving after 3 s without the routes.
+fn start_node_agent(homes: &std::path::Path, i: u32, join: &[String]) -> Child {
     Command::new("ip")
-        .args(["netns", "exec", &format!("gantry-node{i}"), BIN])
+        .args(["netns", "exec", &format!("gantry-node{i}"), "env"])
+        .arg(format!(
+            "DOCKER_HOST=unix:///tmp/gantry-cluster/n{i}/d.sock"
+        ))
+        .arg(BIN)
         .arg("--home")
         .arg(homes.join(format!("node{i}")))
-        .args(["registry:mirror", "--upstream"])
-        .arg(format!("http://192.168.231.1:{registry}"))
+        .args(&join[1..])
+        .args(["--advertise-addr", &format!("192.168.231.1{i}")])
+        .args(["--stale-after", "3"])
+        .env("GANTRY_LOG", "info")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(homes.join(format!("node{i}.log"))).expect("log"))
         .spawn()
-        .expect("gantry registry:mirror")
+        .expect("gantry node:join")
+}
+
+/// GET / of `app` from inside node `from`'s namespace, through node `at`'s
+/// edge proxy (port 80): (status, body). 0: no answer.
+fn edge_get(from: u32, at: u32, app: &str) -> (u16, String) {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("gantry-node{from}")])
+        .args(["curl", "-s", "-m", "3", "-w", "\n%{http_code}", "-H"])
+        .arg(format!("Host: {app}.localhost"))
+        .arg(format!("http://192.168.231.1{at}/"))
+        .output()
+        .expect("curl");
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Polls node `at`'s edge until it answers `status` (and `body`, if given).
+fn wait_edge(at: u32, app: &str, status: u16, body: Option<&str>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (got, text) = edge_get(at, at, app);
+        if got == status && body.is_none_or(|b| text == b) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node{at}'s edge answered {got} {text:?}, not {status} {body:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// A gantry on the harness's swarm: node1's engine, the harness's
@@ -324,16 +370,18 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
         stderr(&refused)
     );
 
-    // Every node pulls through a mirror on its own loopback.
+    // Every node runs what node:join starts: a mirror on its own loopback
+    // that its engine pulls through, and an edge proxy.
     let registry = free_port();
-    let mirror_homes = tempfile::tempdir().expect("tempdir");
+    let server = swarm_server(registry);
+    let join = join_command(&server);
+    let agent_homes = tempfile::tempdir().expect("tempdir");
     let mut mirrors = Mirrors(Vec::new());
     for i in 1..=3 {
         mirrors
             .0
-            .push(start_mirror(mirror_homes.path(), i, registry));
+            .push(start_node_agent(agent_homes.path(), i, &join));
     }
-    let server = swarm_server(registry);
     let repo = Repo::from_example(&server, "hello-docker");
     repo.write("public/index.html", "swarm v1\n");
     repo.commit(&server, "v1");
@@ -363,6 +411,27 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
         let (status, body) = server.get("spread");
         assert_eq!((status, body.as_str()), (200, "swarm v1\n"));
     }
+    // Every node's edge proxy serves it too, to a client on another node.
+    for at in 1..=3 {
+        wait_edge(at, "spread", 200, Some("swarm v1\n"));
+        assert_eq!(edge_get(1 + at % 3, at, "spread").1, "swarm v1\n");
+    }
+    // node3 cut off from the database: its edge cannot verify its routes
+    // and stops serving them; the others go on; healed, it serves again.
+    let cut = |op: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", "gantry-node3", "iptables", op, "OUTPUT"])
+            .args(["-p", "tcp", "-d", "192.168.231.1", "--dport", "5433"])
+            .args(["-j", "REJECT", "--reject-with", "tcp-reset"])
+            .output()
+            .expect("iptables");
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    cut("-A");
+    wait_edge(3, "spread", 503, None);
+    assert_eq!(edge_get(1, 1, "spread").0, 200);
+    cut("-D");
+    wait_edge(3, "spread", 200, Some("swarm v1\n"));
 
     // A new release rolls out task by task; every request is answered.
     repo.write("public/index.html", "swarm v2\n");
@@ -428,39 +497,26 @@ fn a_node_joins_is_labelled_drained_activated_and_lost_while_the_app_answers() {
     }
 
     let registry = free_port();
-    let mirror_homes = tempfile::tempdir().expect("tempdir");
-    let mut mirrors = Mirrors(Vec::new());
-    for i in 1..=3 {
-        mirrors
-            .0
-            .push(start_mirror(mirror_homes.path(), i, registry));
-    }
     let server = swarm_server(registry);
 
-    // node:token prints the one command; node4 runs it (and so gets its mirror).
-    let out = server.cli(&["node:token"]);
-    let join = stdout(&out);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let words: Vec<&str> = join.split_whitespace().collect();
-    assert_eq!(words[..2], ["gantry", "node:join"], "{join}");
+    // node:token prints the one command; node4 runs it (and so gets its
+    // mirror and its edge proxy); the others, in the swarm already, run it too.
+    let join = join_command(&server);
+    let line = join.join(" ");
+    assert_eq!(join[..2], ["gantry", "node:join"], "{line}");
     assert!(
-        join.contains("--manager 192.168.231.11:2377")
-            && join.contains(&format!("--registry http://192.168.231.1:{registry}")),
-        "{join}"
+        line.contains("--manager 192.168.231.11:2377")
+            && line.contains(&format!("--registry http://192.168.231.1:{registry}"))
+            && line.contains("--database-url postgres://"),
+        "{line}"
     );
-    let joiner = Command::new("ip")
-        .args(["netns", "exec", "gantry-node4", "env"])
-        .arg("DOCKER_HOST=unix:///tmp/gantry-cluster/n4/d.sock")
-        .arg(BIN)
-        .arg("--home")
-        .arg(mirror_homes.path().join("node4"))
-        .args(&words[1..])
-        .args(["--advertise-addr", "192.168.231.14"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("gantry node:join");
-    mirrors.0.push(joiner);
+    let agent_homes = tempfile::tempdir().expect("tempdir");
+    let mut mirrors = Mirrors(Vec::new());
+    for i in 1..=4 {
+        mirrors
+            .0
+            .push(start_node_agent(agent_homes.path(), i, &join));
+    }
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let nodes = stdout(&server.cli(&["nodes"]));
@@ -491,6 +547,7 @@ fn a_node_joins_is_labelled_drained_activated_and_lost_while_the_app_answers() {
         std::thread::sleep(Duration::from_millis(500));
     }
     server.wait_for_body("spread", "four nodes", Duration::from_secs(10));
+    wait_edge(4, "spread", 200, Some("four nodes\n"));
 
     // Labels: set, shown, removed; a bad one is refused with nothing changed.
     let out = server.cli(&["nodes:label", "node4", "gpu=1", "zone=b"]);

@@ -1,0 +1,189 @@
+//! Edge proxies: on a swarm, every node runs the same proxy, so any node
+//! answers for any app and DNS may point at all of them. serve publishes
+//! its whole route table to the shared Postgres whenever it changes
+//! ([`publish_forever`]); each node's `gantry edge` ([`run`]) keeps a proxy
+//! of its own and gives it that table: after each notice on the routes
+//! channel, after a lost connection (sqlx drops notices sent while it
+//! reconnects, so a reconnect means a full read), and every third of
+//! `stale_after` (at most 30 s). An edge that cannot read the table for
+//! `stale_after` stops serving the routes it can no longer verify (503, as
+//! for a stopped app) rather than send traffic to tasks that may be gone:
+//! a node cut off from the cluster must not serve stale routes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::context::Gantry;
+use crate::routing::Routing;
+use crate::store::{Store, ROUTES_CHANNEL};
+
+/// serve's side: publishes the route table whenever it differs from the
+/// last one published (checked four times a second).
+pub async fn publish_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+    let mut published: Option<String> = None;
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let Some(state) = gantry.routing.snapshot() else {
+            continue;
+        };
+        let Ok(json) = serde_json::to_string(&state) else {
+            continue;
+        };
+        if published.as_ref() == Some(&json) {
+            continue;
+        }
+        match gantry.store.publish_routes(&json).await {
+            Ok(version) => {
+                tracing::debug!(version, "published the routes for the edge proxies");
+                published = Some(json);
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot publish the routes"),
+        }
+    }
+}
+
+/// How an edge runs.
+#[derive(Debug, Clone)]
+pub struct EdgeSettings {
+    /// The shared Postgres.
+    pub database_url: String,
+    /// How long the table may go unread before the edge stops serving it.
+    pub stale_after: Duration,
+}
+
+/// A node's side (`gantry edge`): runs the node's proxy on `config`'s
+/// listeners and keeps it on the published table, until `shutdown`.
+pub async fn run(
+    config: &Config,
+    settings: EdgeSettings,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let store = Store::connect(&settings.database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                crate::store::redact(&settings.database_url)
+            )
+        })?;
+    let routing = Arc::new(Routing::new(config.proxy_socket()));
+    let pid = crate::routing::ensure_running(&routing, config).await?;
+    tracing::info!(pid, http = %config.http_listen, "the edge proxy runs");
+    {
+        let (routing, config, token) = (routing.clone(), config.clone(), shutdown.child_token());
+        tokio::spawn(async move { crate::routing::supervise(&routing, &config, token).await });
+    }
+    // Read the table often enough to notice, within `stale_after`, that it
+    // cannot be read: a cut-off listener hears nothing, not even its loss.
+    let period = (settings.stale_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let mut version = None;
+    let mut last_read = Instant::now();
+    let mut cleared = false;
+    let mut listener = None;
+    loop {
+        // A database that does not answer is as bad as one that refuses
+        // (the pool would keep trying to connect for half a minute).
+        let read = tokio::time::timeout(Duration::from_secs(2), store.published_routes())
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::store::StoreError::Conflict(
+                    "the database did not answer within 2s".into(),
+                ))
+            });
+        match read {
+            Ok(Some((v, json))) => {
+                last_read = Instant::now();
+                if version != Some(v) || cleared {
+                    match serde_json::from_str::<gantry_proxy::state::State>(&json) {
+                        Ok(state) => {
+                            routing.replace_all(&state).await;
+                            tracing::info!(
+                                version = v,
+                                routes = state.routes.len(),
+                                "routes from serve"
+                            );
+                            version = Some(v);
+                            cleared = false;
+                        }
+                        Err(err) => {
+                            tracing::error!(error = %err, "the published routes do not read")
+                        }
+                    }
+                }
+            }
+            Ok(None) => last_read = Instant::now(),
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read the routes");
+                if !cleared && last_read.elapsed() > settings.stale_after {
+                    tracing::warn!(
+                        secs = settings.stale_after.as_secs(),
+                        "the routes could not be verified for too long; serving none until they can"
+                    );
+                    // The hosts stay, with no backend: 503, as for a stopped app.
+                    let mut unverified = routing.snapshot().unwrap_or_default();
+                    for route in &mut unverified.routes {
+                        route.backends.clear();
+                    }
+                    routing.replace_all(&unverified).await;
+                    cleared = true;
+                }
+            }
+        }
+        if listener.is_none() {
+            listener = listen(&settings.database_url).await;
+        }
+        let wait = async {
+            match listener.as_mut() {
+                // A notice, or a lost connection (None): read the table again.
+                Some(l) => match l.try_recv().await {
+                    Ok(Some(_)) => true,
+                    Ok(None) | Err(_) => false,
+                },
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    true
+                }
+            }
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            alive = wait => {
+                if !alive {
+                    listener = None;
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+            _ = tokio::time::sleep(period) => {}
+        }
+    }
+}
+
+/// A listener on the routes channel (Postgres only; `None` elsewhere or
+/// when it cannot connect: the edge then reads the table every second).
+async fn listen(url: &str) -> Option<sqlx::postgres::PgListener> {
+    if !url.starts_with("postgres") {
+        return None;
+    }
+    let mut listener = match sqlx::postgres::PgListener::connect(url).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for route changes");
+            return None;
+        }
+    };
+    match listener.listen(ROUTES_CHANNEL).await {
+        Ok(()) => Some(listener),
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot listen for route changes");
+            None
+        }
+    }
+}
