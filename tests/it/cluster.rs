@@ -445,6 +445,37 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     assert_eq!(tasks.len(), 3, "{tasks:?}");
     assert!(tasks.iter().all(|(v, _)| v == "v2"), "{tasks:?}");
 
+    // A second manager on the same database and swarm: the two race to
+    // restart the app, and one deploy runs while the other is refused.
+    let mut second = Server::unlaunched(Some(
+        "postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned(),
+    ));
+    let other = free_port();
+    let toml = second.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("gantry.toml");
+    text.push_str(&format!(
+        "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
+         registry_listen = \"0.0.0.0:{other}\"\nregistry_push = \"127.0.0.1:{other}\"\n"
+    ));
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    second.launch();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| server.cli(&["ps:restart", "spread"]));
+        let b = scope.spawn(|| second.cli(&["ps:restart", "spread"]));
+        (a.join().expect("first"), b.join().expect("second"))
+    });
+    let said = format!("{}{}{}{}", stdout(&a), stderr(&a), stdout(&b), stderr(&b));
+    assert!(
+        a.status.success() != b.status.success(),
+        "both or neither ran: {said}"
+    );
+    assert!(
+        said.contains("another manager is deploying spread"),
+        "{said}"
+    );
+    second.stop();
+    server.wait_for_body("spread", "swarm v2", Duration::from_secs(10));
+
     // A release that never answers: Swarm rolls it back, the push is
     // rejected, and v2 keeps serving on all three nodes.
     std::fs::write(
