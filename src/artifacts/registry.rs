@@ -1,7 +1,7 @@
 //! The cluster's image registry: Debian's `docker-registry` (the CNCF
 //! distribution server), which gantry starts and keeps running. Builds stay
-//! on the builder's engine; a release's image is pushed here before it runs
-//! on the swarm, and services name it by digest, so every node runs exactly
+//! on the builder's engine; the swarm runtime pushes a release's image here
+//! before it runs, and services name it by digest, so every node runs exactly
 //! the bytes that were built. Each node pulls through a mirror of its own
 //! (the same server in pull-through mode, on the node's loopback), so
 //! service specs carry no credentials and an image crosses the network once
@@ -10,10 +10,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-use bollard::query_parameters::{PushImageOptionsBuilder, TagImageOptionsBuilder};
-use bollard::Docker;
-use futures_util::StreamExt;
 
 /// The server gantry runs (Debian's package `docker-registry`).
 pub const REGISTRY_BIN: &str = "docker-registry";
@@ -36,10 +32,6 @@ pub enum RegistryError {
         secs: u64,
         log: PathBuf,
     },
-    #[error("cannot push {image} to the cluster's registry: {message}")]
-    Push { image: String, message: String },
-    #[error("cannot talk to the Docker engine: {0}")]
-    Docker(#[from] bollard::errors::Error),
 }
 
 /// What a registry process serves: the cluster's own images, or a
@@ -180,53 +172,6 @@ fn spawn(config: &Path, log: &Path) -> Result<tokio::process::Child, RegistryErr
         .kill_on_drop(true)
         .spawn()
         .map_err(RegistryError::Spawn)
-}
-
-/// Pushes the local `image` (`gantry/APP:vN`) to the registry at `push_to`
-/// and returns how every node names it: `PULL_FROM/gantry/APP@sha256:…`.
-pub async fn publish(
-    docker: &Docker,
-    image: &str,
-    push_to: &str,
-    pull_from: &str,
-) -> Result<String, RegistryError> {
-    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
-    let target = format!("{push_to}/{repo}");
-    let failed = |message: String| RegistryError::Push {
-        image: image.to_owned(),
-        message,
-    };
-    docker
-        .tag_image(
-            image,
-            Some(
-                TagImageOptionsBuilder::default()
-                    .repo(&target)
-                    .tag(tag)
-                    .build(),
-            ),
-        )
-        .await?;
-    let mut pushing = docker.push_image(
-        &target,
-        Some(PushImageOptionsBuilder::default().tag(tag).build()),
-        None,
-    );
-    while let Some(info) = pushing.next().await {
-        let info = info?;
-        if let Some(detail) = info.error_detail {
-            return Err(failed(detail.message.unwrap_or_default()));
-        }
-    }
-    let pushed = docker.inspect_image(&format!("{target}:{tag}")).await?;
-    let prefix = format!("{target}@");
-    let digest = pushed
-        .repo_digests
-        .unwrap_or_default()
-        .into_iter()
-        .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
-        .ok_or_else(|| failed("the engine recorded no digest for the push".into()))?;
-    Ok(format!("{pull_from}/{repo}@{digest}"))
 }
 
 #[cfg(test)]

@@ -75,7 +75,12 @@ impl Gantry {
                     Some(engine) => (connect_engine(engine)?, engine.clone()),
                     None => (docker.clone(), "this machine".to_owned()),
                 };
-                Arc::new(SwarmRuntime::new(manager, &engine))
+                let images = crate::runtime::swarm::Images {
+                    local: docker.clone(),
+                    push_to: config.swarm.registry_push.clone(),
+                    pull_from: config.swarm.pull_from.clone(),
+                };
+                Arc::new(SwarmRuntime::new(manager, &engine, images))
             }
         };
         let routing = Routing::new(config.proxy_socket());

@@ -1,6 +1,6 @@
-//! Deploying where the runtime keeps services itself (Swarm): the release's
-//! image goes to the cluster's registry, each process type becomes (or is
-//! updated to) a service of the release, and the runtime rolls it out task
+//! Deploying where the runtime keeps services itself (Swarm): each process
+//! type becomes (or is updated to) a service of the release (the runtime
+//! gets its image to every node), and the runtime rolls it out task
 //! by task, start-first, rolling back by itself when the new tasks fail. The
 //! route follows the running web tasks on every node ([`follow_tasks`]).
 
@@ -42,7 +42,6 @@ pub async fn roll_out(
         }
         Err(err) => return Err(format!("cannot take {app}'s deploy lock: {err}")),
     };
-    let image = publish(gantry, release, progress).await?;
     let manifest = Manifest::from_stored(&release.manifest);
     let (formation, _) = formation(gantry, app).await.map_err(|e| e.to_string())?;
     let env = release_env(gantry, release).map_err(|e| e.to_string())?;
@@ -63,7 +62,7 @@ pub async fn roll_out(
         let spec = ServiceSpec {
             app,
             release: release.version,
-            image: &image,
+            image: &release.image,
             process,
             replicas,
             env,
@@ -128,31 +127,6 @@ pub async fn roll_out(
     ));
     progress.line(&format!("deployed in {:.1}s", t.elapsed().as_secs_f64()));
     Ok(())
-}
-
-/// Pushes the release's image to the cluster's registry; returns the
-/// reference every node pulls (through its mirror), by digest.
-async fn publish(
-    gantry: &Gantry,
-    release: &Release,
-    progress: &mut (dyn Progress + Send),
-) -> Result<String, String> {
-    let t = Instant::now();
-    let swarm = &gantry.config.swarm;
-    let image = crate::artifacts::registry::publish(
-        &gantry.docker,
-        &release.image,
-        &swarm.registry_push,
-        &swarm.pull_from,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    progress.line(&format!(
-        "pushed {} to the cluster's registry in {:.1}s: {image}",
-        release.image,
-        t.elapsed().as_secs_f64()
-    ));
-    Ok(image)
 }
 
 /// The running web tasks' endpoints, on every node.

@@ -310,7 +310,8 @@ pub trait Runtime: Send + Sync {
 pub struct ServiceSpec<'a> {
     pub app: &'a AppName,
     pub release: i64,
-    /// As every machine pulls it: by digest.
+    /// The image as the local engine has it; the runtime gets it to every
+    /// machine (Swarm: through the cluster's registry, by digest).
     pub image: &'a str,
     pub process: &'a str,
     pub replicas: u32,

@@ -9,6 +9,10 @@
 //! picks): this kernel has no IPVS, so no virtual IPs and no routing mesh,
 //! and the proxy reaches each task at its node's address instead.
 //!
+//! Images reach the nodes through the cluster's registry: the runtime pushes
+//! the local image there and names it by digest. A one-off (a release
+//! phase, a cron run, a host job) is a Swarm job: one task, never restarted.
+//!
 //! Swarm emits no task events: whoever follows tasks polls [`Services::tasks`].
 
 use std::collections::HashMap;
@@ -27,13 +31,14 @@ use bollard::models::{
 };
 use bollard::query_parameters::{
     ListServicesOptionsBuilder, ListTasksOptionsBuilder, LogsOptionsBuilder,
-    UpdateNodeOptionsBuilder, UpdateServiceOptionsBuilder,
+    PushImageOptionsBuilder, TagImageOptionsBuilder, UpdateNodeOptionsBuilder,
+    UpdateServiceOptionsBuilder,
 };
 use bollard::Docker;
 use futures_util::stream::BoxStream;
 use futures_util::StreamExt;
 
-use super::docker::{LABEL_APP, LABEL_PROCESS, LABEL_RELEASE};
+use super::docker::{LABEL_APP, LABEL_JOB, LABEL_ONEOFF, LABEL_PROCESS, LABEL_RELEASE};
 use super::{
     Attached, Availability, Inspection, Instance, JoinInfo, Killed, LogsFrom, Node, ProcessSpec,
     Restarted, Result, Rolled, Runtime, RuntimeError, ServiceSpec, ServiceTask, Services, Task,
@@ -50,14 +55,71 @@ pub struct SwarmRuntime {
     manager: Docker,
     /// How the manager was named, for messages.
     engine: String,
+    /// The engine images are built on, and where they go for the nodes.
+    images: Images,
+    /// One-offs created and not yet run, by id.
+    oneoffs: std::sync::Mutex<HashMap<String, Task>>,
+}
+
+/// Where a swarm's images come from: built on `local`, pushed to the
+/// cluster's registry at `push_to`, pulled by every node from `pull_from`.
+pub struct Images {
+    pub local: Docker,
+    pub push_to: String,
+    pub pull_from: String,
 }
 
 impl SwarmRuntime {
-    pub fn new(manager: Docker, engine: &str) -> Self {
+    pub fn new(manager: Docker, engine: &str, images: Images) -> Self {
         SwarmRuntime {
             manager,
             engine: engine.to_owned(),
+            images,
+            oneoffs: std::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pushes a local image to the cluster's registry; returns the name
+    /// every node pulls it by, with its digest.
+    async fn publish(&self, image: &str) -> Result<String> {
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let target = format!("{}/{repo}", self.images.push_to);
+        let failed = |message: String| {
+            RuntimeError::Engine(
+                format!("cannot push {image} to the cluster's registry: {message}").into(),
+            )
+        };
+        let local = &self.images.local;
+        local
+            .tag_image(
+                image,
+                Some(
+                    TagImageOptionsBuilder::default()
+                        .repo(&target)
+                        .tag(tag)
+                        .build(),
+                ),
+            )
+            .await?;
+        let mut pushing = local.push_image(
+            &target,
+            Some(PushImageOptionsBuilder::default().tag(tag).build()),
+            None,
+        );
+        while let Some(info) = pushing.next().await {
+            if let Some(detail) = info?.error_detail {
+                return Err(failed(detail.message.unwrap_or_default()));
+            }
+        }
+        let pushed = local.inspect_image(&format!("{target}:{tag}")).await?;
+        let prefix = format!("{target}@");
+        let digest = pushed
+            .repo_digests
+            .unwrap_or_default()
+            .into_iter()
+            .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+            .ok_or_else(|| failed("the engine recorded no digest for the push".into()))?;
+        Ok(format!("{}/{repo}@{digest}", self.images.pull_from))
     }
 }
 
@@ -147,7 +209,8 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
             container_spec: Some(TaskSpecContainerSpec {
                 image: Some(spec.image.to_owned()),
                 labels: Some(labels),
-                command: spec
+                // The image's entrypoint (a buildpack's launcher) stays.
+                args: spec
                     .command
                     .map(|c| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.to_owned()]),
                 env: Some(spec.env.clone()),
@@ -196,6 +259,50 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
             order: Some(ServiceSpecRollbackConfigOrderEnum::START_FIRST),
         }),
         endpoint_spec,
+        ..Default::default()
+    }
+}
+
+/// The name (and id) of a one-off's Swarm job.
+const ONEOFF_PREFIX: &str = "gantry-oneoff-";
+
+/// A one-off as a Swarm job: one task, run once, never restarted, with the
+/// image's entrypoint and the task's command.
+fn job_spec(name: &str, task: &Task, image: &str) -> SwarmSpec {
+    let labels = match &task.owner {
+        super::Owner::App { app, release } => HashMap::from([
+            (LABEL_ONEOFF.to_owned(), app.to_string()),
+            (LABEL_RELEASE.to_owned(), release.to_string()),
+        ]),
+        super::Owner::Job(run) => HashMap::from([(LABEL_JOB.to_owned(), run.clone())]),
+    };
+    SwarmSpec {
+        name: Some(name.to_owned()),
+        labels: Some(labels.clone()),
+        task_template: Some(TaskSpec {
+            container_spec: Some(TaskSpecContainerSpec {
+                image: Some(image.to_owned()),
+                labels: Some(labels),
+                command: task.entrypoint.clone(),
+                args: Some(task.command.clone()),
+                env: Some(task.env.clone()),
+                dir: task.working_dir.clone(),
+                init: Some(true),
+                ..Default::default()
+            }),
+            restart_policy: Some(TaskSpecRestartPolicy {
+                condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        mode: Some(ServiceSpecMode {
+            replicated_job: Some(bollard::models::ServiceSpecModeReplicatedJob {
+                max_concurrent: Some(1),
+                total_completions: Some(1),
+            }),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }
@@ -564,6 +671,17 @@ impl Services for SwarmRuntime {
         spec: ServiceSpec<'_>,
         progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
     ) -> Result<Rolled> {
+        let t = std::time::Instant::now();
+        let image = self.publish(spec.image).await?;
+        progress(&format!(
+            "pushed {} to the cluster's registry in {:.1}s: {image}",
+            spec.image,
+            t.elapsed().as_secs_f64()
+        ));
+        let spec = ServiceSpec {
+            image: &image,
+            ..spec
+        };
         let name = service_name(spec.app, spec.process);
         match self.find_service(&name).await? {
             None => {
@@ -924,9 +1042,24 @@ impl Runtime for SwarmRuntime {
             .boxed()
     }
 
-    /// A task is Swarm's to stop: scale or remove its service instead.
+    /// Removes a one-off's job; an app's task is Swarm's to stop (scale or
+    /// remove its service instead).
     async fn stop_and_remove(&self, id: &str, _grace: Duration) {
-        tracing::debug!(task = id, "a swarm task is stopped through its service");
+        if !id.starts_with(ONEOFF_PREFIX) {
+            tracing::debug!(task = id, "a swarm task is stopped through its service");
+            return;
+        }
+        self.oneoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        match self.manager.delete_service(id).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {}
+            Err(err) => tracing::warn!(job = id, error = %err, "cannot remove a one-off's job"),
+        }
     }
 
     /// Swarm reports no task events; the services watcher polls tasks.
@@ -952,18 +1085,84 @@ impl Runtime for SwarmRuntime {
         Ok(())
     }
 
-    async fn create_oneoff(&self, _task: &Task) -> Result<String> {
-        Err(unsupported(
-            "a one-off process (run, a release phase, a cron run of an app)",
-        ))
+    /// Keeps the task until it runs: a Swarm job is made and started at once.
+    async fn create_oneoff(&self, task: &Task) -> Result<String> {
+        if task.interactive.is_some() {
+            return Err(unsupported(
+                "an attached one-off (run with a terminal or stdin)",
+            ));
+        }
+        if !task.mounts.is_empty() {
+            return Err(unsupported("a one-off with volumes"));
+        }
+        let id = {
+            use rand::RngExt;
+            format!("{ONEOFF_PREFIX}{:08x}", rand::rng().random::<u32>())
+        };
+        self.oneoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.clone(), task.clone());
+        Ok(id)
     }
 
+    /// Runs it as a Swarm job (one task, never restarted) on whichever node
+    /// Swarm picks, waits for its end, then passes its output on.
     async fn run_oneoff(
         &self,
-        _id: &str,
-        _output: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
+        id: &str,
+        output: &mut (dyn for<'b> FnMut(&'b [u8]) + Send),
     ) -> Result<i64> {
-        Err(unsupported("a one-off process"))
+        let task = self
+            .oneoffs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RuntimeError::Engine(format!("no one-off {id}").into()))?;
+        let image = self.publish(&task.image).await?;
+        self.manager
+            .create_service(job_spec(id, &task, &image), None)
+            .await?;
+        let code = loop {
+            let tasks = self.service_tasks(("service", id.to_owned())).await?;
+            let status = tasks.into_iter().find_map(|t| t.status);
+            match status.as_ref().and_then(|s| s.state) {
+                Some(TaskState::COMPLETE) => break 0,
+                Some(TaskState::FAILED) => {
+                    let status = status.unwrap_or_default();
+                    match status.container_status.and_then(|c| c.exit_code) {
+                        Some(code) if code != 0 => break code,
+                        _ => {
+                            return Err(RuntimeError::Engine(
+                                status.err.unwrap_or_else(|| "the job failed".into()).into(),
+                            ))
+                        }
+                    }
+                }
+                Some(TaskState::REJECTED | TaskState::ORPHANED | TaskState::REMOVE) => {
+                    let status = status.unwrap_or_default();
+                    return Err(RuntimeError::Engine(
+                        format!(
+                            "the swarm did not run it: {}",
+                            status.err.or(status.message).unwrap_or_default()
+                        )
+                        .into(),
+                    ));
+                }
+                _ => tokio::time::sleep(Duration::from_millis(300)).await,
+            }
+        };
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail("all")
+            .build();
+        let mut logs = self.manager.service_logs(id, Some(options));
+        while let Some(chunk) = logs.next().await {
+            output(&chunk?.into_bytes());
+        }
+        Ok(code)
     }
 
     async fn attach_oneoff(&self, _id: &str, _streams: Attached<'_>) -> Result<i32> {
@@ -1020,8 +1219,9 @@ mod tests {
         let template = made.task_template.expect("template");
         assert_eq!(template.force_update, Some(2));
         let container = template.container_spec.expect("container");
+        assert_eq!(container.command, None, "the image's entrypoint stays");
         assert_eq!(
-            container.command,
+            container.args,
             Some(vec!["/bin/sh".into(), "-c".into(), "./server".into()])
         );
         let check = container.health_check.expect("health check");

@@ -434,11 +434,23 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     wait_edge(3, "spread", 200, Some("swarm v1\n"));
 
     // A new release rolls out task by task; every request is answered.
+    // Its release phase runs first, as a Swarm job, and is removed after.
     repo.write("public/index.html", "swarm v2\n");
+    repo.write(
+        "Procfile",
+        "web: exec httpd -f -v -p \"$PORT\" -h /www\nrelease: echo \"release phase of v$((1 + 1)) on $(hostname)\"\n",
+    );
     repo.commit(&server, "v2");
     let load = Load::start(server.http_port, "spread");
     let out = repo.push(&server, &server.admin, "spread");
     assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("release phase of v2 on"),
+        "{}",
+        stderr(&out)
+    );
+    let services = stdout(&node(1, &["service", "ls", "--format", "{{.Name}}"]));
+    assert!(!services.contains("gantry-oneoff-"), "{services}");
     server.wait_for_body("spread", "swarm v2", Duration::from_secs(30));
     all_answered(&load.finish(), "during the rolling deploy");
     let tasks = running_tasks(&server, "spread");
