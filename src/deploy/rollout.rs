@@ -23,6 +23,12 @@ pub async fn roll_out(
 ) -> Result<(), String> {
     let t = Instant::now();
     let app = &release.app;
+    // On a swarm, one deploy of an app at a time across every manager, its
+    // release phase included.
+    let _lease = match gantry.runtime.services() {
+        Some(_) => Some(super::services::lock_deploy(gantry, app).await?),
+        None => None,
+    };
     // A new release runs its deploy scripts; a restart of the same one does not.
     let manifest = crate::manifest::Manifest::from_stored(&release.manifest);
     if new_release {

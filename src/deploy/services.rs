@@ -32,16 +32,6 @@ pub async fn roll_out(
 ) -> Result<(), String> {
     let t = Instant::now();
     let app = &release.app;
-    // One deploy of an app at a time across every manager of the swarm.
-    let _lease = match gantry.store.try_lock_deploy(app.as_str()).await {
-        Ok(Some(lease)) => lease,
-        Ok(None) => {
-            return Err(format!(
-                "another manager is deploying {app} right now; this deploy did not run"
-            ))
-        }
-        Err(err) => return Err(format!("cannot take {app}'s deploy lock: {err}")),
-    };
     let manifest = Manifest::from_stored(&release.manifest);
     let (formation, _) = formation(gantry, app).await.map_err(|e| e.to_string())?;
     let env = release_env(gantry, release).map_err(|e| e.to_string())?;
@@ -127,6 +117,22 @@ pub async fn roll_out(
     ));
     progress.line(&format!("deployed in {:.1}s", t.elapsed().as_secs_f64()));
     Ok(())
+}
+
+/// Takes the lock that lets one deploy of `app` run at a time across every
+/// manager of the swarm (held until the lease is dropped); `Err` says why
+/// this one cannot run.
+pub async fn lock_deploy(
+    gantry: &Gantry,
+    app: &AppName,
+) -> Result<crate::store::DeployLease, String> {
+    match gantry.store.try_lock_deploy(app.as_str()).await {
+        Ok(Some(lease)) => Ok(lease),
+        Ok(None) => Err(format!(
+            "another manager is deploying {app} right now; this deploy did not run"
+        )),
+        Err(err) => Err(format!("cannot take {app}'s deploy lock: {err}")),
+    }
 }
 
 /// The running web tasks' endpoints, on every node.

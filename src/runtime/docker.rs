@@ -22,8 +22,8 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 
 use super::{
-    Attached, Inspection, Instance, Killed, LogsFrom, Mount, Owner, ProcessSpec, Restarted, Result,
-    Runtime, RuntimeError, Task,
+    logs_options, Attached, Inspection, Instance, Killed, LogsFrom, Mount, Owner, ProcessSpec,
+    Restarted, Result, Runtime, RuntimeError, Task,
 };
 use crate::names::AppName;
 
@@ -284,16 +284,7 @@ impl Runtime for DockerRuntime {
         from: LogsFrom,
         timestamps: bool,
     ) -> BoxStream<'static, Result<String>> {
-        let builder = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(timestamps);
-        let options = match from {
-            LogsFrom::Tail(n) => builder.tail(&n.to_string()),
-            LogsFrom::Start => builder.follow(true).tail("all"),
-            LogsFrom::Since(since) => builder.follow(true).tail("all").since(since),
-        }
-        .build();
+        let options = logs_options(from, timestamps);
         self.docker
             .logs(id, Some(options))
             .map(|chunk| chunk.map(|c| c.to_string()).map_err(RuntimeError::from))

@@ -513,6 +513,21 @@ pub async fn run_to_end(
     outcome
 }
 
+/// The engine's options for reading output from `from` (Docker's
+/// container logs and Swarm's task logs take the same).
+fn logs_options(from: LogsFrom, timestamps: bool) -> bollard::query_parameters::LogsOptions {
+    let builder = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .timestamps(timestamps);
+    match from {
+        LogsFrom::Tail(n) => builder.tail(&n.to_string()),
+        LogsFrom::Start => builder.follow(true).tail("all"),
+        LogsFrom::Since(since) => builder.follow(true).tail("all").since(since),
+    }
+    .build()
+}
+
 /// The last `lines` lines of a process's output.
 pub async fn tail(runtime: &dyn Runtime, id: &str, lines: usize) -> Vec<String> {
     let mut stream = runtime.logs(id, LogsFrom::Tail(lines), false);

@@ -201,7 +201,10 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
             ..Default::default()
         }]),
     });
-    let monitor = Some(nanos(spec.health_timeout.min(Duration::from_secs(10))));
+    // How long Swarm watches each new task after it became healthy before
+    // the next one: a release that never gets healthy fails during its
+    // start period anyway, and every second here is a second of each push.
+    let monitor = Some(2 * NANOS);
     SwarmSpec {
         name: Some(service_name(spec.app, spec.process)),
         labels: Some(labels.clone()),
@@ -261,6 +264,20 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
         endpoint_spec,
         ..Default::default()
     }
+}
+
+/// How to update a service at `version` (Swarm refuses an update made
+/// from an older version of its spec).
+fn update_options(
+    version: Option<&bollard::models::ObjectVersion>,
+) -> bollard::query_parameters::UpdateServiceOptions {
+    let version = version
+        .and_then(|v| v.index)
+        .and_then(|v| i32::try_from(v).ok())
+        .unwrap_or_default();
+    UpdateServiceOptionsBuilder::default()
+        .version(version)
+        .build()
 }
 
 /// The name (and id) of a one-off's Swarm job.
@@ -414,14 +431,7 @@ impl SwarmRuntime {
         if let (Some(order), Some(update)) = (order, spec.update_config.as_mut()) {
             update.order = Some(order);
         }
-        let version = service
-            .version
-            .and_then(|v| v.index)
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or_default();
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version)
-            .build();
+        let options = update_options(service.version.as_ref());
         let since = crate::time::now_ms() / 1000;
         self.manager.update_service(id, spec, options, None).await?;
         // Wait as a roll-out does: the service's own update status.
@@ -463,14 +473,7 @@ impl SwarmRuntime {
         if let Some(update) = spec.update_config.as_mut() {
             update.order = Some(order);
         }
-        let version = service
-            .version
-            .and_then(|v| v.index)
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or_default();
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version)
-            .build();
+        let options = update_options(service.version.as_ref());
         self.manager.update_service(id, spec, options, None).await?;
         Ok(())
     }
@@ -691,20 +694,13 @@ impl Services for SwarmRuntime {
                 self.wait_created(&spec, &name, progress).await
             }
             Some(current) => {
-                let version = current
-                    .version
-                    .and_then(|v| v.index)
-                    .and_then(|v| i32::try_from(v).ok())
-                    .unwrap_or_default();
+                let options = update_options(current.version.as_ref());
                 let forced = current
                     .spec
                     .and_then(|s| s.task_template)
                     .and_then(|t| t.force_update)
                     .unwrap_or(0);
                 let force = spec.force.then_some(forced + 1).or(Some(forced));
-                let options = UpdateServiceOptionsBuilder::default()
-                    .version(version)
-                    .build();
                 let since = crate::time::now_ms() / 1000;
                 self.manager
                     .update_service(&name, swarm_spec(&spec, force), options, None)
@@ -721,11 +717,7 @@ impl Services for SwarmRuntime {
                 format!("{app} has no {process} service on the swarm").into(),
             ));
         };
-        let version = current
-            .version
-            .and_then(|v| v.index)
-            .and_then(|v| i32::try_from(v).ok())
-            .unwrap_or_default();
+        let options = update_options(current.version.as_ref());
         let mut spec = current.spec.unwrap_or_default();
         spec.mode = Some(ServiceSpecMode {
             replicated: Some(ServiceSpecModeReplicated {
@@ -733,9 +725,6 @@ impl Services for SwarmRuntime {
             }),
             ..Default::default()
         });
-        let options = UpdateServiceOptionsBuilder::default()
-            .version(version)
-            .build();
         self.manager
             .update_service(&name, spec, options, None)
             .await?;
@@ -1026,16 +1015,7 @@ impl Runtime for SwarmRuntime {
         from: LogsFrom,
         timestamps: bool,
     ) -> BoxStream<'static, Result<String>> {
-        let builder = LogsOptionsBuilder::default()
-            .stdout(true)
-            .stderr(true)
-            .timestamps(timestamps);
-        let options = match from {
-            LogsFrom::Tail(n) => builder.tail(&n.to_string()),
-            LogsFrom::Start => builder.follow(true).tail("all"),
-            LogsFrom::Since(since) => builder.follow(true).tail("all").since(since),
-        }
-        .build();
+        let options = super::logs_options(from, timestamps);
         self.manager
             .task_logs(id, Some(options))
             .map(|chunk| chunk.map(|c| c.to_string()).map_err(RuntimeError::from))
