@@ -147,9 +147,18 @@ struct HostJobFile {
     retry_interrupted: bool,
 }
 
+/// A host job that cannot be read: left out, and shown as broken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broken {
+    /// The job's name (its script's name without `.run`).
+    pub name: String,
+    /// The file and what is wrong with it.
+    pub problem: String,
+}
+
 /// The host jobs in `dir`; a job whose `.toml` is broken is reported in the
 /// returned problems and left out, not guessed at.
-pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
+pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<Broken>) {
     let mut jobs = Vec::new();
     let mut problems = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -169,11 +178,15 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
         else {
             continue;
         };
+        let broken = |problem: String| Broken {
+            name: name.clone(),
+            problem,
+        };
         if !valid_job_name(&name) {
-            problems.push(format!(
+            problems.push(broken(format!(
                 "{}: job names use letters, digits, '-', '_' and '.'",
                 script.display()
-            ));
+            )));
             continue;
         }
         let toml_path = script.with_extension("toml");
@@ -181,7 +194,11 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
             Ok(text) => match toml::from_str::<HostJobFile>(&text) {
                 Ok(file) => file,
                 Err(err) => {
-                    problems.push(format!("{}: {}", toml_path.display(), err.message()));
+                    problems.push(broken(format!(
+                        "{}: {}",
+                        toml_path.display(),
+                        err.message().trim()
+                    )));
                     continue;
                 }
             },
@@ -190,10 +207,10 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<String>) {
         if let Some(schedule) = &file.schedule {
             let now = chrono::Local::now();
             if super::schedule::next_after(schedule, &now).is_none() {
-                problems.push(format!(
+                problems.push(broken(format!(
                     "{}: invalid schedule {schedule:?}: use cron's 5 fields (or 6, seconds first), or @hourly, @daily, @weekly, @monthly",
                     toml_path.display()
-                ));
+                )));
                 continue;
             }
         }
@@ -273,6 +290,24 @@ pub fn app_jobs(app: &AppName, manifest: &Manifest) -> Vec<JobDef> {
     jobs
 }
 
+/// The host jobs that cannot be read, as `jobs` and `/jobs` show them.
+pub fn broken(gantry: &Gantry) -> Vec<Broken> {
+    host_jobs(&gantry.config.jobs_dir()).1
+}
+
+/// Logs each broken definition once, not on every look at the jobs (the
+/// scheduler looks several times a second); a fixed one that breaks again
+/// is logged again.
+fn warn_once(problems: &[Broken]) {
+    static WARNED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+    let now: Vec<String> = problems.iter().map(|b| b.problem.clone()).collect();
+    for problem in now.iter().filter(|p| !warned.contains(p)) {
+        tracing::warn!("job definition skipped: {problem}");
+    }
+    *warned = now;
+}
+
 /// Every job: gantry's own, host jobs, then each app's.
 pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
     let (host, problems) = host_jobs(&gantry.config.jobs_dir());
@@ -281,9 +316,7 @@ pub async fn all(gantry: &Gantry) -> Vec<JobDef> {
         host.into_iter()
             .filter(|j| j.name != PRUNE_RUNS && !gantry.upkeep.iter().any(|u| u.name() == j.name)),
     );
-    for problem in problems {
-        tracing::warn!("job definition skipped: {problem}");
-    }
+    warn_once(&problems);
     for doer in &gantry.app_upkeep {
         for job in doer.jobs(gantry).await {
             jobs.push(JobDef {
@@ -351,8 +384,15 @@ mod tests {
         assert_eq!(jobs[0].env["A"], "b");
         assert_eq!(jobs[1].after, ["backup"]);
         assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems[0].contains("broken.toml") && problems[0].contains("invalid schedule"));
-        assert!(problems[1].contains("typo.toml") && problems[1].contains("schedul"));
+        assert_eq!(problems[0].name, "broken");
+        assert!(
+            problems[0].problem.contains("broken.toml")
+                && problems[0].problem.contains("invalid schedule")
+        );
+        assert_eq!(problems[1].name, "typo");
+        assert!(
+            problems[1].problem.contains("typo.toml") && problems[1].problem.contains("schedul")
+        );
     }
 
     #[test]

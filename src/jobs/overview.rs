@@ -11,7 +11,9 @@ pub struct Summary {
     pub last: Option<Run>,
     /// When its schedule fires next, formatted.
     pub next: Option<String>,
-    /// `schedule @daily; after backup; critical`, `manual`, `push` or `release phase`.
+    /// `schedule @daily; after backup; critical`, `manual`, `push`, `release
+    /// phase`, or `BROKEN, not run: FILE: what is wrong` for a definition
+    /// that cannot be read.
     pub triggers: String,
 }
 
@@ -33,32 +35,45 @@ pub async fn overview(
             names.push(run.job.clone());
         }
     }
+    let broken: Vec<super::definition::Broken> = super::definition::broken(gantry)
+        .into_iter()
+        .filter(|b| caller.may_use_job(&b.name))
+        .collect();
+    for b in &broken {
+        if !names.contains(&b.name) {
+            names.push(b.name.clone());
+        }
+    }
     names.sort();
     let now = chrono::Local::now();
     Ok(names
         .into_iter()
         .map(|name| {
             let def = defs.iter().find(|d| d.name == name);
-            let triggers = match def {
-                None if name.ends_with("/release") => "release phase".to_string(),
-                None => "push".to_string(),
-                Some(def) => {
-                    let mut t = Vec::new();
-                    if let Some(s) = &def.schedule {
-                        t.push(format!("schedule {s}"));
+            let problem = broken.iter().find(|b| b.name == name);
+            let triggers = match (def, problem) {
+                (None, Some(b)) => format!("BROKEN, not run: {}", b.problem),
+                (def, _) => match def {
+                    None if name.ends_with("/release") => "release phase".to_string(),
+                    None => "push".to_string(),
+                    Some(def) => {
+                        let mut t = Vec::new();
+                        if let Some(s) = &def.schedule {
+                            t.push(format!("schedule {s}"));
+                        }
+                        if !def.after.is_empty() {
+                            t.push(format!("after {}", def.after.join(", ")));
+                        }
+                        if def.critical {
+                            t.push("critical".into());
+                        }
+                        if t.is_empty() {
+                            "manual".into()
+                        } else {
+                            t.join("; ")
+                        }
                     }
-                    if !def.after.is_empty() {
-                        t.push(format!("after {}", def.after.join(", ")));
-                    }
-                    if def.critical {
-                        t.push("critical".into());
-                    }
-                    if t.is_empty() {
-                        "manual".into()
-                    } else {
-                        t.join("; ")
-                    }
-                }
+                },
             };
             Summary {
                 last: latest.iter().find(|r| r.job == name).cloned(),

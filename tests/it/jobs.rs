@@ -1112,3 +1112,46 @@ fn queued_deploys_wait_their_turn_and_all_go_live_in_order() {
         "{releases}"
     );
 }
+
+#[test]
+fn a_job_definition_that_cannot_be_read_shows_as_broken_and_is_logged_once() {
+    let server = Server::start();
+    job(
+        &server,
+        "nightly",
+        "echo nightly",
+        Some("schedul = \"@daily\"\n"),
+    );
+    job(
+        &server,
+        "fine",
+        "echo fine",
+        Some("schedule = \"@daily\"\n"),
+    );
+    let out = server.cli(&["jobs"]);
+    let list = stdout(&out);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let nightly = list
+        .lines()
+        .find(|l| l.starts_with("nightly "))
+        .unwrap_or_else(|| panic!("no nightly row:\n{list}"));
+    assert!(
+        nightly.contains("BROKEN, not run")
+            && nightly.contains("nightly.toml")
+            && nightly.contains("schedul"),
+        "{nightly}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("fine ") && l.contains("schedule @daily")),
+        "{list}"
+    );
+    // It cannot be run by hand either, and says why.
+    let out = server.cli(&["jobs:run", "nightly"]);
+    assert!(!out.status.success());
+    // The scheduler looks at the jobs several times a second: the warning
+    // is logged once, not each time.
+    std::thread::sleep(Duration::from_secs(3));
+    let warned = server.log().matches("job definition skipped: ").count();
+    assert_eq!(warned, 1, "{}", server.log());
+}
