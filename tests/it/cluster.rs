@@ -30,6 +30,17 @@ impl Drop for Down {
     }
 }
 
+/// The harness with `n` nodes, for this test alone: its turn (held until
+/// the test ends), the teardown however it ends, and what `up` printed.
+fn harness(n: u32) -> (std::sync::MutexGuard<'static, ()>, Down, Output) {
+    let turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
+    crate::support::ensure_base_image();
+    let _ = cluster(&["down"]);
+    let out = cluster(&["up", &n.to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    (turn, Down, out)
+}
+
 fn node(i: u32, args: &[&str]) -> Output {
     Command::new("docker")
         .arg("-H")
@@ -41,12 +52,7 @@ fn node(i: u32, args: &[&str]) -> Output {
 
 #[test]
 fn the_harness_runs_a_three_node_swarm_and_leaves_nothing_behind() {
-    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    crate::support::ensure_base_image();
-    let _ = cluster(&["down"]);
-    let _down = Down;
-    let out = cluster(&["up", "3"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_turn, _down, out) = harness(3);
     let env = stdout(&out);
     assert!(
         env.contains("NODE3_ADDR=192.168.231.13")
@@ -344,12 +350,7 @@ fn running_tasks(server: &Server, app: &str) -> Vec<(String, String)> {
 
 #[test]
 fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back() {
-    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    crate::support::ensure_base_image();
-    let _ = cluster(&["down"]);
-    let _down = Down;
-    let out = cluster(&["up", "3"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_turn, _down, _) = harness(3);
 
     // SQLite is refused for a swarm, with the reason.
     let refused = Command::new(BIN)
@@ -515,12 +516,7 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
 
 #[test]
 fn a_node_joins_is_labelled_drained_activated_and_lost_while_the_app_answers() {
-    let _turn = HARNESS.lock().unwrap_or_else(|e| e.into_inner());
-    crate::support::ensure_base_image();
-    let _ = cluster(&["down"]);
-    let _down = Down;
-    let out = cluster(&["up", "4"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    let (_turn, _down, _) = harness(4);
     // node4 starts outside the swarm: it joins as a user would.
     let left = node(4, &["swarm", "leave", "--force"]);
     assert!(left.status.success(), "{}", stderr(&left));
