@@ -17,7 +17,7 @@ use super::spec::{app_data, formation, release_env, web_spec, ProcessInfo};
 use crate::context::Gantry;
 use crate::manifest::Manifest;
 use crate::names::AppName;
-use crate::runtime::{Rolled, ServiceSpec, Services};
+use crate::runtime::{Rolled, ServiceSpec, ServiceTask, Services};
 use crate::store::Release;
 
 /// Puts `release` live as services: every process type of its manifest at
@@ -137,15 +137,19 @@ pub async fn lock_deploy(
 
 /// The running web tasks' endpoints, on every node.
 async fn web_endpoints(services: &dyn Services, app: &AppName) -> anyhow::Result<Vec<SocketAddr>> {
-    let mut addrs: Vec<SocketAddr> = services
-        .tasks(app)
-        .await?
-        .into_iter()
-        .filter(|t| t.running && t.process == "web")
+    let tasks = services.tasks(Some(app)).await?;
+    Ok(endpoints(&tasks, app))
+}
+
+/// The endpoints of `app`'s running web tasks among `tasks`, in order.
+fn endpoints(tasks: &[ServiceTask], app: &AppName) -> Vec<SocketAddr> {
+    let mut addrs: Vec<SocketAddr> = tasks
+        .iter()
+        .filter(|t| t.running && t.process == "web" && &t.app == app)
         .filter_map(|t| t.endpoint)
         .collect();
     addrs.sort();
-    Ok(addrs)
+    addrs
 }
 
 /// Routes the app to its running web tasks; returns how many.
@@ -177,17 +181,19 @@ pub async fn follow_tasks(gantry: Arc<Gantry>, shutdown: CancellationToken) {
         let Ok(apps) = gantry.store.list_apps().await else {
             continue;
         };
+        // Every app's tasks in one listing, not one per app each second.
+        let tasks = match services.tasks(None).await {
+            Ok(tasks) => tasks,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot list the apps' tasks");
+                continue;
+            }
+        };
         for app in apps {
             if app.stopped || app.current_release.is_none() {
                 continue;
             }
-            let addrs = match web_endpoints(services, &app.name).await {
-                Ok(addrs) => addrs,
-                Err(err) => {
-                    tracing::warn!(app = %app.name, error = %err, "cannot list the app's tasks");
-                    continue;
-                }
-            };
+            let addrs = endpoints(&tasks, &app.name);
             if routed.get(&app.name) != Some(&addrs) {
                 tracing::info!(app = %app.name, tasks = addrs.len(), "routing to the running web tasks");
                 route(&gantry, &app.name, addrs.clone()).await;
@@ -200,7 +206,7 @@ pub async fn follow_tasks(gantry: Arc<Gantry>, shutdown: CancellationToken) {
 /// The app's tasks, as `ps` shows them.
 pub async fn list(services: &dyn Services, app: &AppName) -> anyhow::Result<Vec<ProcessInfo>> {
     Ok(services
-        .tasks(app)
+        .tasks(Some(app))
         .await?
         .into_iter()
         .map(|t| ProcessInfo {

@@ -238,7 +238,6 @@ impl Runtime for DockerRuntime {
             started_at: state.started_at.unwrap_or_default(),
             address,
             oom_killed: state.oom_killed.unwrap_or(false),
-            port: None,
         })
     }
 

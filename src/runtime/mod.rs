@@ -82,9 +82,6 @@ pub struct Inspection {
     pub address: Option<IpAddr>,
     /// Its last exit was the kernel killing it for memory (its limit).
     pub oom_killed: bool,
-    /// The port to reach it on at `address`, when not the release's own (a
-    /// Swarm task's port, published on its machine).
-    pub port: Option<u16>,
 }
 
 /// Where to start reading a process's output.
@@ -347,6 +344,7 @@ pub enum Rolled {
 #[derive(Debug, Clone)]
 pub struct ServiceTask {
     pub id: String,
+    pub app: AppName,
     pub process: String,
     pub release: Option<i64>,
     pub slot: u32,
@@ -412,8 +410,9 @@ pub trait Services: Send + Sync {
     /// Sets how many tasks of `process` run.
     async fn scale(&self, app: &AppName, process: &str, replicas: u32) -> Result<()>;
 
-    /// The tasks of `app` that are meant to run, on every machine.
-    async fn tasks(&self, app: &AppName) -> Result<Vec<ServiceTask>>;
+    /// The tasks of `app` (of every app: `None`) that are meant to run, on
+    /// every machine.
+    async fn tasks(&self, app: Option<&AppName>) -> Result<Vec<ServiceTask>>;
 
     /// The process types `app` has services for.
     async fn process_types(&self, app: &AppName) -> Result<Vec<String>>;

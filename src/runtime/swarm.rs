@@ -324,6 +324,39 @@ fn job_spec(name: &str, task: &Task, image: &str) -> SwarmSpec {
     }
 }
 
+/// What an update of a service must come to.
+struct Expected {
+    replicas: u32,
+    /// The release every running task must be of.
+    release: i64,
+    /// Tasks are replaced even though the spec is the same.
+    force: bool,
+    /// How long one new task has to become healthy.
+    health_timeout: Duration,
+}
+
+impl Expected {
+    fn of(spec: &ServiceSpec<'_>) -> Expected {
+        Expected {
+            replicas: spec.replicas,
+            release: spec.release,
+            force: spec.force,
+            health_timeout: spec.health_timeout,
+        }
+    }
+}
+
+/// How many tasks a replicated service keeps.
+fn replicas_of(spec: &SwarmSpec) -> Option<i64> {
+    spec.mode.as_ref()?.replicated.as_ref()?.replicas
+}
+
+/// Meant to run, and running (for a checked task: healthy).
+fn running(task: &bollard::models::Task) -> bool {
+    task.desired_state == Some(TaskState::RUNNING)
+        && task.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
+}
+
 /// A time the engine reported, as RFC 3339.
 fn rfc3339(t: bollard::models::BollardDate) -> String {
     chrono::DateTime::from_timestamp(t.unix_timestamp(), 0)
@@ -391,9 +424,10 @@ impl SwarmRuntime {
             .map(|id| (id, 0))
             .collect();
         for task in self.service_tasks(("service", service.to_owned())).await? {
-            let up = task.desired_state == Some(TaskState::RUNNING)
-                && task.status.and_then(|s| s.state) == Some(TaskState::RUNNING);
-            if let (true, Some(count)) = (up, task.node_id.and_then(|n| counts.get_mut(&n))) {
+            if let (true, Some(count)) = (
+                running(&task),
+                task.node_id.and_then(|n| counts.get_mut(&n)),
+            ) {
                 *count += 1;
             }
         }
@@ -402,13 +436,13 @@ impl SwarmRuntime {
         Ok(max <= min + 1)
     }
 
-    /// Replaces every task of the service (a forced update), in `order`
-    /// when given, and waits for the update to end.
+    /// Replaces every task of the service (a forced update) in `order`,
+    /// and waits for the update to end.
     async fn force_update(
         &self,
         id: &str,
         name: &str,
-        order: Option<ServiceSpecUpdateConfigOrderEnum>,
+        order: ServiceSpecUpdateConfigOrderEnum,
         progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
     ) -> Result<()> {
         let service = self.manager.inspect_service(id, None).await?;
@@ -419,39 +453,24 @@ impl SwarmRuntime {
             .and_then(|l| l.get(LABEL_RELEASE))
             .and_then(|r| r.parse().ok())
             .unwrap_or_default();
-        let replicas = spec
-            .mode
-            .as_ref()
-            .and_then(|m| m.replicated.as_ref())
-            .and_then(|r| r.replicas)
-            .unwrap_or(1);
+        let replicas = replicas_of(&spec).unwrap_or(1);
         if let Some(template) = spec.task_template.as_mut() {
             template.force_update = Some(template.force_update.unwrap_or(0) + 1);
         }
-        if let (Some(order), Some(update)) = (order, spec.update_config.as_mut()) {
+        if let Some(update) = spec.update_config.as_mut() {
             update.order = Some(order);
         }
         let options = update_options(service.version.as_ref());
         let since = crate::time::now_ms() / 1000;
         self.manager.update_service(id, spec, options, None).await?;
         // Wait as a roll-out does: the service's own update status.
-        let app = AppName::parse("x").map_err(|e| RuntimeError::Engine(e.into()))?;
-        let wait = ServiceSpec {
-            app: &app,
-            release,
-            image: "",
-            process: "",
+        let expected = Expected {
             replicas: u32::try_from(replicas).unwrap_or(1),
-            env: Vec::new(),
-            command: None,
-            port: None,
-            health_path: "/",
-            health_timeout: Duration::from_secs(60),
-            stop_grace: Duration::ZERO,
-            limits: crate::resources::Limits::default(),
+            release,
             force: true,
+            health_timeout: Duration::from_secs(60),
         };
-        match self.wait_updated(&wait, name, since, progress).await? {
+        match self.wait_updated(&expected, name, since, progress).await? {
             Rolled::Done => Ok(()),
             Rolled::RolledBack(why) | Rolled::Failed(why) => Err(RuntimeError::Engine(
                 format!("replacing the tasks of {name} failed: {why}").into(),
@@ -538,13 +557,7 @@ impl SwarmRuntime {
         let mut last = String::new();
         loop {
             let tasks = self.service_tasks(("service", name.to_owned())).await?;
-            let running = tasks
-                .iter()
-                .filter(|t| {
-                    t.desired_state == Some(TaskState::RUNNING)
-                        && t.status.as_ref().and_then(|s| s.state) == Some(TaskState::RUNNING)
-                })
-                .count();
+            let running = tasks.iter().filter(|t| running(t)).count();
             let failures: Vec<String> = tasks
                 .iter()
                 .filter(|t| {
@@ -592,7 +605,7 @@ impl SwarmRuntime {
     /// task template did not change (a new replica count).
     async fn wait_updated(
         &self,
-        spec: &ServiceSpec<'_>,
+        spec: &Expected,
         name: &str,
         since: i64,
         progress: &mut (dyn for<'b> FnMut(&'b str) + Send),
@@ -632,13 +645,9 @@ impl SwarmRuntime {
                 // always gets a status of its own: wait for it a while.
                 None if !spec.force || started.elapsed() > Duration::from_secs(15) => {
                     let tasks = self.service_tasks(("service", name.to_owned())).await?;
-                    let running: Vec<Option<i64>> = tasks
+                    let releases: Vec<Option<i64>> = tasks
                         .iter()
-                        .filter(|t| {
-                            t.desired_state == Some(TaskState::RUNNING)
-                                && t.status.as_ref().and_then(|s| s.state)
-                                    == Some(TaskState::RUNNING)
-                        })
+                        .filter(|t| running(t))
                         .map(|t| {
                             t.spec
                                 .as_ref()
@@ -649,8 +658,8 @@ impl SwarmRuntime {
                         })
                         .collect();
                     let enough =
-                        running.len() >= usize::try_from(spec.replicas).unwrap_or(usize::MAX);
-                    if enough && running.iter().all(|r| *r == Some(spec.release)) {
+                        releases.len() >= usize::try_from(spec.replicas).unwrap_or(usize::MAX);
+                    if enough && releases.iter().all(|r| *r == Some(spec.release)) {
                         return Ok(Rolled::Done);
                     }
                 }
@@ -705,7 +714,8 @@ impl Services for SwarmRuntime {
                 self.manager
                     .update_service(&name, swarm_spec(&spec, force), options, None)
                     .await?;
-                self.wait_updated(&spec, &name, since, progress).await
+                self.wait_updated(&Expected::of(&spec), &name, since, progress)
+                    .await
             }
         }
     }
@@ -731,11 +741,13 @@ impl Services for SwarmRuntime {
         Ok(())
     }
 
-    async fn tasks(&self, app: &AppName) -> Result<Vec<ServiceTask>> {
+    async fn tasks(&self, app: Option<&AppName>) -> Result<Vec<ServiceTask>> {
         let nodes = self.node_addresses().await?;
-        let tasks = self
-            .service_tasks(("label", format!("{LABEL_APP}={app}")))
-            .await?;
+        let label = match app {
+            Some(app) => format!("{LABEL_APP}={app}"),
+            None => LABEL_APP.to_owned(),
+        };
+        let tasks = self.service_tasks(("label", label)).await?;
         let mut out: Vec<ServiceTask> = tasks
             .into_iter()
             .filter(|t| t.desired_state == Some(TaskState::RUNNING))
@@ -760,6 +772,7 @@ impl Services for SwarmRuntime {
                     .and_then(|ports| ports.into_iter().find_map(|p| p.published_port))
                     .and_then(|p| u16::try_from(p).ok());
                 Some(ServiceTask {
+                    app: labels.get(LABEL_APP).and_then(|a| AppName::parse(a).ok())?,
                     id: t.id?,
                     process: labels
                         .get(LABEL_PROCESS)
@@ -776,7 +789,9 @@ impl Services for SwarmRuntime {
                 })
             })
             .collect();
-        out.sort_by(|a, b| (&a.process, a.slot, &a.id).cmp(&(&b.process, b.slot, &b.id)));
+        out.sort_by(|a, b| {
+            (&a.app, &a.process, a.slot, &a.id).cmp(&(&b.app, &b.process, b.slot, &b.id))
+        });
         Ok(out)
     }
 
@@ -793,12 +808,10 @@ impl Services for SwarmRuntime {
 
     async fn nodes(&self) -> Result<Vec<Node>> {
         let tasks = self.service_tasks(("label", LABEL_APP.to_owned())).await?;
-        let mut running: HashMap<String, usize> = HashMap::new();
+        let mut per_node: HashMap<String, usize> = HashMap::new();
         for task in tasks {
-            let up = task.desired_state == Some(TaskState::RUNNING)
-                && task.status.and_then(|s| s.state) == Some(TaskState::RUNNING);
-            if let (true, Some(node)) = (up, task.node_id) {
-                *running.entry(node).or_default() += 1;
+            if let (true, Some(node)) = (running(&task), task.node_id) {
+                *per_node.entry(node).or_default() += 1;
             }
         }
         let mut nodes: Vec<Node> = self
@@ -806,7 +819,7 @@ impl Services for SwarmRuntime {
             .list_nodes(None)
             .await?
             .into_iter()
-            .map(|n| node_of(n, &running))
+            .map(|n| node_of(n, &per_node))
             .collect();
         nodes.sort_by(|a, b| a.hostname.cmp(&b.hostname));
         Ok(nodes)
@@ -864,12 +877,7 @@ impl Services for SwarmRuntime {
                 continue;
             };
             let name = spec.name.clone().unwrap_or_else(|| id.clone());
-            let replicas = spec
-                .mode
-                .as_ref()
-                .and_then(|m| m.replicated.as_ref())
-                .and_then(|r| r.replicas)
-                .unwrap_or(0);
+            let replicas = replicas_of(&spec).unwrap_or(0);
             // One task has nowhere better to be.
             if replicas < 2 {
                 continue;
@@ -886,7 +894,7 @@ impl Services for SwarmRuntime {
                 self.force_update(
                     &id,
                     &name,
-                    Some(ServiceSpecUpdateConfigOrderEnum::STOP_FIRST),
+                    ServiceSpecUpdateConfigOrderEnum::STOP_FIRST,
                     progress,
                 )
                 .await?;
@@ -975,11 +983,6 @@ impl Runtime for SwarmRuntime {
             .as_ref()
             .and_then(|n| nodes.get(n))
             .and_then(|(_, addr)| *addr);
-        let port = status
-            .port_status
-            .and_then(|p| p.ports)
-            .and_then(|ports| ports.into_iter().find_map(|p| p.published_port))
-            .and_then(|p| u16::try_from(p).ok());
         Ok(Inspection {
             running: status.state == Some(TaskState::RUNNING),
             state: task_state(status.state.as_ref()),
@@ -989,13 +992,12 @@ impl Runtime for SwarmRuntime {
             created_at: task.created_at.map_or(0, |t| t.unix_timestamp()),
             address,
             oom_killed: false,
-            port,
         })
     }
 
     async fn list(&self, app: &AppName) -> Result<Vec<Instance>> {
         Ok(self
-            .tasks(app)
+            .tasks(Some(app))
             .await?
             .into_iter()
             .map(|t| Instance {
