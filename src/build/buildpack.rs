@@ -228,14 +228,30 @@ pub async fn build(
         build.app,
         build.tag.rsplit(':').next().unwrap_or("latest")
     );
-    // A builder left by a crash of an earlier try of this same release.
-    let _ = build
-        .docker
-        .remove_container(
-            &name,
-            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
-        )
-        .await;
+    // A builder left by a crash of an earlier try of this same release, or
+    // still being removed after the try just before (a runtime fetched
+    // from upstream): gone before the name is taken again.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let _ = build
+            .docker
+            .remove_container(
+                &name,
+                Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+            )
+            .await;
+        let gone = matches!(
+            build.docker.inspect_container(&name, None).await,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                ..
+            })
+        );
+        if gone || std::time::Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     // Debian's Node works only at Debian's paths: an app that may use it
     // builds on the build image with it, and its slug sits on the run image
     // with it (made once per stack; see `debian`).
