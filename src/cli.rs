@@ -119,6 +119,10 @@ pub enum Command {
         /// Where this node's engine pulls from ([swarm] pull_from)
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
         mirror_listen: SocketAddr,
+        /// Where this node's engine pushes what it builds: a loopback relay
+        /// to the cluster's registry
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5002")]
+        push_relay: SocketAddr,
         #[command(flatten)]
         edge: EdgeArgs,
     },
@@ -248,9 +252,17 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
 
 /// What a node of a swarm runs, until SIGINT or SIGTERM: its image mirror
 /// of `upstream` (when given) and its edge proxy.
+/// What `node:join` runs on a node besides its edge proxy.
+struct NodeParts {
+    /// The cluster's registry: http://MANAGER:5000
+    registry: String,
+    mirror_listen: SocketAddr,
+    push_relay: SocketAddr,
+}
+
 async fn run_node(
     home: Option<PathBuf>,
-    mirror: Option<(String, SocketAddr)>,
+    node: Option<NodeParts>,
     edge: EdgeArgs,
 ) -> anyhow::Result<i32> {
     let config = Config::resolve(Overrides {
@@ -259,8 +271,8 @@ async fn run_node(
         https_listen: Some(edge.https_listen),
         ..Overrides::default()
     })?;
-    let _mirror = match mirror {
-        Some((upstream, listen)) => Some(start_mirror(&config, &upstream, listen).await?),
+    let _mirror = match &node {
+        Some(node) => Some(start_mirror(&config, &node.registry, node.mirror_listen).await?),
         None => None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
@@ -271,12 +283,61 @@ async fn run_node(
             shutdown.cancel();
         });
     }
+    if let Some(node) = &node {
+        start_worker(&config, node, &edge.database_url, shutdown.child_token()).await?;
+    }
     let settings = crate::edge::EdgeSettings {
         database_url: edge.database_url,
         stale_after: std::time::Duration::from_secs(edge.stale_after.max(1)),
     };
     crate::edge::run(&config, settings, shutdown).await?;
     Ok(0)
+}
+
+/// Starts the node's worker on the cluster's work queue, and the relay its
+/// engine pushes built images through.
+async fn start_worker(
+    config: &Config,
+    node: &NodeParts,
+    database_url: &str,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let upstream = crate::artifacts::registry::url_address(&node.registry)
+        .with_context(|| format!("{:?}: expected http://HOST:PORT", node.registry))?;
+    let listener = tokio::net::TcpListener::bind(node.push_relay)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the registry relay",
+                node.push_relay
+            )
+        })?;
+    tokio::spawn(crate::artifacts::registry::relay(
+        listener,
+        upstream,
+        shutdown.clone(),
+    ));
+    let docker = crate::context::connect_docker().await?;
+    let (node_id, name) = crate::worker::identify(&docker).await?;
+    let store = crate::store::Store::connect(database_url)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                crate::store::redact(database_url)
+            )
+        })?;
+    let settings = crate::worker::WorkerSettings {
+        node_id,
+        name,
+        push_to: node.push_relay.to_string(),
+        dir: config.home.join("work"),
+        slots: 2,
+    };
+    tokio::spawn(crate::worker::run_forever(
+        store, docker, settings, shutdown,
+    ));
+    Ok(())
 }
 
 /// Starts a node's pull-through mirror of `upstream` on `listen`.
@@ -535,6 +596,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
             registry,
             advertise_addr,
             mirror_listen,
+            push_relay,
             edge,
         } => {
             let joined = async {
@@ -549,7 +611,12 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
                         "{} the swarm at {manager}",
                         if now { "joined" } else { "already in" }
                     );
-                    run_node(cli.home, Some((registry, mirror_listen)), edge).await
+                    let node = NodeParts {
+                        registry,
+                        mirror_listen,
+                        push_relay,
+                    };
+                    run_node(cli.home, Some(node), edge).await
                 }
                 Err(err) => Err(err),
             }

@@ -316,6 +316,72 @@ struct ProxyFileConfig {
 pub struct AppSettings {
     #[serde(default)]
     pub deploy: DeploySettings,
+    #[serde(default)]
+    pub build: BuildSettings,
+}
+
+/// `build.*` of an app.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildSettings {
+    /// On a swarm, build on a node with these labels (the cluster's work
+    /// queue) instead of on the manager.
+    #[serde(default)]
+    pub requires: Requires,
+}
+
+/// Node labels a piece of work needs: `["gpu=1", "zone=b"]` or
+/// `{ gpu = "1", zone = "b" }` in TOML; kept as sorted `K=V`.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Requires(pub Vec<String>);
+
+impl Requires {
+    /// Checks and sorts `K=V` items.
+    pub fn parse(items: impl IntoIterator<Item = String>) -> Result<Requires, String> {
+        let mut out = Vec::new();
+        for item in items {
+            let valid = item.split_once('=').is_some_and(|(key, value)| {
+                !key.is_empty()
+                    && key
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c))
+                    && !value.contains(['\n', '\r'])
+            });
+            if !valid {
+                return Err(format!("requires: {item:?} is not a node label KEY=VALUE"));
+            }
+            out.push(item);
+        }
+        out.sort();
+        out.dedup();
+        Ok(Requires(out))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Display for Requires {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for Requires {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            List(Vec<String>),
+            Table(std::collections::BTreeMap<String, String>),
+        }
+        let items = match Form::deserialize(d)? {
+            Form::List(items) => items,
+            Form::Table(table) => table.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        };
+        Requires::parse(items).map_err(serde::de::Error::custom)
+    }
 }
 
 /// `deploy.*` of an app.
@@ -502,6 +568,15 @@ impl Config {
         self.apps
             .get(app.as_str())
             .is_some_and(|settings| settings.deploy.queue)
+    }
+
+    /// The node labels the app's builds need (`build.requires`); empty:
+    /// built on the manager.
+    pub fn build_requires(&self, app: &crate::names::AppName) -> Requires {
+        self.apps
+            .get(app.as_str())
+            .map(|settings| settings.build.requires.clone())
+            .unwrap_or_default()
     }
 
     /// The public host name of an app.
@@ -710,6 +785,36 @@ mod tests {
         })
         .expect_err("typo accepted");
         assert!(err.to_string().contains("queued"), "{err}");
+    }
+
+    #[test]
+    fn build_requires_takes_a_list_or_a_table_and_refuses_a_bare_word() {
+        let dir = home_with(
+            "[apps.shop]\nbuild.requires = [\"zone=b\", \"gpu=1\"]\n\n[apps.blog.build]\nrequires = { arch = \"arm64\" }\n",
+        );
+        let config = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect("config");
+        let name = |n| crate::names::AppName::parse(n).expect("name");
+        assert_eq!(config.build_requires(&name("shop")).0, ["gpu=1", "zone=b"]);
+        assert_eq!(
+            config.build_requires(&name("blog")).to_string(),
+            "arch=arm64"
+        );
+        assert!(config.build_requires(&name("other")).is_empty());
+        let dir = home_with("[apps.shop]\nbuild.requires = [\"gpu\"]\n");
+        let err = Config::resolve(Overrides {
+            home: Some(dir.path().into()),
+            ..Default::default()
+        })
+        .expect_err("a bare word accepted");
+        assert!(
+            err.to_string()
+                .contains("\"gpu\" is not a node label KEY=VALUE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -55,3 +55,5 @@ pub mod storage;
 pub mod store;
 pub mod time;
 pub mod web;
+pub mod work;
+pub mod worker;

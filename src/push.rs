@@ -573,7 +573,24 @@ async fn build_and_deploy(
     let tag = artifacts::image_tag(&app, release.version);
     let labels = artifacts::image_labels(&app);
     let disconnected = log.disconnected();
+    let requires = gantry.config.build_requires(&app);
     let built = match plan {
+        Plan::Dockerfile if !requires.is_empty() => {
+            log.stage(&format!("Build: Dockerfile, on a node labelled {requires}"));
+            let build = build_on_node(gantry, &app, &tag, &requires, context, log);
+            tokio::select! {
+                built = build => Some(built),
+                _ = disconnected => None,
+            }
+        }
+        Plan::Buildpacks { .. } if !requires.is_empty() => {
+            let text = format!(
+                "build.requires = [{requires}] is set for {app}, and only Dockerfile builds run on other nodes yet; \
+                 add a Dockerfile, or remove build.requires to build with buildpacks on the manager"
+            );
+            log.error(&text);
+            return Err(text);
+        }
         Plan::Dockerfile => {
             log.stage("Build: Dockerfile");
             // No labels: see artifacts::image_labels.
@@ -649,6 +666,63 @@ async fn build_and_deploy(
     // ---- deploy ----
     log.stage(&format!("Deploy: v{}", release.version));
     deploy::roll_out(gantry, release, log, true).await
+}
+
+/// A Dockerfile build on a node labelled with all of `requires`, through
+/// the cluster's work queue: the node builds and pushes to the cluster's
+/// registry, and the image is pulled here under its usual tag, so the
+/// release is the same as one built here.
+async fn build_on_node(
+    gantry: &Gantry,
+    app: &crate::names::AppName,
+    tag: &str,
+    requires: &crate::config::Requires,
+    context: Vec<u8>,
+    log: &mut PushLog,
+) -> Result<build::BuiltImage, build::BuildError> {
+    let failed = build::BuildError::Failed;
+    if gantry.runtime.services().is_none() {
+        return Err(failed(format!(
+            "build.requires = [{requires}]: only a swarm (runtime = \"swarm\") has nodes to build on"
+        )));
+    }
+    let spec = crate::work::BuildSpec {
+        app: app.to_string(),
+        image: tag.to_owned(),
+    };
+    let spec = serde_json::to_string(&spec).map_err(|e| failed(e.to_string()))?;
+    let title = format!("build of {tag}");
+    let never = tokio_util::sync::CancellationToken::new();
+    let state = crate::work::run(
+        &gantry.store,
+        "build",
+        &title,
+        requires,
+        (&spec, &context),
+        &never,
+        &mut |line: &str| log.line(line),
+    )
+    .await
+    .map_err(|e| failed(format!("the work queue failed: {e}")))?;
+    if state.state != "done" || state.code != Some(0) {
+        return Err(failed(state.result));
+    }
+    let result: crate::work::BuildResult = serde_json::from_str(&state.result)
+        .map_err(|e| failed(format!("the node's answer is unreadable: {e}")))?;
+    let registry = &gantry.config.swarm.registry_push;
+    crate::runtime::swarm::pull_image(&gantry.docker, registry, tag, &result.digest)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    let image = gantry.docker.inspect_image(tag).await?;
+    log.line(&format!(
+        "pulled {tag} ({}) from the cluster's registry",
+        result.digest
+    ));
+    Ok(build::BuiltImage {
+        id: image.id.unwrap_or_default(),
+        size: image.size.unwrap_or(result.size),
+        exposed_port: result.exposed_port,
+    })
 }
 
 /// At most `max` bytes of `text`, cut at a character boundary.

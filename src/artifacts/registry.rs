@@ -174,9 +174,68 @@ fn spawn(config: &Path, log: &Path) -> Result<tokio::process::Child, RegistryErr
         .map_err(RegistryError::Spawn)
 }
 
+/// The `HOST:PORT` of a registry URL (`http://HOST:PORT`).
+pub fn url_address(url: &str) -> Option<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let address = rest.split('/').next()?;
+    (!address.is_empty()).then(|| address.to_owned())
+}
+
+/// Relays TCP connections from `listener` to `upstream` until `shutdown`:
+/// a node's engine pushes to the cluster's registry through it, at a
+/// loopback address it trusts without any daemon setting (the registry
+/// speaks plain HTTP, which an engine refuses anywhere but on loopback).
+pub async fn relay(
+    listener: tokio::net::TcpListener,
+    upstream: String,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let mut inbound = match accepted {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                tracing::warn!(error = %err, "the registry relay cannot accept");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let upstream = upstream.clone();
+        tokio::spawn(async move {
+            match tokio::net::TcpStream::connect(&upstream).await {
+                Ok(mut outbound) => {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+                Err(err) => {
+                    tracing::warn!(%upstream, error = %err, "the registry relay cannot reach the registry")
+                }
+            }
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_registry_url_gives_the_address_a_relay_dials() {
+        assert_eq!(
+            url_address("http://10.0.0.1:5000").as_deref(),
+            Some("10.0.0.1:5000")
+        );
+        assert_eq!(
+            url_address("https://registry.example/v2/").as_deref(),
+            Some("registry.example")
+        );
+        assert_eq!(url_address("10.0.0.1:5000"), None);
+        assert_eq!(url_address("http://"), None);
+    }
 
     #[test]
     fn a_mirror_proxies_its_upstream_and_the_central_one_does_not() {

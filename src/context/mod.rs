@@ -114,7 +114,7 @@ impl Gantry {
 
 /// A client of the engine at `url` (`unix:///…` or `tcp://…`, as DOCKER_HOST
 /// names one); it connects lazily.
-fn connect_engine(url: &str) -> anyhow::Result<Docker> {
+pub fn connect_engine(url: &str) -> anyhow::Result<Docker> {
     let timeout = 120;
     let docker = match url.strip_prefix("unix://") {
         Some(path) => Docker::connect_with_unix(path, timeout, bollard::API_DEFAULT_VERSION),

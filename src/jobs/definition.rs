@@ -32,6 +32,9 @@ pub enum JobKind {
     Host {
         script: PathBuf,
         image: Option<String>,
+        /// On a swarm: run on a node with these labels, through the
+        /// cluster's work queue.
+        requires: crate::config::Requires,
     },
     /// A command in a one-off container of the app's live release.
     AppCron { app: AppName, command: String },
@@ -145,6 +148,9 @@ struct HostJobFile {
     /// Run again a run that gantry stopping interrupted.
     #[serde(default)]
     retry_interrupted: bool,
+    /// On a swarm: the node labels the job needs (`["gpu=1"]`).
+    #[serde(default)]
+    requires: crate::config::Requires,
 }
 
 /// A host job that cannot be read: left out, and shown as broken.
@@ -214,11 +220,19 @@ pub fn host_jobs(dir: &Path) -> (Vec<JobDef>, Vec<Broken>) {
                 continue;
             }
         }
+        if file.image.is_some() && !file.requires.is_empty() {
+            problems.push(broken(format!(
+                "{}: `image` and `requires` do not go together yet: a node runs the script itself",
+                toml_path.display()
+            )));
+            continue;
+        }
         jobs.push(JobDef {
             name,
             kind: JobKind::Host {
                 script,
                 image: file.image.filter(|i| !i.trim().is_empty()),
+                requires: file.requires,
             },
             schedule: file.schedule,
             after: file.after,

@@ -240,8 +240,14 @@ async fn execute_inner(
             }
         }
         JobKind::Host {
+            script, requires, ..
+        } if !requires.is_empty() => {
+            run_on_node(gantry, job, run, script, requires, log, timeout, cancel).await
+        }
+        JobKind::Host {
             script,
             image: Some(image),
+            ..
         } => {
             run_in_container(
                 gantry, job, run, script, image, log, &artifacts, timeout, cancel,
@@ -251,6 +257,7 @@ async fn execute_inner(
         JobKind::Host {
             script,
             image: None,
+            ..
         } => run_script(gantry, job, run, script, log, &artifacts, timeout, cancel).await,
         JobKind::AppCron { app, command } => {
             let release = match gantry.store.current_release(app).await {
@@ -368,6 +375,73 @@ async fn run_script(
             let _ = child.wait().await;
             Ending::cancelled("cancelled")
         }
+    }
+}
+
+/// Runs the script on a node labelled with all of `requires`, through the
+/// cluster's work queue; the node's output is the run's log. Only a swarm
+/// has nodes to ask.
+#[allow(clippy::too_many_arguments)]
+async fn run_on_node(
+    gantry: &Gantry,
+    job: &JobDef,
+    run: &Run,
+    script: &std::path::Path,
+    requires: &crate::config::Requires,
+    mut log: std::fs::File,
+    timeout: std::time::Duration,
+    cancel: CancellationToken,
+) -> Ending {
+    if gantry.runtime.services().is_none() {
+        return Ending::failed(format!(
+            "requires = [{requires}]: only a swarm (runtime = \"swarm\") has nodes to run it on"
+        ));
+    }
+    let input = match std::fs::read(script) {
+        Ok(bytes) => bytes,
+        Err(err) => return Ending::failed(format!("cannot read {}: {err}", script.display())),
+    };
+    // The run's parameters win over the job's env, as on the manager.
+    let mut env: Vec<(String, String)> = job
+        .env
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    env.extend(run.param_pairs());
+    let spec = crate::work::JobSpec {
+        job: run.job.clone(),
+        run: run.number,
+        env,
+        timeout_secs: timeout.as_secs(),
+    };
+    let spec = match serde_json::to_string(&spec) {
+        Ok(spec) => spec,
+        Err(err) => return Ending::failed(err.to_string()),
+    };
+    let title = format!("{}#{}", run.job, run.number);
+    let mut on_line = |line: &str| {
+        let _ = writeln!(log, "{line}");
+    };
+    let ended = crate::work::run(
+        &gantry.store,
+        "job",
+        &title,
+        requires,
+        (&spec, &input),
+        &cancel,
+        &mut on_line,
+    )
+    .await;
+    match ended {
+        Err(err) => Ending::failed(format!("the work queue failed: {err}")),
+        Ok(state) if state.state == "cancelled" => Ending::cancelled(&state.result),
+        Ok(state) => match state.code {
+            Some(code) => Ending::exited(code),
+            None if state.result.starts_with(crate::work::TIMED_OUT) => {
+                Ending::timed_out(state.result)
+            }
+            None => Ending::failed(state.result),
+        },
     }
 }
 

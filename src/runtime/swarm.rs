@@ -82,45 +82,91 @@ impl SwarmRuntime {
     /// Pushes a local image to the cluster's registry; returns the name
     /// every node pulls it by, with its digest.
     async fn publish(&self, image: &str) -> Result<String> {
-        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
-        let target = format!("{}/{repo}", self.images.push_to);
-        let failed = |message: String| {
-            RuntimeError::Engine(
-                format!("cannot push {image} to the cluster's registry: {message}").into(),
-            )
-        };
-        let local = &self.images.local;
-        local
-            .tag_image(
-                image,
-                Some(
-                    TagImageOptionsBuilder::default()
-                        .repo(&target)
-                        .tag(tag)
-                        .build(),
-                ),
-            )
-            .await?;
-        let mut pushing = local.push_image(
-            &target,
-            Some(PushImageOptionsBuilder::default().tag(tag).build()),
-            None,
-        );
-        while let Some(info) = pushing.next().await {
-            if let Some(detail) = info?.error_detail {
-                return Err(failed(detail.message.unwrap_or_default()));
-            }
-        }
-        let pushed = local.inspect_image(&format!("{target}:{tag}")).await?;
-        let prefix = format!("{target}@");
-        let digest = pushed
-            .repo_digests
-            .unwrap_or_default()
-            .into_iter()
-            .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
-            .ok_or_else(|| failed("the engine recorded no digest for the push".into()))?;
+        let (repo, _) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let digest = push_image(&self.images.local, image, &self.images.push_to).await?;
         Ok(format!("{}/{repo}@{digest}", self.images.pull_from))
     }
+}
+
+/// Pushes `image` (`REPO:TAG`) from the engine `local` to the registry at
+/// `push_to` (an address that engine trusts: loopback); returns its digest.
+pub async fn push_image(local: &Docker, image: &str, push_to: &str) -> Result<String> {
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let target = format!("{push_to}/{repo}");
+    let failed = |message: String| {
+        RuntimeError::Engine(
+            format!("cannot push {image} to the cluster's registry: {message}").into(),
+        )
+    };
+    local
+        .tag_image(
+            image,
+            Some(
+                TagImageOptionsBuilder::default()
+                    .repo(&target)
+                    .tag(tag)
+                    .build(),
+            ),
+        )
+        .await?;
+    let mut pushing = local.push_image(
+        &target,
+        Some(PushImageOptionsBuilder::default().tag(tag).build()),
+        None,
+    );
+    while let Some(info) = pushing.next().await {
+        if let Some(detail) = info?.error_detail {
+            return Err(failed(detail.message.unwrap_or_default()));
+        }
+    }
+    let pushed = local.inspect_image(&format!("{target}:{tag}")).await?;
+    let prefix = format!("{target}@");
+    pushed
+        .repo_digests
+        .unwrap_or_default()
+        .into_iter()
+        .find_map(|d| d.strip_prefix(&prefix).map(str::to_owned))
+        .ok_or_else(|| failed("the engine recorded no digest for the push".into()))
+}
+
+/// Pulls `REPO@DIGEST` from the registry at `pull_from` into the engine
+/// `local` and tags it `image` (`REPO:TAG`): an image a node built, made
+/// the manager's own.
+pub async fn pull_image(local: &Docker, pull_from: &str, image: &str, digest: &str) -> Result<()> {
+    let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+    let source = format!("{pull_from}/{repo}@{digest}");
+    let mut pulling = local.create_image(
+        Some(
+            bollard::query_parameters::CreateImageOptionsBuilder::default()
+                .from_image(&source)
+                .build(),
+        ),
+        None,
+        None,
+    );
+    while let Some(info) = pulling.next().await {
+        if let Some(detail) = info?.error_detail {
+            return Err(RuntimeError::Engine(
+                format!(
+                    "cannot pull {source} from the cluster's registry: {}",
+                    detail.message.unwrap_or_default()
+                )
+                .into(),
+            ));
+        }
+    }
+    local
+        .tag_image(
+            &source,
+            Some(
+                TagImageOptionsBuilder::default()
+                    .repo(repo)
+                    .tag(tag)
+                    .build(),
+            ),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Joins the engine `docker` to a swarm as a worker, unless it is in one

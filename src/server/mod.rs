@@ -188,6 +188,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             gantry.clone(),
             shutdown.child_token(),
         ));
+        tokio::spawn(crate::worker::publish_nodes_forever(
+            gantry.clone(),
+            shutdown.child_token(),
+        ));
+        start_worker(&gantry, shutdown.child_token()).await;
     }
     tokio::spawn(crate::deploy::watch::follow_out_of_memory(
         gantry.clone(),
@@ -408,4 +413,37 @@ async fn start_registry(config: &Config) -> anyhow::Result<crate::artifacts::reg
         config.swarm.pull_from
     );
     Ok(registry)
+}
+
+/// serve's own node takes work from the cluster's queue too: builds run on
+/// this machine's engine and push to the registry on its loopback.
+async fn start_worker(gantry: &Arc<Gantry>, shutdown: CancellationToken) {
+    let manager = match &gantry.config.swarm.engine {
+        Some(engine) => crate::context::connect_engine(engine),
+        None => Ok(gantry.docker.clone()),
+    };
+    let identity = match manager {
+        Ok(manager) => crate::worker::identify(&manager).await,
+        Err(err) => Err(err),
+    };
+    let (node_id, name) = match identity {
+        Ok(identity) => identity,
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "this node takes no work from the queue");
+            return;
+        }
+    };
+    let settings = crate::worker::WorkerSettings {
+        node_id,
+        name,
+        push_to: gantry.config.swarm.registry_push.clone(),
+        dir: gantry.config.home.join("work"),
+        slots: 2,
+    };
+    tokio::spawn(crate::worker::run_forever(
+        gantry.store.clone(),
+        gantry.docker.clone(),
+        settings,
+        shutdown,
+    ));
 }

@@ -8,12 +8,14 @@ mod db;
 mod models;
 mod records;
 mod runs;
+mod work;
 
 pub use db::{redact, DeployLease, Result, Store, StoreError, ROUTES_CHANNEL};
 pub use models::{
     AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
 };
 pub use runs::{Run, RunStats, RunStatus};
+pub use work::{Claim, NodeLabels, Renewal, WorkState};
 
 #[cfg(test)]
 mod tests;

@@ -404,3 +404,184 @@ async fn one_deploy_of_an_app_at_a_time_across_managers() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn work_goes_to_a_node_with_the_labels_and_a_lapsed_claim_is_taken_over_once() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let store = Store::connect(&url).await.expect("store");
+    let labels = |items: &[&str]| items.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let short = std::time::Duration::from_millis(300);
+    let long = std::time::Duration::from_secs(30);
+    let id = store
+        .enqueue_work(
+            "job",
+            "nightly#1",
+            &labels(&["gpu=1"]),
+            "{}",
+            b"#!/bin/sh\n",
+        )
+        .await
+        .expect("enqueue");
+
+    // A node without the label gets nothing; one with it (and more) does.
+    assert!(store
+        .claim_work("node1", &labels(&["zone=b"]), long)
+        .await
+        .expect("claim")
+        .is_none());
+    let first = store
+        .claim_work("node2", &labels(&["gpu=1", "zone=b"]), short)
+        .await
+        .expect("claim")
+        .expect("node2 may run it");
+    assert_eq!(
+        (first.id, first.fence, first.taken_from.as_str()),
+        (id, 1, "")
+    );
+    assert_eq!(first.input, b"#!/bin/sh\n");
+    assert!(store.log_work(id, 1, "one").await.expect("log"));
+    // Held while renewed: nobody else claims it.
+    assert_eq!(
+        store.renew_work(id, 1, short).await.expect("renew"),
+        Renewal::Held
+    );
+    assert!(store
+        .claim_work("node3", &labels(&["gpu=1"]), long)
+        .await
+        .expect("claim")
+        .is_none());
+
+    // node2 goes quiet past its lease: two nodes race for it; one wins.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let gpu = labels(&["gpu=1"]);
+    let (a, b) = tokio::join!(
+        store.claim_work("node3", &gpu, long),
+        store.claim_work("node4", &gpu, long),
+    );
+    let won: Vec<_> = [a.expect("a"), b.expect("b")]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(won.len(), 1, "{won:?}");
+    let second = &won[0];
+    assert_eq!((second.fence, second.taken_from.as_str()), (2, "node2"));
+
+    // node2, back, is fenced out: no renewal, no log, no finish.
+    assert_eq!(
+        store.renew_work(id, 1, short).await.expect("renew"),
+        Renewal::Lost
+    );
+    assert!(!store.log_work(id, 1, "late").await.expect("log"));
+    assert!(!store
+        .finish_work(id, 1, "done", Some(0), "")
+        .await
+        .expect("finish"));
+    assert!(store.log_work(id, 2, "two").await.expect("log"));
+    assert!(store
+        .finish_work(id, 2, "done", Some(3), "exit code 3")
+        .await
+        .expect("finish"));
+    let state = store.work_state(id).await.expect("state");
+    assert_eq!((state.state.as_str(), state.code), ("done", Some(3)));
+    assert!(
+        ["node3", "node4"].contains(&state.worker.as_str()),
+        "{state:?}"
+    );
+    let log: Vec<String> = store
+        .work_log_since(id, 0)
+        .await
+        .expect("log")
+        .into_iter()
+        .map(|(_, text)| text)
+        .collect();
+    assert_eq!(log, ["one", "two"]);
+    // Finished is finished: nothing claims it again.
+    assert!(store
+        .claim_work("node5", &labels(&["gpu=1"]), long)
+        .await
+        .expect("claim")
+        .is_none());
+
+    // Cancelling: a queued item ends at once; a running one is told on renewal.
+    let queued = store
+        .enqueue_work("build", "build", &labels(&["arch=arm64"]), "{}", b"")
+        .await
+        .expect("enqueue");
+    store
+        .cancel_work(queued, "cancelled")
+        .await
+        .expect("cancel");
+    let state = store.work_state(queued).await.expect("state");
+    assert!(
+        state.is_finished() && state.state == "cancelled",
+        "{state:?}"
+    );
+    let running = store
+        .enqueue_work("build", "build", &[], "{}", b"")
+        .await
+        .expect("enqueue");
+    let claim = store
+        .claim_work("node1", &[], long)
+        .await
+        .expect("claim")
+        .expect("no labels needed");
+    assert_eq!(claim.id, running);
+    store
+        .cancel_work(running, "cancelled")
+        .await
+        .expect("cancel");
+    assert_eq!(
+        store.renew_work(running, 1, long).await.expect("renew"),
+        Renewal::CancelAsked
+    );
+}
+
+#[tokio::test]
+async fn a_singleton_has_one_leader_and_a_new_term_fences_the_old_one() {
+    let Some(url) = fresh_postgres_database().await else {
+        return;
+    };
+    let store = Store::connect(&url).await.expect("store");
+    let short = std::time::Duration::from_millis(300);
+    let term = store.lead("scheduler", "a", short).await.expect("lead");
+    assert_eq!(term, Some(1));
+    assert_eq!(
+        store.lead("scheduler", "b", short).await.expect("lead"),
+        None
+    );
+    // Renewing keeps the term.
+    assert_eq!(
+        store.lead("scheduler", "a", short).await.expect("lead"),
+        Some(1)
+    );
+    assert!(store.leads("scheduler", "a", 1).await.expect("leads"));
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(
+        !store.leads("scheduler", "a", 1).await.expect("leads"),
+        "lapsed"
+    );
+    assert_eq!(
+        store.lead("scheduler", "b", short).await.expect("lead"),
+        Some(2)
+    );
+    assert!(!store.leads("scheduler", "a", 1).await.expect("leads"));
+    assert!(store.leads("scheduler", "b", 2).await.expect("leads"));
+    // a, back, cannot take it while b's lease runs; b resigns, a takes a new term.
+    assert_eq!(
+        store.lead("scheduler", "a", short).await.expect("lead"),
+        None
+    );
+    store.resign("scheduler", "b").await.expect("resign");
+    assert_eq!(
+        store.lead("scheduler", "a", short).await.expect("lead"),
+        Some(3)
+    );
+    // On SQLite there is no election.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::connect(&format!("sqlite://{}/t.db", dir.path().display()))
+        .await
+        .expect("sqlite");
+    assert!(sqlite.lead("scheduler", "a", short).await.is_err());
+}

@@ -295,12 +295,17 @@ fn wait_edge(at: u32, app: &str, status: u16, body: Option<&str>) {
 /// A gantry on the harness's swarm: node1's engine, the harness's
 /// PostgreSQL, its registry on `registry`.
 fn swarm_server(registry: u16) -> Server {
+    swarm_server_with(registry, "")
+}
+
+/// [`swarm_server`] with `extra` lines in its gantry.toml.
+fn swarm_server_with(registry: u16, extra: &str) -> Server {
     Server::start_configured(
         Some("postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned()),
         &format!(
             "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
              registry_listen = \"0.0.0.0:{registry}\"\nregistry_push = \"127.0.0.1:{registry}\"\n\
-             registry_url = \"http://192.168.231.1:{registry}\"\n"
+             registry_url = \"http://192.168.231.1:{registry}\"\n{extra}"
         ),
     )
 }
@@ -661,4 +666,174 @@ fn a_node_joins_is_labelled_drained_activated_and_lost_while_the_app_answers() {
     all_answered(&load.finish(), "while node3 was lost");
     drop(server);
     drop(mirrors);
+}
+
+/// Writes the host job `$GANTRY_HOME/jobs/NAME.run` with its `NAME.toml`.
+fn host_job(server: &Server, name: &str, script: &str, toml: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = server.home.path().join("jobs");
+    std::fs::create_dir_all(&dir).expect("mkdir jobs");
+    let path = dir.join(format!("{name}.run"));
+    std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("write job");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    std::fs::write(dir.join(format!("{name}.toml")), toml).expect("write toml");
+}
+
+/// Polls `jobs:runs JOB` until run #1 shows `status`; returns its log.
+fn wait_job(server: &Server, job: &str, status: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        let runs = stdout(&server.cli(&["jobs:runs", job]));
+        if runs
+            .lines()
+            .any(|l| l.starts_with("#1") && l.contains(status))
+        {
+            return stdout(&server.cli(&["jobs:log", job, "1"]));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{job} #1 is not {status}:\n{runs}\n{}",
+            stdout(&server.cli(&["jobs:log", job, "1"]))
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Blocks (or, with `-D`, lets again) node `i`'s connections to the
+/// harness's PostgreSQL.
+fn cut_from_database(i: u32, op: &str) {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &format!("gantry-node{i}"),
+            "iptables",
+            op,
+            "OUTPUT",
+        ])
+        .args(["-p", "tcp", "-d", "192.168.231.1", "--dport", "5433"])
+        .args(["-j", "REJECT", "--reject-with", "tcp-reset"])
+        .output()
+        .expect("iptables");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn work_that_requires_a_label_runs_on_a_node_that_has_it_and_is_taken_over_once() {
+    let (_turn, _down, _) = harness(3);
+    // node2 alone can build the app: it has the base image and the label.
+    let load = Command::new("sh")
+        .arg("-c")
+        .arg("docker save gantry-examples/busybox:latest | docker -H unix:///tmp/gantry-cluster/n2/d.sock load -q")
+        .output()
+        .expect("load");
+    assert!(load.status.success(), "{}", stderr(&load));
+    let registry = free_port();
+    let server = swarm_server_with(
+        registry,
+        "[apps.spread]\nbuild.requires = [\"builder=yes\"]\n",
+    );
+    host_job(
+        &server,
+        "hello",
+        "echo \"hello from $GANTRY_NODE as $GANTRY_JOB#$GANTRY_RUN, WHO=$WHO\"",
+        "requires = { builder = \"yes\" }\n",
+    );
+    host_job(&server, "gpu", "echo never", "requires = [\"gpu=1\"]\n");
+    host_job(
+        &server,
+        "long",
+        "echo \"start on $GANTRY_NODE\"; sleep 12; echo \"done on $GANTRY_NODE\"",
+        "requires = [\"long=yes\"]\n",
+    );
+    let join = join_command(&server);
+    let agent_homes = tempfile::tempdir().expect("tempdir");
+    let mut agents = Mirrors(Vec::new());
+    for i in 1..=3 {
+        agents
+            .0
+            .push(start_node_agent(agent_homes.path(), i, &join));
+    }
+    let out = server.cli(&["nodes:label", "node2", "builder=yes", "long=yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["nodes:label", "node3", "long=yes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // The push is built on node2, pushed to the registry, and deployed.
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write("public/index.html", "built on node2\n");
+    repo.commit(&server, "v1");
+    let out = repo.push(&server, &server.admin, "spread");
+    let said = stderr(&out);
+    assert!(out.status.success(), "{said}\n{}", server.log());
+    assert!(
+        said.contains("Build: Dockerfile, on a node labelled builder=yes")
+            && said.contains("build of gantry/spread:v1: on node2")
+            && said.contains("pushed gantry/spread:v1 to the cluster's registry"),
+        "{said}"
+    );
+    server.wait_for_body("spread", "built on node2", Duration::from_secs(30));
+
+    // A host job that requires the label runs there, with its parameters.
+    let out = server.cli(&["jobs:run", "hello", "WHO=world"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = wait_job(&server, "hello", "succeeded", Duration::from_secs(30));
+    assert!(
+        log.contains("hello from node2 as hello#1, WHO=world"),
+        "{log}"
+    );
+
+    // No node has gpu=1: the run waits, says why, and can be cancelled.
+    let out = server.cli(&["jobs:run", "gpu"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let log = stdout(&server.cli(&["jobs:log", "gpu", "1"]));
+        if log.contains("waiting for a node labelled gpu=1 (no node has these labels yet") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let out = server.cli(&["jobs:cancel", "gpu", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = wait_job(&server, "gpu", "cancelled", Duration::from_secs(20));
+    assert!(!log.contains("never"), "{log}");
+
+    // A long run, and the node running it cut off from the database: it
+    // stops the work once it cannot renew its lease, and the other node
+    // with the label takes it over, once.
+    let out = server.cli(&["jobs:run", "long"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let log = stdout(&server.cli(&["jobs:log", "long", "1"]));
+        if let Some(node) = ["node2", "node3"]
+            .into_iter()
+            .find(|n| log.contains(&format!("start on {n}")))
+        {
+            break node;
+        }
+        assert!(Instant::now() < deadline, "{log}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (cut, other) = if first == "node2" {
+        (2, "node3")
+    } else {
+        (3, "node2")
+    };
+    cut_from_database(cut, "-A");
+    let log = wait_job(&server, "long", "succeeded", Duration::from_secs(60));
+    cut_from_database(cut, "-D");
+    assert!(
+        log.contains(&format!(
+            "{other} took it over (the lease of {first} ran out)"
+        )) && log.contains(&format!("start on {other}"))
+            && log.contains(&format!("done on {other}")),
+        "{log}"
+    );
+    assert!(!log.contains(&format!("done on {first}")), "{log}");
+    assert_eq!(log.matches("took it over").count(), 1, "{log}");
+    drop(server);
+    drop(agents);
 }
