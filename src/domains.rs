@@ -154,6 +154,7 @@ async fn request_certificates(gantry: &Gantry, app: &AppName) {
         cause: &cause,
         params: Vec::new(),
         parent: "",
+        fence: None,
     };
     if let Err(err) = crate::jobs::trigger(gantry, job, trigger).await {
         tracing::warn!(%app, error = %err, "cannot queue certificate issuance");

@@ -22,7 +22,8 @@ use crate::routing::Routing;
 use crate::store::{Store, ROUTES_CHANNEL};
 
 /// serve's side: publishes the route table whenever it differs from the
-/// last one published (checked four times a second).
+/// last one published (checked four times a second), while this manager
+/// leads.
 pub async fn publish_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     let mut published: Option<String> = None;
     let mut tick = tokio::time::interval(Duration::from_millis(250));
@@ -30,6 +31,11 @@ pub async fn publish_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        // One manager publishes: the leading one.
+        if gantry.leader.leading().is_none() {
+            published = None;
+            continue;
         }
         let Some(state) = gantry.routing.snapshot() else {
             continue;

@@ -60,7 +60,7 @@ pub async fn identify(docker: &Docker) -> anyhow::Result<(String, String)> {
 }
 
 /// serve's side: writes the swarm's nodes and labels to the store every
-/// two seconds, for the workers.
+/// two seconds, for the workers, while this manager leads.
 pub async fn publish_nodes_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
     let Some(services) = gantry.runtime.services() else {
         return;
@@ -71,6 +71,10 @@ pub async fn publish_nodes_forever(gantry: Arc<Gantry>, shutdown: CancellationTo
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        if gantry.leader.leading().is_none() {
+            last = None;
+            continue;
         }
         let nodes = match services.nodes().await {
             Ok(nodes) => nodes,

@@ -55,6 +55,7 @@ pub async fn backup(gantry: &Gantry, caller: &Caller, name: &str) -> anyhow::Res
             cause: &who,
             params: Vec::new(),
             parent: "",
+            fence: None,
         },
     )
     .await?;

@@ -85,6 +85,7 @@ pub async fn run(
             cause: &who,
             params,
             parent: parent.unwrap_or(""),
+            fence: None,
         },
     )
     .await?;

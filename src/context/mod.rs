@@ -5,6 +5,7 @@
 
 pub mod executors;
 pub mod image_gate;
+pub mod leader;
 pub mod locks;
 pub mod sessions;
 
@@ -44,6 +45,8 @@ pub struct Gantry {
     pub upkeep: Vec<Arc<dyn Upkeep>>,
     /// Jobs of apps that parts above the job system do (see [`AppUpkeep`]).
     pub app_upkeep: Vec<Arc<dyn AppUpkeep>>,
+    /// Whether this manager runs the singletons (see [`leader`]).
+    pub leader: leader::Leader,
     /// The serving gantry, set by `serve`: runs outlive the command that
     /// started them, so they hold it. Unset in a CLI process without `serve`.
     serving: OnceLock<Weak<Gantry>>,
@@ -84,6 +87,11 @@ impl Gantry {
             }
         };
         let routing = Routing::new(config.proxy_socket());
+        // Several managers share a swarm's database; one machine has one.
+        let leader = match config.runtime {
+            crate::config::RuntimeKind::Swarm => leader::Leader::elected(),
+            crate::config::RuntimeKind::Docker => leader::Leader::sole(),
+        };
         Ok(Gantry {
             config,
             routing,
@@ -95,6 +103,7 @@ impl Gantry {
             executors,
             upkeep: Vec::new(),
             app_upkeep: Vec::new(),
+            leader,
             serving: OnceLock::new(),
             pushes: PushSessions::default(),
         })

@@ -32,7 +32,7 @@ impl LiveRun {
     ) -> Result<LiveRun, JobError> {
         let run = gantry
             .store
-            .queue_run(job, trigger, cause, "", parent)
+            .queue_run(job, trigger, cause, "", parent, None)
             .await?;
         let path = super::files::log_path(gantry, job, run.number);
         let opened = path

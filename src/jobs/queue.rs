@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::definition::JobDef;
 use super::error::JobError;
+use crate::context::leader::Fence;
 use crate::context::Gantry;
 use crate::store::{Run, RunStatus};
 
@@ -18,6 +19,10 @@ pub struct Trigger<'a> {
     pub cause: &'a str,
     pub params: Vec<(String, String)>,
     pub parent: &'a str,
+    /// The scheduler's lead, which the store checks as it queues the run
+    /// (a manager that lost the lead queues nothing); `None` for runs a
+    /// person or another run asked for.
+    pub fence: Option<Fence>,
 }
 
 /// Finds a job by name among the current definitions.
@@ -40,6 +45,14 @@ pub async fn trigger(gantry: &Gantry, job: JobDef, trigger: Trigger<'_>) -> Resu
         .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join("\n");
+    let fenced = match &trigger.fence {
+        Some(Fence::Elected { holder, term }) => Some(crate::store::Fenced {
+            election: crate::context::leader::ELECTION,
+            holder,
+            term: *term,
+        }),
+        Some(Fence::Sole) | None => None,
+    };
     let run = gantry
         .store
         .queue_run(
@@ -48,6 +61,7 @@ pub async fn trigger(gantry: &Gantry, job: JobDef, trigger: Trigger<'_>) -> Resu
             trigger.cause,
             &params,
             trigger.parent,
+            fenced,
         )
         .await?;
     tracing::info!(job = %job.name, run = run.number, trigger = trigger.kind, "run queued");
@@ -94,6 +108,7 @@ async fn start_downstream(gantry: &Gantry, job: &str, number: i64) {
                 cause: &cause,
                 params: Vec::new(),
                 parent: "",
+                fence: None,
             };
             if let Err(err) = self::trigger(gantry, next, trigger).await {
                 tracing::warn!(job = %job, error = %err, "cannot start a downstream job");
@@ -153,6 +168,7 @@ pub async fn resume(gantry: &Arc<Gantry>) {
             cause: &cause,
             params: run.param_pairs(),
             parent: &run.parent,
+            fence: None,
         };
         if let Err(err) = trigger(gantry, def.clone(), retry).await {
             tracing::warn!(job = %run.job, error = %err, "cannot retry an interrupted run");

@@ -2,7 +2,9 @@
 //! quarter second, to pick up edits) and queues a run for every schedule that
 //! came due since it last looked, so a run starts right at its time. On start,
 //! a schedule that came due while gantry was down runs once (`missed
-//! schedule`), never once per missed time.
+//! schedule`), never once per missed time. On a swarm with several managers
+//! only the elected one schedules (`context::leader`), and the store queues
+//! its runs only while its term holds.
 
 use std::sync::Arc;
 
@@ -13,14 +15,15 @@ use tokio_util::sync::CancellationToken;
 use super::definition::JobDef;
 use super::queue::Trigger;
 use super::schedule::{next_after, parse};
+use crate::context::leader::Fence;
 use crate::context::Gantry;
 
 const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
-    run_missed(&gantry).await;
     let mut last = Local::now();
-    let started = last;
+    let mut started = last;
+    let mut leading = false;
     let mut alerted = std::collections::HashMap::new();
     // Definitions are read (and schedules parsed) at most once a second:
     // edits apply within a second.
@@ -40,6 +43,25 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(nap) => {}
         }
+        // Only the leading manager schedules; one that takes over runs
+        // what came due meanwhile once, as after a restart.
+        let Some(fence) = gantry.leader.leading() else {
+            if leading {
+                tracing::warn!("the scheduler stops here: this manager no longer leads");
+                leading = false;
+            }
+            continue;
+        };
+        if !leading {
+            leading = true;
+            if fence != Fence::Sole {
+                tracing::info!("the scheduler runs here: this manager leads");
+            }
+            run_missed(&gantry, &fence).await;
+            last = Local::now();
+            started = last;
+            alerted.clear();
+        }
         if read_at.elapsed() >= std::time::Duration::from_secs(1) {
             let jobs = super::definition::all(&gantry).await;
             scheduled = jobs
@@ -56,7 +78,7 @@ pub async fn run_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
                 .is_ok_and(|due| due <= now)
             {
                 let schedule = job.schedule.clone().unwrap_or_default();
-                start(&gantry, job.clone(), "schedule", &schedule).await;
+                start(&gantry, job.clone(), "schedule", &schedule, &fence).await;
             }
         }
         last = now;
@@ -126,7 +148,7 @@ async fn check_overdue(
 }
 
 /// One run for each schedule that came due since its last scheduled run.
-async fn run_missed(gantry: &Arc<Gantry>) {
+async fn run_missed(gantry: &Arc<Gantry>, fence: &Fence) {
     let now = Local::now();
     for job in super::definition::all(gantry).await {
         let Some(schedule) = job.schedule.clone().filter(|_| job.run_missed) else {
@@ -139,18 +161,19 @@ async fn run_missed(gantry: &Arc<Gantry>) {
             continue;
         };
         if next_after(&schedule, &last).is_some_and(|due| due <= now) {
-            start(gantry, job, "missed schedule", &schedule).await;
+            start(gantry, job, "missed schedule", &schedule, fence).await;
         }
     }
 }
 
-async fn start(gantry: &Arc<Gantry>, job: JobDef, kind: &str, schedule: &str) {
+async fn start(gantry: &Arc<Gantry>, job: JobDef, kind: &str, schedule: &str, fence: &Fence) {
     let name = job.name.clone();
     let trigger = Trigger {
         kind,
         cause: schedule,
         params: Vec::new(),
         parent: "",
+        fence: Some(fence.clone()),
     };
     if let Err(err) = super::queue::trigger(gantry, job, trigger).await {
         tracing::warn!(job = %name, error = %err, "cannot queue a scheduled run");

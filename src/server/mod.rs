@@ -160,6 +160,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             crate::addons::ensure_all(&gantry).await;
         });
     }
+    let leader = {
+        let (gantry, token) = (gantry.clone(), shutdown.child_token());
+        tokio::spawn(async move { gantry.leader.keep(&gantry.store, token).await })
+    };
     tokio::spawn(crate::jobs::scheduler::run_forever(
         gantry.clone(),
         shutdown.child_token(),
@@ -219,6 +223,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     wait_for_pushes(&gantry).await;
     shutdown.cancel();
     while tasks.join_next().await.is_some() {}
+    // Resigned, so another manager takes the lead at once.
+    let _ = leader.await;
     let _ = std::fs::remove_file(&socket_path);
     gantry.store.close().await;
     if let Some(exe) = restart_on {

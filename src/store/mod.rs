@@ -15,7 +15,7 @@ pub use models::{
     AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
 };
 pub use runs::{Run, RunStats, RunStatus};
-pub use work::{Claim, NodeLabels, Renewal, WorkState};
+pub use work::{Claim, Fenced, NodeLabels, Renewal, WorkState};
 
 #[cfg(test)]
 mod tests;

@@ -3,7 +3,8 @@
 use sqlx::any::AnyRow;
 use sqlx::Row;
 
-use super::db::{next_number, Result, Store};
+use super::db::{next_number, Result, Store, StoreError};
+use super::work::Fenced;
 use crate::time::now_ms;
 
 /// Where a run stands. `Queued` and `Running` are the live states; a run left
@@ -122,9 +123,31 @@ impl Store {
         cause: &str,
         params: &str,
         parent: &str,
+        fence: Option<Fenced<'_>>,
     ) -> Result<Run> {
         let queued_at = now_ms();
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = fence {
+            // Held (FOR SHARE) until the run is in: a new leader's election
+            // waits for it, and a former leader's run is never queued.
+            let sql = format!(
+                "SELECT 1 AS yes FROM leaders WHERE name = $1 AND holder = $2 AND term = $3 \
+                 AND lease_until > {} FOR SHARE",
+                super::work::NOW_MS
+            );
+            let held = sqlx::query(&sql)
+                .bind(fence.election)
+                .bind(fence.holder)
+                .bind(fence.term)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if held.is_none() {
+                return Err(StoreError::Conflict(format!(
+                    "not queued: this manager no longer leads ({} term {})",
+                    fence.election, fence.term
+                )));
+            }
+        }
         let number = next_number(&mut tx, &format!("run:{job}")).await?;
         sqlx::query(
             "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \

@@ -261,7 +261,7 @@ async fn runs_are_numbered_per_job_even_when_queued_at_once() {
             tasks.push(tokio::spawn(async move {
                 let job = if i % 3 == 0 { "other" } else { "busy" };
                 store
-                    .queue_run(job, "manual", "test", "", "")
+                    .queue_run(job, "manual", "test", "", "", None)
                     .await
                     .map(|run| (run.job, run.number))
             }));
@@ -568,6 +568,24 @@ async fn a_singleton_has_one_leader_and_a_new_term_fences_the_old_one() {
     );
     assert!(!store.leads("scheduler", "a", 1).await.expect("leads"));
     assert!(store.leads("scheduler", "b", 2).await.expect("leads"));
+    // A write fenced by a's old term is refused; b's goes in.
+    let fenced = |holder, term| {
+        Some(Fenced {
+            election: "scheduler",
+            holder,
+            term,
+        })
+    };
+    let refused = store
+        .queue_run("tick", "schedule", "* * * * *", "", "", fenced("a", 1))
+        .await
+        .expect_err("a former leader queued a run");
+    assert!(refused.to_string().contains("no longer leads"), "{refused}");
+    let run = store
+        .queue_run("tick", "schedule", "* * * * *", "", "", fenced("b", 2))
+        .await
+        .expect("the leader queues");
+    assert_eq!(run.number, 1, "the refused one took no number");
     // a, back, cannot take it while b's lease runs; b resigns, a takes a new term.
     assert_eq!(
         store.lead("scheduler", "a", short).await.expect("lead"),

@@ -14,7 +14,15 @@ use sqlx::Row;
 use super::db::{Result, Store, StoreError};
 
 /// The database's clock, in unix milliseconds.
-const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+pub(super) const NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// A leader's term, for a write the store makes only while it holds.
+#[derive(Debug, Clone, Copy)]
+pub struct Fenced<'a> {
+    pub election: &'a str,
+    pub holder: &'a str,
+    pub term: i64,
+}
 
 /// An item a worker claimed.
 #[derive(Debug, Clone)]

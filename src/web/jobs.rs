@@ -265,6 +265,7 @@ async fn run_now(
             cause: &who,
             params,
             parent: "",
+            fence: None,
         },
     )
     .await?)

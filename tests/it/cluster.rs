@@ -310,6 +310,23 @@ fn swarm_server_with(registry: u16, extra: &str) -> Server {
     )
 }
 
+/// Another manager of the same swarm and database as [`swarm_server`]'s,
+/// with a registry of its own; not launched.
+fn second_manager() -> Server {
+    let second = Server::unlaunched(Some(
+        "postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned(),
+    ));
+    let other = free_port();
+    let toml = second.home.path().join("gantry.toml");
+    let mut text = std::fs::read_to_string(&toml).expect("gantry.toml");
+    text.push_str(&format!(
+        "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
+         registry_listen = \"0.0.0.0:{other}\"\nregistry_push = \"127.0.0.1:{other}\"\n"
+    ));
+    std::fs::write(&toml, text).expect("write gantry.toml");
+    second
+}
+
 /// Waits until `ps` shows one running task on each of `nodes`, and routes
 /// to them all.
 fn wait_spread(server: &Server, app: &str, nodes: &[&str]) {
@@ -465,17 +482,7 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
 
     // A second manager on the same database and swarm: the two race to
     // restart the app, and one deploy runs while the other is refused.
-    let mut second = Server::unlaunched(Some(
-        "postgres://gantry:gantry@192.168.231.1:5433/gantry".to_owned(),
-    ));
-    let other = free_port();
-    let toml = second.home.path().join("gantry.toml");
-    let mut text = std::fs::read_to_string(&toml).expect("gantry.toml");
-    text.push_str(&format!(
-        "runtime = \"swarm\"\n[swarm]\nengine = \"unix:///tmp/gantry-cluster/n1/d.sock\"\n\
-         registry_listen = \"0.0.0.0:{other}\"\nregistry_push = \"127.0.0.1:{other}\"\n"
-    ));
-    std::fs::write(&toml, text).expect("write gantry.toml");
+    let mut second = second_manager();
     second.launch();
     let (a, b) = std::thread::scope(|scope| {
         let a = scope.spawn(|| server.cli(&["ps:restart", "spread"]));
@@ -836,4 +843,68 @@ fn work_that_requires_a_label_runs_on_a_node_that_has_it_and_is_taken_over_once(
     assert_eq!(log.matches("took it over").count(), 1, "{log}");
     drop(server);
     drop(agents);
+}
+
+/// The `run queued` lines of `job` in a serve's log.
+fn queued_in(log: &str, job: &str) -> usize {
+    log.lines()
+        .filter(|l| l.contains("run queued") && l.contains(&format!("job={job}")))
+        .count()
+}
+
+#[test]
+fn two_managers_elect_one_scheduler_and_the_other_takes_over_when_it_dies() {
+    let (_turn, _down, _) = harness(1);
+    let mut first = swarm_server(free_port());
+    let mut second = second_manager();
+    // The same job on both managers, due every second.
+    for server in [&first, &second] {
+        host_job(server, "tick", "echo tick", "schedule = \"* * * * * *\"\n");
+    }
+    second.launch();
+    std::thread::sleep(Duration::from_secs(5));
+
+    // One leads and schedules; the other queues nothing.
+    assert!(
+        first.log().contains("this manager leads"),
+        "{}",
+        first.log()
+    );
+    assert!(!second.log().contains("this manager leads"));
+    assert!(queued_in(&first.log(), "tick") >= 3, "{}", first.log());
+    assert_eq!(queued_in(&second.log(), "tick"), 0, "{}", second.log());
+    // One run per second between them, not two.
+    let runs = stdout(&first.cli(&["jobs:runs", "tick"]));
+    let mut seconds = std::collections::BTreeSet::new();
+    let mut total = 0;
+    for line in runs.lines().skip(1) {
+        total += 1;
+        // `#N  status  TRIGGER  queued YYYY-MM-DD HH:MM:SS ...`: the time.
+        if let Some(time) = line
+            .split_whitespace()
+            .find(|w| w.len() == 8 && w.matches(':').count() == 2)
+        {
+            seconds.insert(time.to_owned());
+        }
+    }
+    assert!(total >= 3 && seconds.len() == total, "{runs}");
+
+    // The leader dies outright (it cannot resign): once its lease runs
+    // out, the other takes over and schedules.
+    first.kill9();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(second.log().contains("this manager leads") && queued_in(&second.log(), "tick") >= 2) {
+        assert!(Instant::now() < deadline, "{}", second.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // Stopped properly, a leader resigns, and the lead moves at once.
+    let mut third = second_manager();
+    host_job(&third, "tick", "echo tick", "schedule = \"* * * * * *\"\n");
+    third.launch();
+    second.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !third.log().contains("this manager leads") {
+        assert!(Instant::now() < deadline, "{}", third.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
