@@ -46,22 +46,42 @@ fn attempts_path(gantry: &Gantry) -> std::path::PathBuf {
     gantry.config.home.join("acme").join("hosts.json")
 }
 
-/// Every host's last order.
-pub fn attempts(gantry: &Gantry) -> Attempts {
+/// The shared documents (on a swarm) holding the account and the orders.
+const ACCOUNT_DOCUMENT: &str = "acme/account.json";
+const ATTEMPTS_DOCUMENT: &str = "acme/hosts.json";
+
+/// Every host's last order: on a swarm the cluster's (so a new leader
+/// knows which certificates it renews), else this machine's.
+pub async fn attempts(gantry: &Gantry) -> Attempts {
+    if crate::certs::shared(gantry) {
+        match gantry.store.document(ATTEMPTS_DOCUMENT).await {
+            Ok(Some(text)) => return serde_json::from_str(&text).unwrap_or_default(),
+            Ok(None) => {}
+            Err(err) => tracing::warn!(error = %err, "cannot read the swarm's ACME orders"),
+        }
+    }
     std::fs::read(attempts_path(gantry))
         .ok()
         .and_then(|text| serde_json::from_slice(&text).ok())
         .unwrap_or_default()
 }
 
-fn save_attempts(gantry: &Gantry, attempts: &Attempts) {
+async fn save_attempts(gantry: &Gantry, attempts: &Attempts) {
     let path = attempts_path(gantry);
-    let saved = serde_json::to_vec_pretty(attempts)
-        .map_err(std::io::Error::other)
-        .and_then(|text| {
-            std::fs::create_dir_all(path.parent().unwrap_or(&path))?;
-            std::fs::write(&path, text)
-        });
+    let text = match serde_json::to_string_pretty(attempts) {
+        Ok(text) => text,
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot save ACME attempts");
+            return;
+        }
+    };
+    if crate::certs::shared(gantry) {
+        if let Err(err) = gantry.store.put_document(ATTEMPTS_DOCUMENT, &text).await {
+            tracing::warn!(error = %err, "cannot save the swarm's ACME orders");
+        }
+    }
+    let saved = std::fs::create_dir_all(path.parent().unwrap_or(&path))
+        .and_then(|()| std::fs::write(&path, text));
     if let Err(err) = saved {
         tracing::warn!(path = %path.display(), error = %err, "cannot save ACME attempts");
     }
@@ -89,8 +109,17 @@ async fn account(gantry: &Gantry, acme: &AcmeConfig) -> anyhow::Result<Account> 
     let dir = gantry.config.home.join("acme");
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("account.json");
-    if let Ok(text) = std::fs::read_to_string(&path) {
+    let shared = crate::certs::shared(gantry);
+    let stored = match shared {
+        true => gantry.store.document(ACCOUNT_DOCUMENT).await?,
+        false => None,
+    };
+    if let Some(text) = stored.or_else(|| std::fs::read_to_string(&path).ok()) {
         let credentials: AccountCredentials = serde_json::from_str(&text)?;
+        if shared {
+            // A manager's own account becomes the swarm's.
+            gantry.store.put_document(ACCOUNT_DOCUMENT, &text).await?;
+        }
         return Ok(builder()?.from_credentials(credentials).await?);
     }
     let contact = format!("mailto:{}", acme.email);
@@ -106,6 +135,9 @@ async fn account(gantry: &Gantry, acme: &AcmeConfig) -> anyhow::Result<Account> 
         )
         .await?;
     let text = serde_json::to_string(&credentials)?;
+    if shared {
+        gantry.store.put_document(ACCOUNT_DOCUMENT, &text).await?;
+    }
     use std::os::unix::fs::OpenOptionsExt;
     std::fs::OpenOptions::new()
         .create(true)
@@ -116,6 +148,10 @@ async fn account(gantry: &Gantry, acme: &AcmeConfig) -> anyhow::Result<Account> 
         .write_all(text.as_bytes())?;
     Ok(account)
 }
+
+/// How long an order waits, on a swarm, for the edges to take up a new
+/// challenge before the CA is told to check it.
+const EDGE_PICKUP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Obtains a certificate for `host`; returns (chain PEM, key PEM).
 async fn obtain(
@@ -151,7 +187,21 @@ async fn obtain(
                         .routing
                         .challenge(&token, key_authorization.as_str())
                         .await?;
-                    tokens.push(token);
+                    tokens.push(token.clone());
+                    if crate::certs::shared(gantry) {
+                        // Any node's edge may be asked: each hears of it at
+                        // once (a notice) and tells its proxy.
+                        gantry
+                            .store
+                            .open_challenge(&token, key_authorization.as_str())
+                            .await?;
+                        tokio::time::sleep(EDGE_PICKUP).await;
+                    }
+                }
+                Challenge::TlsAlpn01 if crate::certs::shared(gantry) => {
+                    anyhow::bail!(
+                        "challenge = \"tls-alpn-01\" is not available on a swarm yet: the edges answer HTTP-01"
+                    );
                 }
                 Challenge::TlsAlpn01 => {
                     let digest = key_authorization.digest();
@@ -183,6 +233,11 @@ async fn obtain(
     .await;
     for token in tokens {
         gantry.routing.unchallenge(&token).await;
+        if crate::certs::shared(gantry) {
+            if let Err(err) = gantry.store.close_challenge(&token).await {
+                tracing::warn!(error = %err, "cannot close a challenge on the swarm");
+            }
+        }
     }
     if kind == Challenge::TlsAlpn01 {
         gantry.routing.alpn_unchallenge(host).await;
@@ -273,7 +328,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
             .into_iter()
             .map(|(host, _)| host),
     );
-    let mut attempts = attempts(gantry);
+    let mut attempts = attempts(gantry).await;
     let hosts: Vec<String> = hosts
         .into_iter()
         .filter(|h| h != "localhost" && !h.ends_with(".localhost") && !h.starts_with("*."))
@@ -330,11 +385,17 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
                 attempt.error = Some(text);
             }
         }
-        save_attempts(gantry, &attempts);
+        save_attempts(gantry, &attempts).await;
         match obtained {
             Ok((chain, key)) => {
                 let app = gantry.store.domain_owner(&host).await.ok().flatten();
-                match crate::certs::install(gantry, &host, chain.as_bytes(), key.as_bytes()) {
+                let installed =
+                    crate::certs::install(gantry, &host, chain.as_bytes(), key.as_bytes());
+                let installed = match installed {
+                    Ok(expiry) => crate::certs::share(gantry, &host).await.map(|()| expiry),
+                    Err(err) => Err(err),
+                };
+                match installed {
                     Ok(expiry) => {
                         let _ = writeln!(
                             log,

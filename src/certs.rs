@@ -100,6 +100,7 @@ pub async fn add_certificate(
     }
     for host in &covered {
         install(gantry, host, chain_pem, key_pem)?;
+        share(gantry, host).await?;
     }
     gantry.routing.reload_certs().await;
     Ok(format!(
@@ -128,6 +129,125 @@ pub fn install(
     tls::write_private(&key_path, key_pem)?;
     std::fs::write(&chain_path, chain_pem)?;
     Ok(info.not_after)
+}
+
+/// Whether certificates are shared through the store with every node (a
+/// swarm), besides living in this machine's certs directory.
+pub fn shared(gantry: &Gantry) -> bool {
+    gantry.config.runtime == crate::config::RuntimeKind::Swarm
+}
+
+/// Shares the certificate installed for `host` with every node (on a swarm).
+pub async fn share(gantry: &Gantry, host: &str) -> anyhow::Result<()> {
+    if !shared(gantry) {
+        return Ok(());
+    }
+    let stem = stem(host);
+    let (chain, key) = paths(gantry, &stem);
+    let cert = crate::store::SharedCert {
+        stem,
+        chain: std::fs::read_to_string(&chain)?,
+        key: std::fs::read_to_string(&key)?,
+    };
+    gantry.store.share_cert(&cert).await?;
+    Ok(())
+}
+
+/// A new swarm's first manager shares the certificates it has (none are
+/// shared yet); later managers take the cluster's.
+pub async fn share_local_if_first(gantry: &Gantry) -> anyhow::Result<usize> {
+    if !shared(gantry) || !gantry.store.shared_certs().await?.is_empty() {
+        return Ok(0);
+    }
+    let mut shared = 0;
+    for entry in std::fs::read_dir(gantry.config.certs_dir())?.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(stem) = name.strip_suffix(".pem").filter(|s| *s != LOCAL_CA) else {
+            continue;
+        };
+        let (chain, key) = paths(gantry, stem);
+        if let (Ok(chain), Ok(key)) = (std::fs::read_to_string(chain), std::fs::read_to_string(key))
+        {
+            let cert = crate::store::SharedCert {
+                stem: stem.to_owned(),
+                chain,
+                key,
+            };
+            gantry.store.share_cert(&cert).await?;
+            shared += 1;
+        }
+    }
+    Ok(shared)
+}
+
+/// Writes into `dir` each shared certificate that differs from the file
+/// there; returns how many it wrote. A stem that could leave `dir`, or the
+/// development CA's, is skipped; nothing is removed.
+pub fn write_shared(
+    dir: &std::path::Path,
+    certs: &[crate::store::SharedCert],
+) -> std::io::Result<usize> {
+    std::fs::create_dir_all(dir)?;
+    let mut written = 0;
+    for cert in certs {
+        let safe = !cert.stem.is_empty()
+            && cert.stem != LOCAL_CA
+            && cert
+                .stem
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c))
+            && !cert.stem.starts_with('.');
+        if !safe {
+            tracing::warn!(stem = %cert.stem, "a shared certificate with a name that cannot be a file; skipped");
+            continue;
+        }
+        let chain_path = dir.join(format!("{}.pem", cert.stem));
+        let key_path = dir.join(format!("{}.key", cert.stem));
+        let same = std::fs::read_to_string(&chain_path).is_ok_and(|c| c == cert.chain)
+            && std::fs::read_to_string(&key_path).is_ok_and(|k| k == cert.key);
+        if same {
+            continue;
+        }
+        tls::write_private(&key_path, cert.key.as_bytes())?;
+        std::fs::write(&chain_path, &cert.chain)?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+/// A manager's side on a swarm: every two seconds, the shared certificates
+/// into this machine's directory, and the proxy told when one changed.
+pub async fn follow_shared_forever(
+    gantry: std::sync::Arc<Gantry>,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    if !shared(&gantry) {
+        return;
+    }
+    match share_local_if_first(&gantry).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(n, "shared this machine's certificates with the swarm"),
+        Err(err) => {
+            tracing::warn!(error = %format!("{err:#}"), "cannot share this machine's certificates")
+        }
+    }
+    loop {
+        match gantry.store.shared_certs().await {
+            Ok(certs) => match write_shared(&gantry.config.certs_dir(), &certs) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(n, "certificates from the swarm");
+                    gantry.routing.reload_certs().await;
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot write the swarm's certificates"),
+            },
+            Err(err) => tracing::warn!(error = %err, "cannot read the swarm's certificates"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+        }
+    }
 }
 
 /// What `certs` shows of a certificate.

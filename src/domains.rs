@@ -68,7 +68,7 @@ pub async fn remove_domain(gantry: &Gantry, app: &AppName, host: &str) -> anyhow
 /// `certs APP`: each host, and the certificate it is served with.
 pub async fn show(gantry: &Gantry, app: &AppName) -> anyhow::Result<String> {
     let mut out = String::new();
-    let attempts = crate::acme::attempts(gantry);
+    let attempts = crate::acme::attempts(gantry).await;
     for host in certs::hosts(gantry, app).await? {
         let (chain, _) = certs::paths(gantry, &certs::stem(&host));
         let line = match std::fs::read(&chain)

@@ -94,7 +94,9 @@ pub async fn run(
     let mut last_read = Instant::now();
     let mut cleared = false;
     let mut listener = None;
+    let mut challenges = std::collections::BTreeMap::new();
     loop {
+        shared_tls(&store, config, &routing, &mut challenges).await;
         // A database that does not answer is as bad as one that refuses
         // (the pool would keep trying to connect for half a minute).
         let read = tokio::time::timeout(Duration::from_secs(2), store.published_routes())
@@ -172,8 +174,59 @@ pub async fn run(
     }
 }
 
-/// A listener on the routes channel (Postgres only; `None` elsewhere or
-/// when it cannot connect: the edge then reads the table every second).
+/// Takes up the swarm's certificates (written to this node's certs
+/// directory, the proxy told when one changed) and its open HTTP-01
+/// challenges (`answered`: the ones this node's proxy answers now).
+async fn shared_tls(
+    store: &Store,
+    config: &Config,
+    routing: &Routing,
+    answered: &mut std::collections::BTreeMap<String, String>,
+) {
+    const WITHIN: Duration = Duration::from_secs(2);
+    match tokio::time::timeout(WITHIN, store.shared_certs()).await {
+        Ok(Ok(certs)) => match crate::certs::write_shared(&config.certs_dir(), &certs) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(n, "certificates from the swarm");
+                routing.reload_certs().await;
+            }
+            Err(err) => tracing::warn!(error = %err, "cannot write the swarm's certificates"),
+        },
+        Ok(Err(err)) => tracing::warn!(error = %err, "cannot read the swarm's certificates"),
+        Err(_) => tracing::warn!("the swarm's certificates did not come within 2s"),
+    }
+    let open: std::collections::BTreeMap<String, String> =
+        match tokio::time::timeout(WITHIN, store.open_challenges()).await {
+            Ok(Ok(open)) => open.into_iter().collect(),
+            _ => return,
+        };
+    for (token, answer) in &open {
+        if answered.get(token) != Some(answer) {
+            match routing.challenge(token, answer).await {
+                Ok(()) => {
+                    answered.insert(token.clone(), answer.clone());
+                }
+                Err(err) => {
+                    tracing::warn!(error = %format!("{err:#}"), "cannot answer a challenge")
+                }
+            }
+        }
+    }
+    let closed: Vec<String> = answered
+        .keys()
+        .filter(|t| !open.contains_key(*t))
+        .cloned()
+        .collect();
+    for token in closed {
+        routing.unchallenge(&token).await;
+        answered.remove(&token);
+    }
+}
+
+/// A listener on the routes and certificates channels (Postgres only;
+/// `None` elsewhere or when it cannot connect: the edge then reads the
+/// tables every second).
 async fn listen(url: &str) -> Option<sqlx::postgres::PgListener> {
     if !url.starts_with("postgres") {
         return None;
@@ -185,7 +238,10 @@ async fn listen(url: &str) -> Option<sqlx::postgres::PgListener> {
             return None;
         }
     };
-    match listener.listen(ROUTES_CHANNEL).await {
+    match listener
+        .listen_all([ROUTES_CHANNEL, crate::store::CERTS_CHANNEL])
+        .await
+    {
         Ok(()) => Some(listener),
         Err(err) => {
             tracing::warn!(error = %err, "cannot listen for route changes");

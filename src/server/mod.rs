@@ -197,6 +197,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown.child_token(),
         ));
         start_worker(&gantry, shutdown.child_token()).await;
+        tokio::spawn(crate::certs::follow_shared_forever(
+            gantry.clone(),
+            shutdown.child_token(),
+        ));
     }
     tokio::spawn(crate::deploy::watch::follow_out_of_memory(
         gantry.clone(),

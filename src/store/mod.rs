@@ -4,12 +4,14 @@
 //! The store holds no business rules: it records and answers. Who may do what
 //! is decided in `access`; what a release means in `push` and `deploy`.
 
+mod cluster;
 mod db;
 mod models;
 mod records;
 mod runs;
 mod work;
 
+pub use cluster::{SharedCert, CERTS_CHANNEL};
 pub use db::{redact, DeployLease, Result, Store, StoreError, ROUTES_CHANNEL};
 pub use models::{
     AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,

@@ -50,9 +50,6 @@ fn wait_run(server: &Server, pred: impl Fn(&str) -> bool) -> String {
 
 #[test]
 fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
-    if Command::new("pebble").arg("-h").output().is_err() {
-        panic!("pebble is not installed (apt-get install pebble)");
-    }
     let mut server = Server::start();
     let app = crate::support::unique("acme");
     let repo = Repo::from_example(&server, "hello-docker");
@@ -60,147 +57,20 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
     assert!(out.status.success(), "{}", stderr(&out));
     let body = server.get(&app).1;
 
-    // Pebble's own HTTPS certificate, made here (Debian ships none): a CA
-    // and a server certificate it signs, which gantry's ACME client trusts.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
-    let (cert, key) = (dir.path().join("pebble.pem"), dir.path().join("pebble.key"));
-    let csr = dir.path().join("pebble.csr");
-    let ext = dir.path().join("ext.cnf");
-    std::fs::write(
-        &ext,
-        "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
-    )
-    .expect("ext");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
-    let steps: Vec<Vec<std::ffi::OsString>> = vec![
-        ["req", "-x509"]
-            .iter()
-            .map(Into::into)
-            .chain(ec.iter().map(Into::into))
-            .chain(
-                ["-days", "2", "-subj", "/CN=gantry test ACME CA", "-keyout"]
-                    .iter()
-                    .map(Into::into),
-            )
-            .chain([
-                ca_key.clone().into_os_string(),
-                "-out".into(),
-                ca.clone().into_os_string(),
-            ])
-            .collect(),
-        ["req"]
-            .iter()
-            .map(Into::into)
-            .chain(ec.iter().map(Into::into))
-            .chain(["-subj", "/CN=localhost", "-keyout"].iter().map(Into::into))
-            .chain([
-                key.clone().into_os_string(),
-                "-out".into(),
-                csr.clone().into_os_string(),
-            ])
-            .collect(),
-        ["x509", "-req", "-days", "2", "-in"]
-            .iter()
-            .map(Into::into)
-            .chain([
-                csr.clone().into_os_string(),
-                "-CA".into(),
-                ca.clone().into_os_string(),
-                "-CAkey".into(),
-                ca_key.clone().into_os_string(),
-            ])
-            .chain([
-                "-CAcreateserial".into(),
-                "-extfile".into(),
-                ext.clone().into_os_string(),
-                "-out".into(),
-                cert.clone().into_os_string(),
-            ])
-            .collect(),
-    ];
-    for args in steps {
-        let made = Command::new("openssl")
-            .args(&args)
-            .output()
-            .expect("openssl");
-        assert!(made.status.success(), "openssl {args:?}: {}", stderr(&made));
-    }
-    let (dns, acme_port, mgmt, chall_mgmt) = (free_port(), free_port(), free_port(), free_port());
-    let _dns = Kill(
-        Command::new("pebble-challtestsrv")
-            .args([
-                "-dns01",
-                &format!("127.0.0.1:{dns}"),
-                "-http01",
-                "",
-                "-https01",
-                "",
-                "-tlsalpn01",
-                "",
-            ])
-            .args([
-                "-management",
-                &format!("127.0.0.1:{chall_mgmt}"),
-                "-defaultIPv4",
-                "127.0.0.1",
-                "-defaultIPv6",
-                "",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble-challtestsrv"),
+    let pebble = Pebble::start(
+        server.http_port,
+        server.https_port,
+        "127.0.0.1",
+        VALIDITY_SECS,
     );
-    let config = dir.path().join("pebble.json");
-    std::fs::write(
-        &config,
-        serde_json::json!({"pebble": {
-            "listenAddress": format!("127.0.0.1:{acme_port}"),
-            "managementListenAddress": format!("127.0.0.1:{mgmt}"),
-            "certificate": path_str(&cert),
-            "privateKey": path_str(&key),
-            "httpPort": server.http_port,
-            "tlsPort": server.https_port,
-            "ocspResponderURL": "",
-            "externalAccountBindingRequired": false,
-            "domainBlocklist": ["blocked.example.test"],
-            // Short-lived certificates, so the test sees a renewal.
-            "certificateValidityPeriod": VALIDITY_SECS,
-        }})
-        .to_string(),
-    )
-    .expect("write pebble config");
-    let _pebble = Kill(
-        Command::new("pebble")
-            .arg("-config")
-            .arg(&config)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
-            .env("PEBBLE_VA_NOSLEEP", "1")
-            .env("PEBBLE_WFE_NONCEREJECT", "0")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("pebble"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", acme_port)).is_err() {
-        assert!(Instant::now() < deadline, "pebble did not start");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let (dir, ca, acme_port) = (&pebble.dir, &pebble.ca, pebble.acme_port);
 
     server.stop();
     let toml = server.home.path().join("gantry.toml");
     let mut text = std::fs::read_to_string(&toml).expect("read gantry.toml");
     text.push_str(&format!(
         "\n[acme]\nemail = \"ops@example.test\"\ndirectory = \"https://127.0.0.1:{acme_port}/dir\"\nca_root = \"{}\"\n",
-        path_str(&ca)
+        path_str(ca)
     ));
     std::fs::write(&toml, text).expect("write gantry.toml");
     server.launch();
@@ -221,14 +91,7 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
     let first_serial = serial(&server, &domain);
 
     // Served over HTTPS, verified against Pebble's root.
-    let root = dir.path().join("root.pem");
-    let out = Command::new("curl")
-        .args(["-sSk", "-o"])
-        .arg(&root)
-        .arg(format!("https://127.0.0.1:{mgmt}/roots/0"))
-        .output()
-        .expect("curl");
-    assert!(out.status.success(), "{}", stderr(&out));
+    let root = pebble.root();
     let out = Command::new("curl")
         .args(["-sS", "-m", "10", "--cacert"])
         .arg(&root)
@@ -339,6 +202,184 @@ fn certificates_come_from_an_acme_server_over_http_01_and_tls_alpn_01() {
         "still the user's certificate: {}",
         stderr(&out)
     );
+}
+
+/// Debian's Pebble and pebble-challtestsrv, running until dropped: its DNS
+/// answers every name with `default_ipv4`, and it validates HTTP-01 on
+/// `http_port` and TLS-ALPN-01 on `tls_port` there.
+pub struct Pebble {
+    pub dir: tempfile::TempDir,
+    /// The CA that signed Pebble's own HTTPS certificate (`[acme] ca_root`).
+    pub ca: std::path::PathBuf,
+    pub acme_port: u16,
+    /// Pebble's management API (its roots).
+    pub mgmt: u16,
+    _dns: Kill,
+    _pebble: Kill,
+}
+
+impl Pebble {
+    pub fn start(http_port: u16, tls_port: u16, default_ipv4: &str, validity_secs: u64) -> Pebble {
+        if Command::new("pebble").arg("-h").output().is_err() {
+            panic!("pebble is not installed (apt-get install pebble)");
+        }
+        // Pebble's own HTTPS certificate, made here (Debian ships none): a CA
+        // and a server certificate it signs, which gantry's ACME client trusts.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, ca_key) = (dir.path().join("ca.pem"), dir.path().join("ca.key"));
+        let (cert, key) = (dir.path().join("pebble.pem"), dir.path().join("pebble.key"));
+        let csr = dir.path().join("pebble.csr");
+        let ext = dir.path().join("ext.cnf");
+        std::fs::write(
+            &ext,
+            "basicConstraints=critical,CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        )
+        .expect("ext");
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        let steps: Vec<Vec<std::ffi::OsString>> = vec![
+            ["req", "-x509"]
+                .iter()
+                .map(Into::into)
+                .chain(ec.iter().map(Into::into))
+                .chain(
+                    ["-days", "2", "-subj", "/CN=gantry test ACME CA", "-keyout"]
+                        .iter()
+                        .map(Into::into),
+                )
+                .chain([
+                    ca_key.clone().into_os_string(),
+                    "-out".into(),
+                    ca.clone().into_os_string(),
+                ])
+                .collect(),
+            ["req"]
+                .iter()
+                .map(Into::into)
+                .chain(ec.iter().map(Into::into))
+                .chain(["-subj", "/CN=localhost", "-keyout"].iter().map(Into::into))
+                .chain([
+                    key.clone().into_os_string(),
+                    "-out".into(),
+                    csr.clone().into_os_string(),
+                ])
+                .collect(),
+            ["x509", "-req", "-days", "2", "-in"]
+                .iter()
+                .map(Into::into)
+                .chain([
+                    csr.clone().into_os_string(),
+                    "-CA".into(),
+                    ca.clone().into_os_string(),
+                    "-CAkey".into(),
+                    ca_key.clone().into_os_string(),
+                ])
+                .chain([
+                    "-CAcreateserial".into(),
+                    "-extfile".into(),
+                    ext.clone().into_os_string(),
+                    "-out".into(),
+                    cert.clone().into_os_string(),
+                ])
+                .collect(),
+        ];
+        for args in steps {
+            let made = Command::new("openssl")
+                .args(&args)
+                .output()
+                .expect("openssl");
+            assert!(made.status.success(), "openssl {args:?}: {}", stderr(&made));
+        }
+        let (dns, acme_port, mgmt, chall_mgmt) =
+            (free_port(), free_port(), free_port(), free_port());
+        let dns_server = Kill(
+            Command::new("pebble-challtestsrv")
+                .args([
+                    "-dns01",
+                    &format!("127.0.0.1:{dns}"),
+                    "-http01",
+                    "",
+                    "-https01",
+                    "",
+                    "-tlsalpn01",
+                    "",
+                ])
+                .args([
+                    "-management",
+                    &format!("127.0.0.1:{chall_mgmt}"),
+                    "-defaultIPv4",
+                    default_ipv4,
+                    "-defaultIPv6",
+                    "",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("pebble-challtestsrv"),
+        );
+        let config = dir.path().join("pebble.json");
+        std::fs::write(
+            &config,
+            serde_json::json!({"pebble": {
+                "listenAddress": format!("127.0.0.1:{acme_port}"),
+                "managementListenAddress": format!("127.0.0.1:{mgmt}"),
+                "certificate": path_str(&cert),
+                "privateKey": path_str(&key),
+                "httpPort": http_port,
+                "tlsPort": tls_port,
+                "ocspResponderURL": "",
+                "externalAccountBindingRequired": false,
+                "domainBlocklist": ["blocked.example.test"],
+                // Short-lived certificates, so the test sees a renewal.
+                "certificateValidityPeriod": validity_secs,
+            }})
+            .to_string(),
+        )
+        .expect("write pebble config");
+        let pebble = Kill(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(&config)
+                .args(["-dnsserver", &format!("127.0.0.1:{dns}")])
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("pebble"),
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", acme_port)).is_err() {
+            assert!(Instant::now() < deadline, "pebble did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Pebble {
+            dir,
+            ca,
+            acme_port,
+            mgmt,
+            _dns: dns_server,
+            _pebble: pebble,
+        }
+    }
+
+    /// Pebble's root, which signs what it issues, written to a file.
+    pub fn root(&self) -> std::path::PathBuf {
+        let root = self.dir.path().join("root.pem");
+        let out = Command::new("curl")
+            .args(["-sSk", "-o"])
+            .arg(&root)
+            .arg(format!("https://127.0.0.1:{}/roots/0", self.mgmt))
+            .output()
+            .expect("curl");
+        assert!(out.status.success(), "{}", stderr(&out));
+        root
+    }
 }
 
 /// Pebble's certificates live this long, so that renewal comes during the test.

@@ -908,3 +908,96 @@ fn two_managers_elect_one_scheduler_and_the_other_takes_over_when_it_dies() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// `cmd` run by `sh -c` inside node `i`'s namespace: its stdout.
+fn in_node(i: u32, cmd: &str) -> String {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &format!("gantry-node{i}"), "sh", "-c", cmd])
+        .output()
+        .expect("ip netns exec");
+    assert!(out.status.success(), "{cmd}: {}", stderr(&out));
+    stdout(&out)
+}
+
+#[test]
+fn a_certificate_is_ordered_once_and_every_node_serves_it() {
+    let (_turn, _down, _) = harness(3);
+    // Pebble asks node2's edge for the HTTP-01 answer: the name resolves
+    // there, and the manager's own proxy is not on that address at all.
+    let pebble = crate::acme::Pebble::start(80, 443, "192.168.231.12", 3600);
+    let registry = free_port();
+    let server = swarm_server_with(
+        registry,
+        &format!(
+            "[acme]\nemail = \"ops@example.test\"\ndirectory = \"https://127.0.0.1:{}/dir\"\nca_root = \"{}\"\n",
+            pebble.acme_port,
+            pebble.ca.display()
+        ),
+    );
+    let join = join_command(&server);
+    let agent_homes = tempfile::tempdir().expect("tempdir");
+    let mut agents = Mirrors(Vec::new());
+    for i in 1..=3 {
+        agents.0.push(start_node_agent(agent_homes.path(), i, &join));
+    }
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write("public/index.html", "over https\n");
+    repo.commit(&server, "v1");
+    let out = repo.push(&server, &server.admin, "spread");
+    assert!(out.status.success(), "{}", stderr(&out));
+    for at in 1..=3 {
+        wait_edge(at, "spread", 200, Some("over https\n"));
+    }
+
+    let domain = "spread.example.test";
+    let out = server.cli(&["domains:add", "spread", domain]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = wait_job(&server, "gantry.certs", "succeeded", Duration::from_secs(60));
+    assert_eq!(log.matches("ordering a certificate").count(), 1, "{log}");
+    let runs = stdout(&server.cli(&["jobs:runs", "gantry.certs"]));
+    assert_eq!(runs.lines().skip(1).count(), 1, "ordered once: {runs}");
+
+    // Every node's edge serves it, verified against Pebble's root: the
+    // very certificate the manager keeps.
+    let root = pebble.root();
+    let kept = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(server.home.path().join(format!("certs/{domain}.pem")))
+        .output()
+        .expect("openssl");
+    let kept = stdout(&kept);
+    assert!(kept.starts_with("serial="), "{kept}");
+    for i in 1..=3 {
+        let address = format!("192.168.231.1{i}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let body = loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &format!("gantry-node{i}")])
+                .args(["curl", "-sS", "-m", "5", "--cacert"])
+                .arg(&root)
+                .args(["--resolve", &format!("{domain}:443:{address}")])
+                .arg(format!("https://{domain}/"))
+                .output()
+                .expect("curl");
+            if out.status.success() {
+                break stdout(&out);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node{i}'s edge: {}",
+                stderr(&out)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        };
+        assert_eq!(body, "over https\n");
+        let served = in_node(
+            i,
+            &format!(
+                "openssl s_client -connect {address}:443 -servername {domain} </dev/null 2>/dev/null | openssl x509 -noout -serial"
+            ),
+        );
+        assert_eq!(served, kept, "node{i}");
+    }
+    drop(server);
+    drop(agents);
+}
