@@ -632,6 +632,15 @@ impl Config {
         self.home.join("run")
     }
 
+    /// This installation among the managers sharing a database: its host
+    /// and home, the same across restarts.
+    pub fn manager_id(&self) -> String {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_default();
+        format!("{host}:{}", self.home.display())
+    }
+
     /// Certificates: `HOST.pem` (chain) and `HOST.key`.
     pub fn certs_dir(&self) -> PathBuf {
         self.home.join("certs")

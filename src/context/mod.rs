@@ -65,7 +65,8 @@ impl Gantry {
                     "cannot open the database {}",
                     crate::store::redact(&config.database_url)
                 )
-            })?;
+            })?
+            .for_runner(&config.manager_id());
         let docker = Docker::connect_with_defaults().map_err(|e| docker_unreachable(&e))?;
         let secrets = Secrets::load_or_create(&config.home.join("secret.key"))?;
         let executors = Executors::new(config.executors);

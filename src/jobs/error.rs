@@ -10,6 +10,8 @@ pub enum JobError {
     NoRun(String, i64),
     #[error("jobs run inside `gantry serve`, which is not running")]
     NotServing,
+    #[error("{0} is another manager's ({1}): cancel it there")]
+    Elsewhere(String, String),
     #[error("cannot write the log {path}: {source}")]
     Log {
         path: PathBuf,

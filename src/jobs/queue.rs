@@ -128,6 +128,12 @@ pub async fn cancel(gantry: &Gantry, job: &str, number: i64) -> Result<Run, JobE
         return Ok(run);
     }
     let token = gantry.executors.cancel_token(job, number);
+    if token.is_none() && !run.runner.is_empty() && run.runner != gantry.store.runner() {
+        return Err(JobError::Elsewhere(
+            format!("{job}#{number}"),
+            run.runner.clone(),
+        ));
+    }
     match token {
         Some(token) => token.cancel(),
         // Queued by a gantry that stopped, and not picked up: nothing runs it.

@@ -32,6 +32,8 @@ pub struct Store {
     pub(super) pool: AnyPool,
     /// Postgres (else SQLite): it has LISTEN/NOTIFY.
     pub(super) postgres: bool,
+    /// The manager this handle works for (see [`Store::for_runner`]).
+    pub(super) runner: std::sync::Arc<str>,
 }
 
 /// Takes the next number in `scope` (`run:JOB`, `release:APP`) inside `tx`.
@@ -109,7 +111,20 @@ impl Store {
         Ok(Store {
             pool,
             postgres: !is_sqlite,
+            runner: "".into(),
         })
+    }
+
+    /// This handle as the one of manager `runner`: the runs it queues are
+    /// its own, and a restart takes back only those.
+    pub fn for_runner(mut self, runner: &str) -> Store {
+        self.runner = runner.into();
+        self
+    }
+
+    /// The manager this handle works for; empty on one machine.
+    pub fn runner(&self) -> &str {
+        &self.runner
     }
 
     pub async fn close(&self) {
@@ -127,6 +142,7 @@ impl Store {
         Ok(Store {
             pool,
             postgres: url.starts_with("postgres"),
+            runner: "".into(),
         })
     }
 

@@ -70,6 +70,8 @@ pub struct Run {
     pub reason: String,
     /// `JOB#N` of the run that started this one with `jobs:run`, if any.
     pub parent: String,
+    /// The manager that runs it (`HOST:HOME`); empty on one machine.
+    pub runner: String,
 }
 
 impl Run {
@@ -95,7 +97,7 @@ pub struct RunStats {
 }
 
 const RUN_COLUMNS: &str = "SELECT job, number, trigger_kind, cause, params, status, queued_at, \
-     started_at, finished_at, exit_code, reason, parent FROM runs";
+     started_at, finished_at, exit_code, reason, parent, runner FROM runs";
 
 fn run_from_row(row: &AnyRow) -> Result<Run> {
     Ok(Run {
@@ -111,6 +113,7 @@ fn run_from_row(row: &AnyRow) -> Result<Run> {
         exit_code: row.try_get("exit_code")?,
         reason: row.try_get("reason")?,
         parent: row.try_get("parent")?,
+        runner: row.try_get("runner")?,
     })
 }
 
@@ -150,8 +153,8 @@ impl Store {
         }
         let number = next_number(&mut tx, &format!("run:{job}")).await?;
         sqlx::query(
-            "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            "INSERT INTO runs (job, number, trigger_kind, cause, params, status, queued_at, parent, runner) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .bind(job)
         .bind(number)
@@ -161,6 +164,7 @@ impl Store {
         .bind(RunStatus::Queued.as_str())
         .bind(queued_at)
         .bind(parent)
+        .bind(&*self.runner)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -177,6 +181,7 @@ impl Store {
             exit_code: None,
             reason: String::new(),
             parent: parent.to_owned(),
+            runner: self.runner.to_string(),
         })
     }
 
@@ -246,24 +251,29 @@ impl Store {
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Runs still queued (oldest first): after a restart they go on.
+    /// This manager's runs still queued (oldest first): after a restart
+    /// they go on.
     pub async fn queued_runs(&self) -> Result<Vec<Run>> {
         let rows = sqlx::query(&format!(
-            "{RUN_COLUMNS} WHERE status = $1 ORDER BY queued_at, number"
+            "{RUN_COLUMNS} WHERE status = $1 AND runner IN ($2, '') ORDER BY queued_at, number"
         ))
         .bind(RunStatus::Queued.as_str())
+        .bind(&*self.runner)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(run_from_row).collect()
     }
 
-    /// Marks runs left running by a gantry that stopped as interrupted, and
-    /// returns them.
+    /// Marks runs this manager left running when it stopped as interrupted,
+    /// and returns them (another manager's runs are its own).
     pub async fn interrupt_running_runs(&self) -> Result<Vec<Run>> {
-        let rows = sqlx::query(&format!("{RUN_COLUMNS} WHERE status = $1"))
-            .bind(RunStatus::Running.as_str())
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "{RUN_COLUMNS} WHERE status = $1 AND runner IN ($2, '')"
+        ))
+        .bind(RunStatus::Running.as_str())
+        .bind(&*self.runner)
+        .fetch_all(&self.pool)
+        .await?;
         let runs = rows.iter().map(run_from_row).collect::<Result<Vec<_>>>()?;
         self.mark_interrupted().await?;
         Ok(runs)
@@ -271,12 +281,14 @@ impl Store {
 
     async fn mark_interrupted(&self) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE runs SET status = $1, finished_at = $2, reason = $3 WHERE status = $4",
+            "UPDATE runs SET status = $1, finished_at = $2, reason = $3 \
+             WHERE status = $4 AND runner IN ($5, '')",
         )
         .bind(RunStatus::Interrupted.as_str())
         .bind(now_ms())
         .bind("interrupted: gantry stopped during this run")
         .bind(RunStatus::Running.as_str())
+        .bind(&*self.runner)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected())

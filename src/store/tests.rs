@@ -286,8 +286,33 @@ async fn runs_are_numbered_per_job_even_when_queued_at_once() {
             .await
             .expect("finish");
         store.start_run("busy", 2).await.expect("start");
+        // Another manager's running run is its own: not interrupted here.
+        let other = Store::clone(&store).for_runner("host2:/var/lib/gantry");
+        let theirs = other
+            .queue_run("elsewhere", "manual", "test", "", "", None)
+            .await
+            .expect("queue");
+        other
+            .start_run("elsewhere", theirs.number)
+            .await
+            .expect("start");
         let interrupted = store.interrupt_running_runs().await.expect("interrupt");
         assert_eq!(interrupted.len(), 1, "{db}");
+        let run = store
+            .run("elsewhere", theirs.number)
+            .await
+            .expect("run")
+            .expect("exists");
+        assert_eq!(run.status, RunStatus::Running, "{db}");
+        assert_eq!(
+            other
+                .interrupt_running_runs()
+                .await
+                .expect("interrupt")
+                .len(),
+            1,
+            "{db}"
+        );
         let run = store.run("busy", 2).await.expect("run").expect("exists");
         assert_eq!(run.status, RunStatus::Interrupted, "{db}");
         let run = store.run("busy", 1).await.expect("run").expect("exists");

@@ -861,8 +861,26 @@ fn two_managers_elect_one_scheduler_and_the_other_takes_over_when_it_dies() {
     for server in [&first, &second] {
         host_job(server, "tick", "echo tick", "schedule = \"* * * * * *\"\n");
     }
+    // A run going on the first when the second starts is the first's: the
+    // second's start does not mark it interrupted, nor can it cancel it.
+    host_job(&first, "slow", "sleep 60", "");
+    let out = first.cli(&["jobs:run", "slow"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_job(&first, "slow", "running", Duration::from_secs(20));
     second.launch();
     std::thread::sleep(Duration::from_secs(5));
+    let runs = stdout(&second.cli(&["jobs:runs", "slow"]));
+    assert!(runs.contains("running"), "{runs}");
+    let out = second.cli(&["jobs:cancel", "slow", "1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is another manager's"),
+        "{}",
+        stderr(&out)
+    );
+    let out = first.cli(&["jobs:cancel", "slow", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_job(&first, "slow", "cancelled", Duration::from_secs(20));
 
     // One leads and schedules; the other queues nothing.
     assert!(
@@ -938,7 +956,9 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
     let agent_homes = tempfile::tempdir().expect("tempdir");
     let mut agents = Mirrors(Vec::new());
     for i in 1..=3 {
-        agents.0.push(start_node_agent(agent_homes.path(), i, &join));
+        agents
+            .0
+            .push(start_node_agent(agent_homes.path(), i, &join));
     }
     let repo = Repo::from_example(&server, "hello-docker");
     repo.write("public/index.html", "over https\n");
@@ -952,7 +972,12 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
     let domain = "spread.example.test";
     let out = server.cli(&["domains:add", "spread", domain]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let log = wait_job(&server, "gantry.certs", "succeeded", Duration::from_secs(60));
+    let log = wait_job(
+        &server,
+        "gantry.certs",
+        "succeeded",
+        Duration::from_secs(60),
+    );
     assert_eq!(log.matches("ordering a certificate").count(), 1, "{log}");
     let runs = stdout(&server.cli(&["jobs:runs", "gantry.certs"]));
     assert_eq!(runs.lines().skip(1).count(), 1, "ordered once: {runs}");
