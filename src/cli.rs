@@ -103,29 +103,7 @@ pub enum Command {
     /// Join this machine's engine to a gantry swarm (`gantry node:token` prints
     /// this command), then run its image mirror until stopped (keep it running)
     #[command(name = "node:join")]
-    NodeJoin {
-        /// The swarm's worker join token
-        #[arg(long)]
-        token: String,
-        /// A manager's HOST:2377
-        #[arg(long, value_name = "ADDR")]
-        manager: String,
-        /// The cluster's registry: http://MANAGER:5000
-        #[arg(long, value_name = "URL")]
-        registry: String,
-        /// This machine's address the others reach it at [default: Docker's choice]
-        #[arg(long, value_name = "IP")]
-        advertise_addr: Option<String>,
-        /// Where this node's engine pulls from ([swarm] pull_from)
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
-        mirror_listen: SocketAddr,
-        /// Where this node's engine pushes what it builds: a loopback relay
-        /// to the cluster's registry
-        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5002")]
-        push_relay: SocketAddr,
-        #[command(flatten)]
-        edge: EdgeArgs,
-    },
+    NodeJoin(NodeJoinArgs),
     /// Run this node's edge proxy: the routes serve publishes in the shared
     /// database, served on this node's ports, until stopped
     Edge(EdgeArgs),
@@ -137,6 +115,42 @@ pub enum Command {
         #[arg(value_parser = ["pre-receive"])]
         name: String,
     },
+}
+
+/// `node:join`'s flags.
+#[derive(Debug, Args)]
+pub struct NodeJoinArgs {
+    /// The swarm's worker join token
+    #[arg(long)]
+    pub token: String,
+    /// A manager's HOST:2377
+    #[arg(long, value_name = "ADDR")]
+    pub manager: String,
+    /// The cluster's registry: http://MANAGER:5000
+    #[arg(long, value_name = "URL")]
+    pub registry: String,
+    /// This machine's address the others reach it at [default: Docker's choice]
+    #[arg(long, value_name = "IP")]
+    pub advertise_addr: Option<String>,
+    /// Where this node's engine pulls from ([swarm] pull_from)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5001")]
+    pub mirror_listen: SocketAddr,
+    /// Where this node's engine pushes what it builds: a loopback relay
+    /// to the cluster's registry
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:5002")]
+    pub push_relay: SocketAddr,
+    /// Run the node's part here until stopped, instead of installing it
+    /// as the systemd service gantry-node (what happens where systemd runs)
+    #[arg(long)]
+    pub foreground: bool,
+    /// Where the systemd unit goes
+    #[arg(long, value_name = "DIR", default_value = crate::service::UNIT_DIR)]
+    pub unit_dir: PathBuf,
+    /// Write the systemd unit and nothing else: no join, no systemctl
+    #[arg(long)]
+    pub units_only: bool,
+    #[command(flatten)]
+    pub edge: EdgeArgs,
 }
 
 #[derive(Debug, Args)]
@@ -250,8 +264,78 @@ async fn run_proxy(home: Option<PathBuf>, args: ProxyArgs) -> anyhow::Result<i32
     Ok(0)
 }
 
-/// What a node of a swarm runs, until SIGINT or SIGTERM: its image mirror
-/// of `upstream` (when given) and its edge proxy.
+/// `node:join`: joins the swarm, then runs the node's part (mirror, edge
+/// proxy, worker) as the systemd service gantry-node where systemd runs,
+/// else here in the foreground.
+async fn node_join(home: Option<PathBuf>, args: NodeJoinArgs) -> anyhow::Result<i32> {
+    let NodeJoinArgs {
+        token,
+        manager,
+        registry,
+        advertise_addr,
+        mirror_listen,
+        push_relay,
+        foreground,
+        unit_dir,
+        units_only,
+        edge,
+    } = args;
+    // The unit runs this very command in the foreground, every default pinned.
+    let mut unit_args = vec![
+        "--token".to_owned(),
+        token.clone(),
+        "--manager".into(),
+        manager.clone(),
+        "--registry".into(),
+        registry.clone(),
+        "--mirror-listen".into(),
+        mirror_listen.to_string(),
+        "--push-relay".into(),
+        push_relay.to_string(),
+        "--database-url".into(),
+        edge.database_url.clone(),
+        "--http-listen".into(),
+        edge.http_listen.to_string(),
+        "--https-listen".into(),
+        edge.https_listen.to_string(),
+        "--stale-after".into(),
+        edge.stale_after.to_string(),
+    ];
+    if let Some(ip) = &advertise_addr {
+        unit_args.extend(["--advertise-addr".to_owned(), ip.clone()]);
+    }
+    let home = Config::resolve(Overrides::from_env(home)?)?.home;
+    let bin = std::env::current_exe().context("cannot tell where this gantry binary is")?;
+    let unit = crate::service::node_unit(&bin, &home, &unit_args);
+    if units_only {
+        print!("{}", crate::service::install_node(&unit, &unit_dir, true)?);
+        return Ok(0);
+    }
+    let docker = crate::context::connect_docker().await?;
+    let now = crate::runtime::swarm::join(&docker, &token, &manager, advertise_addr.as_deref())
+        .await
+        .with_context(|| format!("cannot join the swarm at {manager}"))?;
+    println!(
+        "{} the swarm at {manager}",
+        if now { "joined" } else { "already in" }
+    );
+    if !foreground && crate::service::systemd_here() {
+        print!("{}", crate::service::install_node(&unit, &unit_dir, false)?);
+        return Ok(0);
+    }
+    if !foreground {
+        println!(
+            "no systemd here: the node's part runs in the foreground; keep it running under your supervisor"
+        );
+    }
+    let node = NodeParts {
+        registry,
+        mirror_listen,
+        push_relay,
+    };
+    run_node(Some(home), Some(node), edge).await
+}
+
 /// What `node:join` runs on a node besides its edge proxy.
 struct NodeParts {
     /// The cluster's registry: http://MANAGER:5000
@@ -260,6 +344,8 @@ struct NodeParts {
     push_relay: SocketAddr,
 }
 
+/// What a node of a swarm runs, until SIGINT or SIGTERM: its image mirror
+/// and worker (when it joined) and its edge proxy.
 async fn run_node(
     home: Option<PathBuf>,
     node: Option<NodeParts>,
@@ -590,37 +676,7 @@ pub async fn run(cli: Cli, serve: Serve) -> i32 {
         Command::RegistryMirror { upstream, listen } => {
             registry_mirror(cli.home, upstream, listen).await
         }
-        Command::NodeJoin {
-            token,
-            manager,
-            registry,
-            advertise_addr,
-            mirror_listen,
-            push_relay,
-            edge,
-        } => {
-            let joined = async {
-                let docker = crate::context::connect_docker().await?;
-                crate::runtime::swarm::join(&docker, &token, &manager, advertise_addr.as_deref())
-                    .await
-                    .with_context(|| format!("cannot join the swarm at {manager}"))
-            };
-            match joined.await {
-                Ok(now) => {
-                    println!(
-                        "{} the swarm at {manager}",
-                        if now { "joined" } else { "already in" }
-                    );
-                    let node = NodeParts {
-                        registry,
-                        mirror_listen,
-                        push_relay,
-                    };
-                    run_node(cli.home, Some(node), edge).await
-                }
-                Err(err) => Err(err),
-            }
-        }
+        Command::NodeJoin(args) => node_join(cli.home, args).await,
         Command::Edge(edge) => run_node(cli.home, None, edge).await,
         Command::StackBuild { suite } => stack_build(cli.home, suite.as_deref()).await,
         Command::RuntimesAdd {

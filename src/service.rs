@@ -184,6 +184,86 @@ fn quote(arg: &str) -> String {
     format!("\"{escaped}\"")
 }
 
+/// The unit that keeps a swarm node's part running (its image mirror, edge
+/// proxy and worker): `gantry node:join --foreground` with `join_args`.
+pub const NODE_UNIT: &str = "gantry-node.service";
+
+/// [`NODE_UNIT`]'s text.
+pub fn node_unit(bin: &Path, home: &Path, join_args: &[String]) -> String {
+    let mut line = vec![
+        quote(&bin.display().to_string()),
+        "--home".into(),
+        quote(&home.display().to_string()),
+        "node:join".into(),
+        "--foreground".into(),
+    ];
+    line.extend(join_args.iter().map(|a| quote(a)));
+    format!(
+        "# Written by gantry node:join. This machine's part of a gantry swarm: the\n\
+         # pull-through mirror its engine pulls through, its edge proxy (ports 80 and\n\
+         # 443) and its worker. Root: it drives the Docker engine. It holds the join\n\
+         # token and the database URL, so only root reads it.\n\
+         [Unit]\n\
+         Description=gantry node: image mirror, edge proxy and worker\n\
+         Wants=network-online.target docker.service\n\
+         After=network-online.target docker.service\n\n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={}\n\
+         Restart=always\n\
+         RestartSec=2\n\
+         TimeoutStopSec=30\n\
+         LimitNOFILE=65536\n\n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        line.join(" ")
+    )
+}
+
+/// Writes [`NODE_UNIT`] into `unit_dir` (only root reads it); unless
+/// `units_only`, enables and starts it. Returns what to tell the user.
+pub fn install_node(unit: &str, unit_dir: &Path, units_only: bool) -> Result<String, ServiceError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !units_only && !is_root() {
+        return Err(ServiceError::NotRoot("node:join"));
+    }
+    if !units_only && !has_systemd() {
+        return Err(ServiceError::NoSystemd);
+    }
+    let path = unit_dir.join(NODE_UNIT);
+    let io = |source| ServiceError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::create_dir_all(unit_dir).map_err(io)?;
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .and_then(|mut file| file.write_all(unit.as_bytes()))
+        .map_err(io)?;
+    if units_only {
+        return Ok(format!(
+            "wrote {} (nothing enabled or started)\n",
+            path.display()
+        ));
+    }
+    run("systemctl", &["daemon-reload"])?;
+    run("systemctl", &["enable", "--now", NODE_UNIT])?;
+    Ok(format!(
+        "this node's mirror, edge proxy and worker run as {NODE_UNIT}, started again after a crash or a reboot\n\
+         Status: systemctl status gantry-node    Logs: journalctl -u gantry-node -f\n"
+    ))
+}
+
+/// Whether this host runs systemd (else a node runs in the foreground).
+pub fn systemd_here() -> bool {
+    has_systemd()
+}
+
 /// Writes the units into `dir`; the paths written.
 pub fn write_units(plan: &Plan, dir: &Path) -> Result<Vec<PathBuf>, ServiceError> {
     let io = |path: &Path, source| ServiceError::Io {

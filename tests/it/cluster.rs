@@ -239,8 +239,9 @@ fn join_command(server: &Server) -> Vec<String> {
     stdout(&out).split_whitespace().map(str::to_owned).collect()
 }
 
-/// Runs the join command in node `i`'s namespace, against its engine: it
-/// joins (unless in the swarm already), then runs the node's mirror and its
+/// Runs the join command in node `i`'s namespace, against its engine, in
+/// the foreground (as the systemd unit it writes elsewhere does): it joins
+/// (unless in the swarm already), then runs the node's mirror, worker and
 /// edge proxy on port 80, which stops serving after 3 s without the routes.
 fn start_node_agent(homes: &std::path::Path, i: u32, join: &[String]) -> Child {
     Command::new("ip")
@@ -252,6 +253,7 @@ fn start_node_agent(homes: &std::path::Path, i: u32, join: &[String]) -> Child {
         .arg("--home")
         .arg(homes.join(format!("node{i}")))
         .args(&join[1..])
+        .arg("--foreground")
         .args(["--advertise-addr", &format!("192.168.231.1{i}")])
         .args(["--stale-after", "3"])
         .env("GANTRY_LOG", "info")

@@ -326,3 +326,72 @@ fn install_writes_units_systemd_accepts_and_serve_runs_beside_a_socket_activated
         "{proxy_log}"
     );
 }
+
+#[test]
+fn node_join_writes_a_unit_systemd_accepts_that_runs_the_same_join_in_the_foreground() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let units = dir.path().join("units");
+    let home = dir.path().join("home");
+    let out = std::process::Command::new(crate::support::BIN)
+        .arg("--home")
+        .arg(&home)
+        .args([
+            "node:join",
+            "--token",
+            "SWMTKN-1-abc",
+            "--manager",
+            "10.0.0.1:2377",
+            "--registry",
+            "http://10.0.0.1:5000",
+            "--database-url",
+            "postgres://gantry:s3cret@10.0.0.1/gantry",
+            "--advertise-addr",
+            "10.0.0.7",
+            "--units-only",
+        ])
+        .arg("--unit-dir")
+        .arg(&units)
+        .output()
+        .expect("gantry node:join");
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("nothing enabled or started"),
+        "{}",
+        stdout(&out)
+    );
+    let path = units.join("gantry-node.service");
+    let text = std::fs::read_to_string(&path).expect("the unit");
+    let exec = text
+        .lines()
+        .find_map(|l| l.strip_prefix("ExecStart="))
+        .expect("ExecStart");
+    for part in [
+        "node:join --foreground --token SWMTKN-1-abc --manager 10.0.0.1:2377",
+        "--registry http://10.0.0.1:5000 --mirror-listen 127.0.0.1:5001 --push-relay 127.0.0.1:5002",
+        "--database-url postgres://gantry:s3cret@10.0.0.1/gantry",
+        "--http-listen 0.0.0.0:80 --https-listen 0.0.0.0:443 --stale-after 30",
+        "--advertise-addr 10.0.0.7",
+    ] {
+        assert!(exec.contains(part), "{part:?} not in {exec}");
+    }
+    assert!(
+        exec.contains(&format!("--home {}", home.display())),
+        "{exec}"
+    );
+    assert!(text.contains("Restart=always"), "{text}");
+    // It holds the join token and the database password: root's alone.
+    let mode = std::fs::metadata(&path).expect("meta").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let verify = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no", "gantry-node.service"])
+        .current_dir(&units)
+        .output()
+        .expect("systemd-analyze (apt-get install systemd)");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}{}",
+        stdout(&verify),
+        stderr(&verify)
+    );
+}
