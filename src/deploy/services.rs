@@ -62,6 +62,7 @@ pub async fn roll_out(
             health_timeout: web.timeout,
             stop_grace: gantry.config.stop_grace,
             limits: data.limits(process),
+            mounts: data.mounts.clone(),
             force,
         };
         progress.line(&format!(

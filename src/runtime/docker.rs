@@ -325,36 +325,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn ensure_volume(&self, app: &AppName, name: &str) -> Result<()> {
-        let request = bollard::models::VolumeCreateRequest {
-            name: Some(name.to_owned()),
-            labels: Some(HashMap::from([(
-                crate::storage::LABEL_APP.to_owned(),
-                app.to_string(),
-            )])),
-            ..Default::default()
-        };
-        // Creating a volume that exists returns it unchanged.
-        self.docker.create_volume(request).await?;
-        Ok(())
+        create_volume(&self.docker, app, name).await
     }
 
     async fn volumes(&self, app: &AppName) -> Result<Vec<String>> {
-        let filters = HashMap::from([(
-            "label",
-            vec![format!("{}={app}", crate::storage::LABEL_APP)],
-        )]);
-        let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
-            .filters(&filters)
-            .build();
-        let listed = self.docker.list_volumes(Some(options)).await?;
-        let mut names: Vec<String> = listed
-            .volumes
-            .unwrap_or_default()
-            .into_iter()
-            .map(|v| v.name)
-            .collect();
-        names.sort();
-        Ok(names)
+        app_volumes(&self.docker, app).await
     }
 
     async fn remove_volume(&self, name: &str) -> Result<()> {
@@ -491,4 +466,39 @@ impl Runtime for DockerRuntime {
         let code = exit_code(docker, id).await?.unwrap_or(1);
         Ok(i32::try_from(code).unwrap_or(1))
     }
+}
+
+/// Makes the app's named volume on `docker`'s machine (one that exists is
+/// left as it is).
+pub(super) async fn create_volume(docker: &Docker, app: &AppName, name: &str) -> Result<()> {
+    let request = bollard::models::VolumeCreateRequest {
+        name: Some(name.to_owned()),
+        labels: Some(HashMap::from([(
+            crate::storage::LABEL_APP.to_owned(),
+            app.to_string(),
+        )])),
+        ..Default::default()
+    };
+    docker.create_volume(request).await?;
+    Ok(())
+}
+
+/// The app's named volumes on `docker`'s machine, by name.
+pub(super) async fn app_volumes(docker: &Docker, app: &AppName) -> Result<Vec<String>> {
+    let filters = HashMap::from([(
+        "label",
+        vec![format!("{}={app}", crate::storage::LABEL_APP)],
+    )]);
+    let options = bollard::query_parameters::ListVolumesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let listed = docker.list_volumes(Some(options)).await?;
+    let mut names: Vec<String> = listed
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    names.sort();
+    Ok(names)
 }

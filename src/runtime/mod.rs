@@ -325,6 +325,8 @@ pub struct ServiceSpec<'a> {
     /// SIGTERM to SIGKILL for an old task.
     pub stop_grace: Duration,
     pub limits: crate::resources::Limits,
+    /// The app's storage: its tasks run where the volumes are.
+    pub mounts: Vec<Mount>,
     /// Replace the tasks even if nothing changed (a restart).
     pub force: bool,
 }

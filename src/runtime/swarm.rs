@@ -59,6 +59,9 @@ pub struct SwarmRuntime {
     images: Images,
     /// One-offs created and not yet run, by id.
     oneoffs: std::sync::Mutex<HashMap<String, Task>>,
+    /// The manager's own node, where apps with storage run (a volume
+    /// lives on one machine).
+    storage_node: tokio::sync::OnceCell<String>,
 }
 
 /// Where a swarm's images come from: built on `local`, pushed to the
@@ -76,7 +79,29 @@ impl SwarmRuntime {
             engine: engine.to_owned(),
             images,
             oneoffs: std::sync::Mutex::new(HashMap::new()),
+            storage_node: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// Where an app with storage runs: `None` without mounts, else the
+    /// placement that pins it to the manager's node, where its volumes are.
+    async fn pin(&self, mounts: &[super::Mount]) -> Result<Option<String>> {
+        if mounts.is_empty() {
+            return Ok(None);
+        }
+        let id = self
+            .storage_node
+            .get_or_try_init(|| async {
+                let info = self.manager.info().await?;
+                info.swarm
+                    .and_then(|s| s.node_id)
+                    .filter(|id| !id.is_empty())
+                    .ok_or_else(|| {
+                        RuntimeError::Engine("the manager's engine is in no swarm".into())
+                    })
+            })
+            .await?;
+        Ok(Some(format!("node.id=={id}")))
     }
 
     /// Pushes a local image to the cluster's registry; returns the name
@@ -223,7 +248,7 @@ fn health_probe(port: u16, path: &str) -> Vec<String> {
 }
 
 /// The whole Swarm spec of one process type of a release.
-fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
+fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>, pin: Option<&str>) -> SwarmSpec {
     let labels = HashMap::from([
         (LABEL_APP.to_owned(), spec.app.to_string()),
         (LABEL_PROCESS.to_owned(), spec.process.to_owned()),
@@ -266,8 +291,10 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
                 init: Some(true),
                 stop_grace_period: Some(nanos(spec.stop_grace)),
                 health_check,
+                mounts: swarm_mounts(&spec.mounts),
                 ..Default::default()
             }),
+            placement: placement(pin),
             resources: Some(TaskSpecResources {
                 limits: Some(Limit {
                     memory_bytes: spec.limits.memory,
@@ -312,6 +339,35 @@ fn swarm_spec(spec: &ServiceSpec<'_>, force_update: Option<u64>) -> SwarmSpec {
     }
 }
 
+/// The app's mounts as Swarm takes them: a name is the node's local volume
+/// (made there beforehand), a path a directory of the node.
+fn swarm_mounts(mounts: &[super::Mount]) -> Option<Vec<bollard::models::Mount>> {
+    use bollard::models::MountType;
+    (!mounts.is_empty()).then(|| {
+        mounts
+            .iter()
+            .map(|m| bollard::models::Mount {
+                target: Some(m.path.clone()),
+                source: Some(m.host.display().to_string()),
+                typ: Some(if m.host.is_absolute() {
+                    MountType::BIND
+                } else {
+                    MountType::VOLUME
+                }),
+                read_only: Some(m.read_only),
+                ..Default::default()
+            })
+            .collect()
+    })
+}
+
+fn placement(pin: Option<&str>) -> Option<bollard::models::TaskSpecPlacement> {
+    pin.map(|constraint| bollard::models::TaskSpecPlacement {
+        constraints: Some(vec![constraint.to_owned()]),
+        ..Default::default()
+    })
+}
+
 /// How to update a service at `version` (Swarm refuses an update made
 /// from an older version of its spec).
 fn update_options(
@@ -331,7 +387,7 @@ const ONEOFF_PREFIX: &str = "gantry-oneoff-";
 
 /// A one-off as a Swarm job: one task, run once, never restarted, with the
 /// image's entrypoint and the task's command.
-fn job_spec(name: &str, task: &Task, image: &str) -> SwarmSpec {
+fn job_spec(name: &str, task: &Task, image: &str, pin: Option<&str>) -> SwarmSpec {
     let labels = match &task.owner {
         super::Owner::App { app, release } => HashMap::from([
             (LABEL_ONEOFF.to_owned(), app.to_string()),
@@ -351,12 +407,14 @@ fn job_spec(name: &str, task: &Task, image: &str) -> SwarmSpec {
                 env: Some(task.env.clone()),
                 dir: task.working_dir.clone(),
                 init: Some(true),
+                mounts: swarm_mounts(&task.mounts),
                 ..Default::default()
             }),
             restart_policy: Some(TaskSpecRestartPolicy {
                 condition: Some(TaskSpecRestartPolicyConditionEnum::NONE),
                 ..Default::default()
             }),
+            placement: placement(pin),
             ..Default::default()
         }),
         mode: Some(ServiceSpecMode {
@@ -741,10 +799,11 @@ impl Services for SwarmRuntime {
             ..spec
         };
         let name = service_name(spec.app, spec.process);
+        let pin = self.pin(&spec.mounts).await?;
         match self.find_service(&name).await? {
             None => {
                 self.manager
-                    .create_service(swarm_spec(&spec, None), None)
+                    .create_service(swarm_spec(&spec, None, pin.as_deref()), None)
                     .await?;
                 self.wait_created(&spec, &name, progress).await
             }
@@ -758,7 +817,12 @@ impl Services for SwarmRuntime {
                 let force = spec.force.then_some(forced + 1).or(Some(forced));
                 let since = crate::time::now_ms() / 1000;
                 self.manager
-                    .update_service(&name, swarm_spec(&spec, force), options, None)
+                    .update_service(
+                        &name,
+                        swarm_spec(&spec, force, pin.as_deref()),
+                        options,
+                        None,
+                    )
                     .await?;
                 self.wait_updated(&Expected::of(&spec), &name, since, progress)
                     .await
@@ -1099,18 +1163,56 @@ impl Runtime for SwarmRuntime {
         futures_util::stream::pending().boxed()
     }
 
-    async fn ensure_volume(&self, _app: &AppName, _name: &str) -> Result<()> {
-        Err(unsupported(
-            "storage:mount (a volume lives on one machine of the swarm)",
-        ))
+    /// On the manager's own machine, where an app with storage runs.
+    async fn ensure_volume(&self, app: &AppName, name: &str) -> Result<()> {
+        super::docker::create_volume(&self.manager, app, name).await
     }
 
-    async fn volumes(&self, _app: &AppName) -> Result<Vec<String>> {
-        Ok(Vec::new())
+    async fn volumes(&self, app: &AppName) -> Result<Vec<String>> {
+        super::docker::app_volumes(&self.manager, app).await
     }
 
-    async fn remove_volume(&self, _name: &str) -> Result<()> {
-        Ok(())
+    /// Waits (up to a minute) for the tasks of a removed service to let go
+    /// of it (Swarm stops them after their removal returned), and removes
+    /// the ended task containers Swarm keeps as history, which hold it too.
+    async fn remove_volume(&self, name: &str) -> Result<()> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let filters = HashMap::from([
+                ("volume", vec![name.to_owned()]),
+                (
+                    "status",
+                    vec!["exited".to_owned(), "created".to_owned(), "dead".to_owned()],
+                ),
+            ]);
+            let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+                .all(true)
+                .filters(&filters)
+                .build();
+            for ended in self.manager.list_containers(Some(options)).await? {
+                if let Some(id) = ended.id {
+                    let _ = self
+                        .manager
+                        .remove_container(
+                            &id,
+                            None::<bollard::query_parameters::RemoveContainerOptions>,
+                        )
+                        .await;
+                }
+            }
+            let removed = self
+                .manager
+                .remove_volume(name, None::<bollard::query_parameters::RemoveVolumeOptions>)
+                .await;
+            match removed {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 409, ..
+                }) if std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                other => return Ok(other?),
+            }
+        }
     }
 
     /// Keeps the task until it runs: a Swarm job is made and started at once.
@@ -1119,9 +1221,6 @@ impl Runtime for SwarmRuntime {
             return Err(unsupported(
                 "an attached one-off (run with a terminal or stdin)",
             ));
-        }
-        if !task.mounts.is_empty() {
-            return Err(unsupported("a one-off with volumes"));
         }
         let id = {
             use rand::RngExt;
@@ -1149,8 +1248,9 @@ impl Runtime for SwarmRuntime {
             .cloned()
             .ok_or_else(|| RuntimeError::Engine(format!("no one-off {id}").into()))?;
         let image = self.publish(&task.image).await?;
+        let pin = self.pin(&task.mounts).await?;
         self.manager
-            .create_service(job_spec(id, &task, &image), None)
+            .create_service(job_spec(id, &task, &image, pin.as_deref()), None)
             .await?;
         let code = loop {
             let tasks = self.service_tasks(("service", id.to_owned())).await?;
@@ -1222,9 +1322,14 @@ mod tests {
             health_timeout: Duration::from_secs(30),
             stop_grace: Duration::from_secs(10),
             limits: crate::resources::Limits::default(),
+            mounts: Vec::new(),
             force: false,
         };
-        let made = swarm_spec(&spec, Some(2));
+        let made = swarm_spec(&spec, Some(2), None);
+        assert!(made
+            .task_template
+            .as_ref()
+            .is_some_and(|t| t.placement.is_none()));
         assert_eq!(made.name.as_deref(), Some("gantry-shop-web"));
         let update = made.update_config.expect("update config");
         assert_eq!(
@@ -1263,8 +1368,9 @@ mod tests {
             &ServiceSpec {
                 process: "worker",
                 port: None,
-                ..spec
+                ..spec.clone()
             },
+            None,
             None,
         );
         assert!(worker.endpoint_spec.is_none());
@@ -1273,5 +1379,41 @@ mod tests {
             .and_then(|t| t.container_spec)
             .expect("container");
         assert!(container.health_check.is_none());
+        // With storage: its volume and a host directory, on the pinned node.
+        let mounts = vec![
+            super::super::Mount {
+                host: "gantry-vol-shop-data".into(),
+                path: "/data".into(),
+                read_only: false,
+            },
+            super::super::Mount {
+                host: "/srv/shop".into(),
+                path: "/srv".into(),
+                read_only: true,
+            },
+        ];
+        let stored = swarm_spec(&ServiceSpec { mounts, ..spec }, None, Some("node.id==abc"));
+        let template = stored.task_template.expect("template");
+        let constraints = template.placement.and_then(|p| p.constraints);
+        assert_eq!(constraints, Some(vec!["node.id==abc".to_owned()]));
+        let mounts = template
+            .container_spec
+            .and_then(|c| c.mounts)
+            .expect("mounts");
+        use bollard::models::MountType;
+        assert_eq!(
+            mounts
+                .iter()
+                .map(|m| (m.typ, m.source.as_deref(), m.target.as_deref()))
+                .collect::<Vec<_>>(),
+            [
+                (
+                    Some(MountType::VOLUME),
+                    Some("gantry-vol-shop-data"),
+                    Some("/data")
+                ),
+                (Some(MountType::BIND), Some("/srv/shop"), Some("/srv")),
+            ]
+        );
     }
 }

@@ -1028,3 +1028,67 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
     drop(server);
     drop(agents);
 }
+
+#[test]
+fn an_app_with_storage_runs_where_its_volume_is_and_keeps_its_data_across_deploys() {
+    let (_turn, _down, _) = harness(3);
+    let server = swarm_server(free_port());
+    let join = join_command(&server);
+    let agent_homes = tempfile::tempdir().expect("tempdir");
+    let mut agents = Mirrors(Vec::new());
+    for i in 1..=3 {
+        agents
+            .0
+            .push(start_node_agent(agent_homes.path(), i, &join));
+    }
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write("public/version", "v1\n");
+    repo.commit(&server, "v1");
+    let out = repo.push(&server, &server.admin, "keep");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    // A volume lives on one machine: the app goes where it is (the
+    // manager's node), all its tasks with it.
+    let out = server.cli(&["storage:mount", "keep", "data:/www/data"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let volumes = stdout(&node(1, &["volume", "ls", "--format", "{{.Name}}"]));
+    assert!(volumes.contains("gantry-vol-keep-data"), "{volumes}");
+    let out = server.cli(&["ps:scale", "keep", "web=2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_spread(&server, "keep", &["node1", "node1"]);
+
+    // Each release's phase appends to the volume; the data outlives deploys.
+    repo.write(
+        "Procfile",
+        "web: exec httpd -f -v -p \"$PORT\" -h /www\nrelease: cat /www/version >> /www/data/log\n",
+    );
+    for version in ["v2", "v3"] {
+        repo.write("public/version", &format!("{version}\n"));
+        repo.commit(&server, version);
+        let out = repo.push(&server, &server.admin, "keep");
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, body) =
+            crate::support::http_get(server.http_port, "keep.localhost", "/data/log");
+        if status == 200 && body == "v2\nv3\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{status} {body:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let tasks = running_tasks(&server, "keep");
+    assert!(
+        tasks.len() == 2 && tasks.iter().all(|(v, n)| v == "v3" && n == "node1"),
+        "{tasks:?}"
+    );
+    // Destroyed with its volumes, the data goes too, once its tasks are
+    // gone (a task stopping still holds it).
+    let out = server.cli(&["apps:destroy", "keep", "--force", "--volumes"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let volumes = stdout(&node(1, &["volume", "ls", "--format", "{{.Name}}"]));
+    assert!(!volumes.contains("gantry-vol-keep-data"), "{volumes}");
+    drop(server);
+    drop(agents);
+}
