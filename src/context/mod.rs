@@ -84,7 +84,12 @@ impl Gantry {
                     push_to: config.swarm.registry_push.clone(),
                     pull_from: config.swarm.pull_from.clone(),
                 };
-                Arc::new(SwarmRuntime::new(manager, &engine, images))
+                Arc::new(SwarmRuntime::new(
+                    manager,
+                    &engine,
+                    images,
+                    &config.docker_network,
+                ))
             }
         };
         let routing = Routing::new(config.proxy_socket());

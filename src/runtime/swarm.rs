@@ -11,7 +11,9 @@
 //!
 //! Images reach the nodes through the cluster's registry: the runtime pushes
 //! the local image there and names it by digest. A one-off (a release
-//! phase, a cron run, a host job) is a Swarm job: one task, never restarted.
+//! phase, a cron run, a host job) is a Swarm job: one task, never restarted;
+//! an attached one (`run APP`) is a container on the machine that has the
+//! images, since Swarm cannot attach to a task.
 //!
 //! Swarm emits no task events: whoever follows tasks polls [`Services::tasks`].
 
@@ -62,6 +64,12 @@ pub struct SwarmRuntime {
     /// The manager's own node, where apps with storage run (a volume
     /// lives on one machine).
     storage_node: tokio::sync::OnceCell<String>,
+    /// Attached one-offs (`run APP` with a terminal or stdin): Swarm
+    /// cannot attach to a task, so they are containers of the engine that
+    /// has the images, this machine's.
+    attached: super::docker::DockerRuntime,
+    /// The attached one-offs made and not yet removed, by container id.
+    attached_ids: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 /// Where a swarm's images come from: built on `local`, pushed to the
@@ -73,10 +81,14 @@ pub struct Images {
 }
 
 impl SwarmRuntime {
-    pub fn new(manager: Docker, engine: &str, images: Images) -> Self {
+    /// `network`: the bridge network of this machine's engine that
+    /// attached one-offs join.
+    pub fn new(manager: Docker, engine: &str, images: Images, network: &str) -> Self {
         SwarmRuntime {
             manager,
             engine: engine.to_owned(),
+            attached: super::docker::DockerRuntime::new(images.local.clone(), network),
+            attached_ids: std::sync::Mutex::new(std::collections::HashSet::new()),
             images,
             oneoffs: std::sync::Mutex::new(HashMap::new()),
             storage_node: tokio::sync::OnceCell::new(),
@@ -1136,7 +1148,16 @@ impl Runtime for SwarmRuntime {
 
     /// Removes a one-off's job; an app's task is Swarm's to stop (scale or
     /// remove its service instead).
-    async fn stop_and_remove(&self, id: &str, _grace: Duration) {
+    async fn stop_and_remove(&self, id: &str, grace: Duration) {
+        let local = self
+            .attached_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        if local {
+            self.attached.stop_and_remove(id, grace).await;
+            return;
+        }
         if !id.starts_with(ONEOFF_PREFIX) {
             tracing::debug!(task = id, "a swarm task is stopped through its service");
             return;
@@ -1216,11 +1237,16 @@ impl Runtime for SwarmRuntime {
     }
 
     /// Keeps the task until it runs: a Swarm job is made and started at once.
+    /// An attached one-off is a container on this machine's engine instead.
     async fn create_oneoff(&self, task: &Task) -> Result<String> {
         if task.interactive.is_some() {
-            return Err(unsupported(
-                "an attached one-off (run with a terminal or stdin)",
-            ));
+            self.attached.prepare().await?;
+            let id = self.attached.create_oneoff(task).await?;
+            self.attached_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.clone());
+            return Ok(id);
         }
         let id = {
             use rand::RngExt;
@@ -1293,8 +1319,18 @@ impl Runtime for SwarmRuntime {
         Ok(code)
     }
 
-    async fn attach_oneoff(&self, _id: &str, _streams: Attached<'_>) -> Result<i32> {
-        Err(unsupported("a one-off process"))
+    async fn attach_oneoff(&self, id: &str, streams: Attached<'_>) -> Result<i32> {
+        let local = self
+            .attached_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(id);
+        if !local {
+            return Err(unsupported(
+                "attaching to a one-off made without a terminal or stdin",
+            ));
+        }
+        self.attached.attach_oneoff(id, streams).await
     }
 
     fn services(&self) -> Option<&dyn Services> {

@@ -1030,7 +1030,7 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
 }
 
 #[test]
-fn an_app_with_storage_runs_where_its_volume_is_and_keeps_its_data_across_deploys() {
+fn an_app_with_storage_runs_where_its_volume_is_keeps_its_data_and_runs_one_offs() {
     let (_turn, _down, _) = harness(3);
     let server = swarm_server(free_port());
     let join = join_command(&server);
@@ -1083,6 +1083,10 @@ fn an_app_with_storage_runs_where_its_volume_is_and_keeps_its_data_across_deploy
         tasks.len() == 2 && tasks.iter().all(|(v, n)| v == "v3" && n == "node1"),
         "{tasks:?}"
     );
+    // `run` works on a swarm: attached, on the machine that has the image.
+    let out = server.cli(&["run", "keep", "--", "sh", "-c", "cat /www/version; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "v3\n");
     // Destroyed with its volumes, the data goes too, once its tasks are
     // gone (a task stopping still holds it).
     let out = server.cli(&["apps:destroy", "keep", "--force", "--volumes"]);
