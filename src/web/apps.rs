@@ -155,6 +155,7 @@ pub async fn app(
         recent: &releases[..recent],
         statuses: &statuses[..recent],
         jobs: &jobs,
+        clone_url: &format!("git clone {}", gantry.config.git_remote(&app)),
     };
     Ok(html(
         StatusCode::OK,
@@ -206,9 +207,15 @@ pub async fn release(
     };
     let log_html = ansi_to_html::convert(&release.build_log)
         .unwrap_or_else(|_| maud::html! { (release.build_log) }.into_string());
+    // What changed since the release before it that had a commit.
+    let previous = releases[index + 1..]
+        .iter()
+        .find(|r| !r.commit_sha.is_empty() && r.status == ReleaseStatus::Succeeded);
+    let changes = super::code::since_previous(&gantry, &app, release, previous);
     let page = pages::ReleasePage {
         app: app.as_str(),
         release,
+        changes,
         status: &statuses[index],
         changed: &changed,
         log_html,

@@ -7,6 +7,7 @@
 //! Login is by one-time link (`web:login`).
 
 mod apps;
+mod code;
 mod jobs;
 mod metrics;
 pub mod pages;

@@ -12,7 +12,14 @@ const CSS: &str = "
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2330;background:#f6f7f9}
 header{background:#1d2330;color:#fff;padding:.7em 1em;display:flex;gap:1em;align-items:center}
 header a{color:#fff;text-decoration:none;font-weight:600}
-header form{margin-left:auto}
+header nav{display:flex;gap:1em}header nav a{font-weight:400}
+header .who{margin-left:auto;opacity:.8}
+header form{margin-left:auto}header .who+form{margin-left:0}
+nav.sub{display:flex;gap:1em;flex-wrap:wrap;margin:.2em 0 1em}
+table.code td.n{color:#8a93a3;text-align:right;user-select:none;width:1%;white-space:nowrap}
+table.code td{padding:0 .6em;border:0;font-family:ui-monospace,monospace;font-size:.85em;white-space:pre}
+pre.diff{background:#fff;padding:.6em;overflow-x:auto;font-size:.85em;border:1px solid #e3e6eb}
+pre.diff .add{background:#e6ffec;display:block}pre.diff .del{background:#ffebe9;display:block}pre.diff .hunk{color:#6e7781;display:block}
 main{max-width:60em;margin:0 auto;padding:1em}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:.95em}
 th,td{text-align:left;padding:.45em .6em;border-bottom:1px solid #e3e6eb;vertical-align:top}
@@ -27,8 +34,16 @@ dl{display:grid;grid-template-columns:max-content 1fr;gap:.3em 1em;background:#f
 dt{font-weight:600}
 ";
 
-/// The frame every page shares.
+tokio::task_local! {
+    /// The logged-in key's name, while a page behind the session check is
+    /// made: the header shows it.
+    pub static VISITOR: String;
+}
+
+/// The frame every page shares: the header links the parts (Apps, Jobs,
+/// System) and names the logged-in key.
 pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
+    let visitor = VISITOR.try_with(Clone::clone).ok();
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -41,7 +56,15 @@ pub fn layout(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
             body {
                 header {
                     a href="/" { "gantry" }
+                    @if csrf.is_some() {
+                        nav {
+                            a href="/" { "Apps" }
+                            a href="/jobs" { "Jobs" }
+                            a href="/system" { "System" }
+                        }
+                    }
                     @if let Some(csrf) = csrf {
+                        @if let Some(key) = &visitor { span.who { (key) } }
                         form method="post" action="/logout" {
                             input type="hidden" name="csrf" value=(csrf);
                             button type="submit" { "Log out" }
@@ -106,13 +129,30 @@ pub struct AppPage<'a> {
     pub statuses: &'a [String],
     /// The app's jobs (`APP/deploy`, `APP/release`, its crons), by name.
     pub jobs: &'a [crate::jobs::Summary],
+    /// `git clone` of its repository, over SSH.
+    pub clone_url: &'a str,
+}
+
+/// The links every page of an app shows under its name.
+pub fn app_nav(app: &str) -> Markup {
+    html! {
+        nav.sub {
+            a href={ "/apps/" (app) } { "Overview" }
+            a href={ "/apps/" (app) "/code" } { "Code" }
+            a href={ "/apps/" (app) "/commits" } { "Commits" }
+            a href={ "/apps/" (app) "/releases" } { "Releases" }
+            a href={ "/apps/" (app) "#jobs" } { "Jobs" }
+        }
+    }
 }
 
 pub fn app(page: &AppPage<'_>) -> Markup {
     html! {
         h1 { (page.name) }
+        (app_nav(page.name))
         dl {
             dt { "URL" } dd { a href=(page.url) { (page.url) } }
+            dt { "Clone" } dd { code { (page.clone_url) } }
             dt { "Domains" } dd { (page.domains.join(", ")) }
             dt { "Current release" } dd {
                 @if let Some(r) = page.current {
@@ -167,6 +207,7 @@ pub fn app(page: &AppPage<'_>) -> Markup {
 pub fn releases(app: &str, releases: &[Release], statuses: &[String]) -> Markup {
     html! {
         h1 { a href={ "/apps/" (app) } { (app) } " · releases" }
+        (app_nav(app))
         (release_table(app, releases, statuses))
     }
 }
@@ -206,6 +247,8 @@ fn short(sha: &str) -> &str {
 pub struct ReleasePage<'a> {
     pub app: &'a str,
     pub release: &'a Release,
+    /// The commits and the diff since the release before.
+    pub changes: Option<Markup>,
     pub status: &'a str,
     pub changed: &'a [String],
     pub log_html: String,
@@ -217,6 +260,7 @@ pub fn release(page: &ReleasePage<'_>) -> Markup {
     let r = page.release;
     html! {
         h1 { a href={ "/apps/" (page.app) } { (page.app) } " · v" (r.version) }
+        (app_nav(page.app))
         dl {
             dt { "Status" } dd { span class={ "status " (page.status.replace(' ', "")) } { (page.status) } }
             dt { "Change" } dd { (r.description) }
@@ -240,6 +284,7 @@ pub fn release(page: &ReleasePage<'_>) -> Markup {
                 button type="submit" id="rollback" { "Roll back to v" (r.version) }
             }
         }
+        @if let Some(changes) = &page.changes { (changes) }
         h2 id="log" { "Build log" }
         pre.log { (PreEscaped(&page.log_html)) }
     }

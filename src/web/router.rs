@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{apps, jobs, metrics, session};
+use super::{apps, code, jobs, metrics, session};
 use crate::context::Gantry;
 
 /// Serves the dashboard on `listener` until `shutdown`. Connections open
@@ -32,6 +32,10 @@ fn router(gantry: Arc<Gantry>) -> Router {
     let pages = Router::new()
         .route("/", get(apps::overview))
         .route("/apps/{name}", get(apps::app))
+        .route("/apps/{name}/code", get(code::tree))
+        .route("/apps/{name}/code/{*path}", get(code::tree))
+        .route("/apps/{name}/commits", get(code::commits))
+        .route("/apps/{name}/commits/{sha}", get(code::commit))
         .route("/apps/{name}/releases", get(apps::releases))
         .route("/apps/{name}/releases/{version}", get(apps::release))
         .route(

@@ -66,8 +66,10 @@ pub async fn caller_of(gantry: &Gantry, headers: &HeaderMap) -> Option<Caller> {
 pub async fn require(State(gantry): State<Arc<Gantry>>, mut req: Request, next: Next) -> Response {
     match session_of(&gantry, req.headers()).await {
         Ok(Some(session)) => {
+            let key = session.caller.name();
             req.extensions_mut().insert(Arc::new(session));
-            next.run(req).await
+            // The page's header names who is logged in.
+            super::pages::VISITOR.scope(key, next.run(req)).await
         }
         Ok(None) => problem(
             StatusCode::UNAUTHORIZED,

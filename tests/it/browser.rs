@@ -380,3 +380,143 @@ fn a_running_jobs_log_arrives_live_with_its_colors() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn the_code_its_commits_and_a_releases_diff_show_in_chromium() {
+    let server = Server::start();
+    let app = crate::support::unique("code");
+    let repo = Repo::from_example(&server, "hello-docker");
+    repo.write(
+        "lib/lines.txt",
+        "line one\nline two\nline three\nline four\nline five\n",
+    );
+    std::fs::write(repo.path().join("logo.bin"), [0u8, 1, 2, 255, 0, 7]).expect("binary");
+    repo.commit(&server, "add lines and a logo");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    let head = |repo: &Repo| {
+        let out = Command::new("git")
+            .arg("-C")
+            .arg(repo.path())
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .expect("git");
+        stdout(&out).trim().to_owned()
+    };
+    let first = head(&repo);
+    repo.write(
+        "lib/lines.txt",
+        "line one\nline two\nline THREE changed\nline four\nline five\n",
+    );
+    repo.commit(&server, "change line three");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    let second = head(&repo);
+
+    let browser = Browser::start();
+    let dashboard = format!("http://gantry.localhost:{}", server.http_port);
+    browser.open(&login_link(&server, &server.admin));
+
+    // The header links the parts and names the key; the app page links its pages.
+    browser.open(&format!("{dashboard}/apps/{app}"));
+    let page = browser.source();
+    for needle in [
+        "href=\"/jobs\"",
+        "href=\"/system\"",
+        "tester",
+        &format!("href=\"/apps/{app}/code\""),
+        &format!("href=\"/apps/{app}/commits\""),
+        &format!("git clone ssh://git@localhost:{}/{app}", server.ssh_port),
+    ] {
+        assert!(
+            page.contains(needle),
+            "the app page lacks {needle:?}:\n{page}"
+        );
+    }
+
+    // The tree and a file, at the live release's commit, with line numbers.
+    browser.open(&format!("{dashboard}/apps/{app}/code"));
+    let page = browser.source();
+    assert!(
+        page.contains("lib/") && page.contains("Dockerfile") && page.contains("v2 (live)"),
+        "{page}"
+    );
+    browser.open(&format!("{dashboard}/apps/{app}/code/lib/lines.txt"));
+    let page = browser.source();
+    assert!(
+        page.contains("line THREE changed") && page.contains("id=\"L3\""),
+        "{page}"
+    );
+    // Another ref: the first commit's file.
+    browser.open(&format!(
+        "{dashboard}/apps/{app}/code/lib/lines.txt?ref={first}"
+    ));
+    let page = browser.source();
+    assert!(
+        page.contains("line three") && !page.contains("THREE"),
+        "{page}"
+    );
+    // A binary file is offered as a download.
+    browser.open(&format!("{dashboard}/apps/{app}/code/logo.bin"));
+    let page = browser.source();
+    assert!(
+        page.contains("A binary file") && page.contains("raw=1"),
+        "{page}"
+    );
+    browser.open(&format!("{dashboard}/apps/{app}/code/no/such/file"));
+    assert!(browser.source().contains("Not found"));
+
+    // The log, each deployed commit with the release it became.
+    browser.open(&format!("{dashboard}/apps/{app}/commits"));
+    let page = browser.source();
+    assert!(
+        page.contains("change line three")
+            && page.contains("add lines and a logo")
+            && page.contains(&format!("/apps/{app}/releases/v2"))
+            && page.contains(&format!("/apps/{app}/releases/v1")),
+        "{page}"
+    );
+    // A commit's page: its message and its diff.
+    browser.open(&format!("{dashboard}/apps/{app}/commits/{second}"));
+    let page = browser.source();
+    assert!(
+        page.contains("-line three") && page.contains("+line THREE changed"),
+        "{page}"
+    );
+    // The release page: what changed since the release before.
+    browser.open(&format!("{dashboard}/apps/{app}/releases/v2"));
+    let page = browser.source();
+    assert!(
+        page.contains("Changes since v1")
+            && page.contains("change line three")
+            && page.contains("-line three")
+            && page.contains("+line THREE changed")
+            && !page.contains("+line four"),
+        "{page}"
+    );
+
+    // A deployer of another app cannot open this one's code.
+    let deployer = make_key(server.home.path(), "deployer");
+    let out = server.cli(&[
+        "keys:add",
+        "dev",
+        path_str(&deployer.public),
+        "--apps",
+        "otherapp",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    browser.open(&login_link(&server, &deployer));
+    for page in [
+        "code",
+        "code/lib/lines.txt",
+        "commits",
+        &format!("commits/{second}"),
+    ] {
+        browser.open(&format!("{dashboard}/apps/{app}/{page}"));
+        let source = browser.source();
+        assert!(
+            source.contains("Not found")
+                && !source.contains("THREE")
+                && !source.contains("lines.txt"),
+            "{page}: {source}"
+        );
+    }
+}
