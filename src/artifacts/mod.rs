@@ -59,8 +59,9 @@ pub struct Artifact {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PruneReport {
     pub removed: Vec<String>,
-    /// Bytes of image layers deleted from disk.
-    pub freed: u64,
+    /// Bytes of image layers the engine no longer holds, as it counts
+    /// them before and after; `None` when it could not say.
+    pub freed: Option<u64>,
 }
 
 impl PruneReport {
@@ -70,10 +71,94 @@ impl PruneReport {
             format!(
                 "pruned {} old image(s), freed {}",
                 self.removed.len(),
-                human_bytes(self.freed)
+                self.freed_text()
             )
         })
     }
+
+    /// `4.1 MB`, or that the engine did not say.
+    pub fn freed_text(&self) -> String {
+        match self.freed {
+            Some(bytes) => human_bytes(bytes),
+            None => "an unknown amount".to_owned(),
+        }
+    }
+}
+
+/// What the engine counts of its disk (`GET /system/df`): all image
+/// layers, and each image's size and the part of it other images share.
+#[derive(Debug, Default)]
+pub struct DiskUsage {
+    pub layers: u64,
+    /// Image id → (size, shared size).
+    pub images: HashMap<String, (u64, u64)>,
+}
+
+/// The engine's disk usage, asked over its unix socket directly (bollard
+/// 0.21's model of that answer does not read API 1.41's); `None` if it
+/// cannot say.
+pub async fn disk_usage() -> Option<DiskUsage> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = match std::env::var("DOCKER_HOST") {
+        Ok(host) => host.strip_prefix("unix://")?.to_owned(),
+        Err(_) => "/var/run/docker.sock".to_owned(),
+    };
+    let asked = async {
+        let mut stream = tokio::net::UnixStream::connect(&socket).await.ok()?;
+        stream
+            .write_all(b"GET /v1.41/system/df HTTP/1.0\r\nHost: docker\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.ok()?;
+        Some(answer)
+    };
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(60), asked)
+        .await
+        .ok()??;
+    let text = String::from_utf8_lossy(&answer);
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    if head.split_whitespace().nth(1) != Some("200") {
+        return None;
+    }
+    parse_disk_usage(body)
+}
+
+fn parse_disk_usage(body: &str) -> Option<DiskUsage> {
+    let df: serde_json::Value = serde_json::from_str(body).ok()?;
+    let count = |v: &serde_json::Value| v.as_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+    let images = df
+        .get("Images")
+        .and_then(|i| i.as_array())
+        .map(|images| {
+            images
+                .iter()
+                .filter_map(|image| {
+                    let id = image.get("Id")?.as_str()?.to_owned();
+                    let size = count(image.get("Size")?);
+                    let shared = image.get("SharedSize").map_or(0, count);
+                    Some((id, (size, shared)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(DiskUsage {
+        layers: count(df.get("LayersSize")?),
+        images,
+    })
+}
+
+/// What deleting `deleted` (image ids) gave back: the engine's layer total
+/// before less after, and at least what those images held alone (which
+/// holds even if another build added layers meanwhile).
+fn reclaimed(before: &DiskUsage, after: Option<&DiskUsage>, deleted: &[String]) -> u64 {
+    let alone: u64 = deleted
+        .iter()
+        .filter_map(|id| before.images.get(id))
+        .map(|(size, shared)| size.saturating_sub(*shared))
+        .sum();
+    let delta = after.map_or(0, |after| before.layers.saturating_sub(after.layers));
+    alone.max(delta)
 }
 
 async fn app_images(
@@ -228,32 +313,33 @@ async fn remove_images(
     docker: &Docker,
     doomed: Vec<(String, String)>,
 ) -> Result<PruneReport, ArtifactError> {
-    let mut layer_sizes: HashMap<String, i64> = HashMap::new();
-    for (_, id) in &doomed {
-        if let Ok(history) = docker.image_history(id).await {
-            for layer in history {
-                layer_sizes.insert(layer.id, layer.size);
-            }
-        }
-    }
     let mut report = PruneReport::default();
+    if doomed.is_empty() {
+        return Ok(report);
+    }
+    // No build adds layers while the gate is held, so the engine's count
+    // before and after is what these removals gave back.
     let _gate = crate::context::image_gate::IMAGE_GATE.write().await;
+    let before = disk_usage().await;
+    let mut deleted = Vec::new();
     for (tag, _) in doomed {
         let options = RemoveImageOptionsBuilder::default().force(false).build();
         match docker.remove_image(&tag, Some(options), None).await {
             Ok(items) => {
-                report.freed += items
-                    .iter()
-                    .filter_map(|item| item.deleted.as_ref())
-                    .filter_map(|id| layer_sizes.get(id))
-                    .map(|size| u64::try_from(*size).unwrap_or(0))
-                    .sum::<u64>();
+                deleted.extend(items.into_iter().filter_map(|item| item.deleted));
                 report.removed.push(tag);
             }
             // In use by a container (e.g. one still draining): kept until next time.
             Err(err) => tracing::debug!(%tag, error = %err, "image not removed"),
         }
     }
+    report.freed = if deleted.is_empty() {
+        // Only tags went: every layer is still used by another image.
+        Some(0)
+    } else {
+        let after = disk_usage().await;
+        before.map(|before| reclaimed(&before, after.as_ref(), &deleted))
+    };
     Ok(report)
 }
 
@@ -286,15 +372,49 @@ mod tests {
     }
 
     #[test]
+    fn reclaimed_bytes_come_from_the_engines_own_count() {
+        let before = parse_disk_usage(
+            r#"{"LayersSize": 10000000, "Images": [
+                {"Id": "sha256:a", "Size": 4000000, "SharedSize": 1000000},
+                {"Id": "sha256:b", "Size": 2000000, "SharedSize": -1}
+            ]}"#,
+        )
+        .expect("df");
+        assert_eq!(before.images["sha256:b"], (2_000_000, 0));
+        let after = DiskUsage {
+            layers: 6_500_000,
+            ..DiskUsage::default()
+        };
+        let deleted = vec!["sha256:a".to_owned()];
+        // The engine's total fell by 3.5 MB: more than a held alone.
+        assert_eq!(reclaimed(&before, Some(&after), &deleted), 3_500_000);
+        // Another build added layers meanwhile: still what a held alone.
+        let grown = DiskUsage {
+            layers: 12_000_000,
+            ..DiskUsage::default()
+        };
+        assert_eq!(reclaimed(&before, Some(&grown), &deleted), 3_000_000);
+        assert!(parse_disk_usage("not json").is_none());
+    }
+
+    #[test]
     fn an_empty_prune_says_nothing() {
         assert_eq!(PruneReport::default().summary(), None);
         let report = PruneReport {
             removed: vec!["gantry/a:v1".into()],
-            freed: 1_500_000,
+            freed: Some(1_500_000),
         };
         assert_eq!(
             report.summary().as_deref(),
             Some("pruned 1 old image(s), freed 1.5 MB")
+        );
+        let unknown = PruneReport {
+            freed: None,
+            ..report
+        };
+        assert_eq!(
+            unknown.summary().as_deref(),
+            Some("pruned 1 old image(s), freed an unknown amount")
         );
     }
 }

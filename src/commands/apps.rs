@@ -85,7 +85,7 @@ pub async fn destroy(
     let mut out = format!(
         "Destroyed {app}: {containers} container(s), {} image(s) ({} freed), its repository and records\n",
         images.removed.len(),
-        crate::artifacts::human_bytes(images.freed)
+        images.freed_text()
     );
     if !kept.removed.is_empty() {
         out.push_str(&format!(

@@ -250,3 +250,34 @@ fn retention_keeps_the_last_releases_images_and_prunes_the_rest() {
         stdout(&out)
     );
 }
+
+#[test]
+fn destroying_an_app_says_how_much_disk_its_images_gave_back() {
+    let server = Server::start();
+    let app = crate::support::unique("sizes");
+    let repo = Repo::from_example(&server, "hello-docker");
+    // A 3 MB layer no other image has.
+    std::fs::write(
+        repo.path().join("Dockerfile"),
+        "FROM gantry-examples/busybox:latest\nRUN head -c 3000000 /dev/urandom > /blob\nCOPY public/ /www/\nCMD [\"sh\", \"-c\", \"exec httpd -f -v -p \\\"$PORT\\\" -h /www\"]\n",
+    )
+    .expect("Dockerfile");
+    repo.commit(&server, "a big layer");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = server.cli(&["apps:destroy", &app, "--force"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = stdout(&out);
+    // "... 1 image(s) (3.0 MB freed) ...": at least the layer it alone had.
+    let freed = said
+        .split("image(s) (")
+        .nth(1)
+        .and_then(|rest| rest.split(" freed)").next())
+        .unwrap_or_default()
+        .to_owned();
+    let megabytes: f64 = freed
+        .strip_suffix(" MB")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a size in MB: {said}"));
+    assert!(megabytes >= 2.9, "{said}");
+}
