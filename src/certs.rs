@@ -287,6 +287,13 @@ pub fn describe(chain_pem: &[u8]) -> anyhow::Result<CertInfo> {
     })
 }
 
+/// When the first certificate of a PEM chain ends, in unix seconds.
+pub fn not_after(chain_pem: &[u8]) -> Option<i64> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(chain_pem).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
 fn name_matches(pattern: &str, host: &str) -> bool {
     match pattern.strip_prefix("*.") {
         Some(parent) => host.split_once('.').is_some_and(|(_, rest)| rest == parent),

@@ -92,6 +92,8 @@ pub struct DiskUsage {
     pub layers: u64,
     /// Image id → (size, shared size).
     pub images: HashMap<String, (u64, u64)>,
+    /// BuildKit's build cache, in all.
+    pub build_cache: u64,
 }
 
 /// The engine's disk usage, asked over its unix socket directly (bollard
@@ -142,9 +144,20 @@ fn parse_disk_usage(body: &str) -> Option<DiskUsage> {
                 .collect()
         })
         .unwrap_or_default();
+    let build_cache = df
+        .get("BuildCache")
+        .and_then(|c| c.as_array())
+        .map_or(0, |records| {
+            records
+                .iter()
+                .filter_map(|r| r.get("Size"))
+                .map(count)
+                .sum()
+        });
     Some(DiskUsage {
         layers: count(df.get("LayersSize")?),
         images,
+        build_cache,
     })
 }
 
@@ -208,8 +221,18 @@ pub async fn list(gantry: &Gantry, app: &AppName) -> Result<Vec<Artifact>, Artif
 
 /// Removes the app's images that retention does not keep.
 pub async fn prune(gantry: &Gantry, app: &AppName) -> Result<PruneReport, ArtifactError> {
+    let doomed = prunable(gantry, app).await?;
+    remove_images(&gantry.docker, doomed).await
+}
+
+/// The app's images (tag, image id) that retention does not keep: what the
+/// next prune removes.
+pub async fn prunable(
+    gantry: &Gantry,
+    app: &AppName,
+) -> Result<Vec<(String, String)>, ArtifactError> {
     let Some(record) = gantry.store.get_app(app).await? else {
-        return Ok(PruneReport::default());
+        return Ok(Vec::new());
     };
     let keep_n = record.keep_releases.unwrap_or(DEFAULT_KEEP).max(1);
     let releases = gantry.store.list_releases(app).await?;
@@ -243,7 +266,7 @@ pub async fn prune(gantry: &Gantry, app: &AppName) -> Result<PruneReport, Artifa
             tag.starts_with(&format!("gantry/{app}:")) && !keep.contains(tag.as_str())
         })
         .collect();
-    remove_images(docker, doomed).await
+    Ok(doomed)
 }
 
 /// Removes dangling images (untagged and unused: the layers a failed build

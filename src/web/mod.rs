@@ -14,5 +14,6 @@ pub mod pages;
 mod respond;
 mod router;
 mod session;
+mod system;
 
 pub use router::serve;

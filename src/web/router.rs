@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{apps, code, jobs, metrics, session};
+use super::{apps, code, jobs, metrics, session, system};
 use crate::context::Gantry;
 
 /// Serves the dashboard on `listener` until `shutdown`. Connections open
@@ -43,6 +43,7 @@ fn router(gantry: Arc<Gantry>) -> Router {
             post(apps::rollback),
         )
         .route("/jobs", get(jobs::list))
+        .route("/system", get(system::system))
         .route("/jobs/{*rest}", get(jobs::show).post(jobs::run))
         .route("/logout", post(apps::logout))
         .fallback(apps::unknown)

@@ -493,6 +493,32 @@ fn the_code_its_commits_and_a_releases_diff_show_in_chromium() {
         "{page}"
     );
 
+    // The system chart: the parts, what they hold, and links to their pages.
+    browser.open(&format!("{dashboard}/system"));
+    let page = browser.source();
+    for needle in [
+        "<svg",
+        "Git server",
+        "Job log",
+        "Build server",
+        "Artifact system",
+        "Deploy",
+        "Proxy",
+        "1 repository",
+        "2 images",
+        "1 of 1 apps live",
+        "1 process running",
+        "href=\"/jobs\"",
+    ] {
+        assert!(page.contains(needle), "/system lacks {needle:?}:\n{page}");
+    }
+    // It renders: a real picture, not an empty one.
+    let shot = browser.call("GET", "/screenshot", None)["value"]
+        .as_str()
+        .unwrap_or_default()
+        .len();
+    assert!(shot > 20_000, "a {shot}-character screenshot");
+
     // A deployer of another app cannot open this one's code.
     let deployer = make_key(server.home.path(), "deployer");
     let out = server.cli(&[
