@@ -9,6 +9,7 @@
 mod apps;
 mod code;
 mod jobs;
+mod logs;
 mod metrics;
 pub mod pages;
 mod respond;

@@ -141,6 +141,7 @@ pub fn app_nav(app: &str) -> Markup {
             a href={ "/apps/" (app) "/code" } { "Code" }
             a href={ "/apps/" (app) "/commits" } { "Commits" }
             a href={ "/apps/" (app) "/releases" } { "Releases" }
+            a href={ "/apps/" (app) "/logs" } { "Logs" }
             a href={ "/apps/" (app) "#jobs" } { "Jobs" }
         }
     }

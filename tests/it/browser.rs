@@ -493,6 +493,26 @@ fn the_code_its_commits_and_a_releases_diff_show_in_chromium() {
         "{page}"
     );
 
+    // The live log page: requests made after it opened show up in it
+    // (busybox httpd logs a line for each answer, -v), without a reload.
+    browser.open(&format!("{dashboard}/apps/{app}/logs"));
+    std::thread::sleep(Duration::from_secs(1));
+    let answered = |source: &str| source.matches("response:200").count();
+    let before = answered(&browser.source());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        crate::support::http_get(server.http_port, &format!("{app}.localhost"), "/");
+        if answered(&browser.source()) >= before + 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "requests never reached the log page ({before} before):\n{}",
+            browser.source()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     // The system chart: the parts, what they hold, and links to their pages.
     browser.open(&format!("{dashboard}/system"));
     let page = browser.source();
