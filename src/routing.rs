@@ -274,6 +274,15 @@ impl Routing {
             .context("the proxy did not take the change")
     }
 
+    /// Each app's traffic as the proxy counted it since it started; `None`
+    /// when the proxy does not answer.
+    pub async fn traffic(&self) -> Option<Vec<gantry_proxy::traffic::AppTraffic>> {
+        control::call(&self.socket, &Request::Traffic)
+            .await
+            .ok()
+            .and_then(|reply| reply.traffic)
+    }
+
     /// Sends a change; a proxy that is down gets it with the next resync.
     async fn send(&self, request: Request) -> Option<control::Reply> {
         match control::call(&self.socket, &request).await {

@@ -18,6 +18,7 @@ use crate::hyper_pool::Pool;
 use crate::pages;
 use crate::routes::{Balance, Route, RouteTable};
 use crate::tls::CertStore;
+use crate::traffic::Traffic;
 
 /// How the proxy treats clients and backends; every field has a safe default.
 #[derive(Debug, Clone)]
@@ -72,6 +73,8 @@ pub struct Proxy {
     active: Arc<AtomicUsize>,
     /// Client connections open (shutdown waits for them to close).
     open: Arc<AtomicUsize>,
+    /// Each app's requests, by status class and duration (this worker's).
+    traffic: Arc<Traffic>,
 }
 
 /// Counts a client connection as open until dropped.
@@ -116,7 +119,19 @@ impl Proxy {
             stopped: tokio::sync::watch::Sender::new(false),
             active: Arc::default(),
             open: Arc::default(),
+            traffic: Arc::default(),
         }
+    }
+
+    /// Counts traffic into `traffic` (which the daemon reads).
+    pub fn counting_into(mut self, traffic: Arc<Traffic>) -> Self {
+        self.traffic = traffic;
+        self
+    }
+
+    /// Each app's traffic since the proxy started.
+    pub fn traffic(&self) -> &Traffic {
+        &self.traffic
     }
 
     pub(crate) fn backends(&self) -> &Backends {

@@ -75,6 +75,8 @@ pub enum Request {
     /// the connections in flight finish, exit, and leave the control socket
     /// and pid file to the new one.
     Retire,
+    /// Each app's traffic since the proxy started.
+    Traffic,
 }
 
 /// The proxy's answer.
@@ -94,6 +96,9 @@ pub struct Reply {
     /// For `Listeners`: the names of the descriptors passed with the reply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listeners: Option<Vec<String>>,
+    /// For `Traffic`: each app's counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<Vec<crate::traffic::AppTraffic>>,
 }
 
 impl Reply {

@@ -76,6 +76,8 @@ struct Daemon {
     shutdown: CancellationToken,
     /// Another proxy took over: its control socket and pid file stay.
     retired: AtomicBool,
+    /// Each worker's traffic counts.
+    traffic: Vec<Arc<crate::traffic::Traffic>>,
 }
 
 impl Daemon {
@@ -186,6 +188,10 @@ impl Handler for Daemon {
                 table: Some(self.routes.snapshot()),
                 ..control::ok()
             },
+            Request::Traffic => Reply {
+                traffic: Some(crate::traffic::Traffic::sum(&self.traffic)),
+                ..control::ok()
+            },
         }
     }
 }
@@ -238,6 +244,8 @@ pub async fn run(
     let https_port = listeners
         .local_addr(crate::listeners::HTTPS)
         .map_or(443, |a| a.port());
+    let traffic: Vec<Arc<crate::traffic::Traffic>> =
+        (0..http.len()).map(|_| Arc::default()).collect();
     let daemon = Arc::new(Daemon {
         routes: routes.clone(),
         certs: certs.clone(),
@@ -247,6 +255,7 @@ pub async fn run(
         listeners,
         shutdown: shutdown.clone(),
         retired: AtomicBool::new(false),
+        traffic: traffic.clone(),
     });
     daemon.reload_certs();
 
@@ -299,12 +308,15 @@ pub async fn run(
     // request path.
     let mut threads = Vec::new();
     for (i, (http, https)) in http.into_iter().zip(https).enumerate() {
-        let proxy = Arc::new(Proxy::with_settings(
-            routes.clone(),
-            challenges.clone(),
-            Some(certs.clone()),
-            settings.clone(),
-        ));
+        let proxy = Arc::new(
+            Proxy::with_settings(
+                routes.clone(),
+                challenges.clone(),
+                Some(certs.clone()),
+                settings.clone(),
+            )
+            .counting_into(traffic[i].clone()),
+        );
         let (tls, token) = (tls.clone(), shutdown.child_token());
         let thread = std::thread::Builder::new()
             .name(format!("gantry-proxy-{i}"))

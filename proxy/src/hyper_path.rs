@@ -66,8 +66,17 @@ async fn handle(
             req.uri().path().to_owned(),
         )
     });
+    let host = forward::request_host(&req);
     let (mut resp, backend) = route(proxy, req, peer, proto).await;
     resp.headers_mut().insert("x-request-id", id.clone());
+    // Counted for the app when it went to one of its backends.
+    if backend.is_some() {
+        if let Some(found) = host.as_deref().and_then(|h| proxy.routes().lookup(h)) {
+            proxy
+                .traffic()
+                .record(&found.name, resp.status().as_u16(), started.elapsed());
+        }
+    }
     if let Some((method, host, path)) = log {
         tracing::info!(
             target: "gantry_proxy::access",

@@ -44,6 +44,7 @@ mod serve;
 pub mod state;
 pub mod tls;
 mod tracked;
+pub mod traffic;
 mod upstream;
 
 pub use context::{Challenges, Proxy, Settings};

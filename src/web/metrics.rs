@@ -137,7 +137,66 @@ async fn text(gantry: &Gantry) -> anyhow::Result<String> {
             .notify_failures
             .load(std::sync::atomic::Ordering::Relaxed)
     )?;
+    if let Some(traffic) = gantry.routing.traffic().await {
+        write_traffic(&mut out, &traffic)?;
+    }
     Ok(out)
+}
+
+/// Each app's requests by status class and their durations, as the proxy
+/// counted them (counters from its start).
+fn write_traffic(
+    out: &mut String,
+    traffic: &[gantry_proxy::traffic::AppTraffic],
+) -> std::fmt::Result {
+    use std::fmt::Write;
+    writeln!(
+        out,
+        "# HELP gantry_http_requests_total Requests the proxy answered for each app, by status class."
+    )?;
+    writeln!(out, "# TYPE gantry_http_requests_total counter")?;
+    for app in traffic {
+        for (i, count) in app.by_class.iter().enumerate() {
+            writeln!(
+                out,
+                "gantry_http_requests_total{{app=\"{}\",code=\"{}xx\"}} {count}",
+                escape(&app.app),
+                i + 1
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "# HELP gantry_http_request_duration_seconds How long the proxy took to answer each app's requests."
+    )?;
+    writeln!(out, "# TYPE gantry_http_request_duration_seconds histogram")?;
+    for app in traffic {
+        let name = escape(&app.app);
+        let mut cumulative = 0;
+        for (bound, count) in gantry_proxy::traffic::BOUNDS.iter().zip(app.buckets) {
+            cumulative += count;
+            writeln!(
+                out,
+                "gantry_http_request_duration_seconds_bucket{{app=\"{name}\",le=\"{bound}\"}} {cumulative}"
+            )?;
+        }
+        writeln!(
+            out,
+            "gantry_http_request_duration_seconds_bucket{{app=\"{name}\",le=\"+Inf\"}} {}",
+            app.count
+        )?;
+        writeln!(
+            out,
+            "gantry_http_request_duration_seconds_sum{{app=\"{name}\"}} {:.6}",
+            app.seconds
+        )?;
+        writeln!(
+            out,
+            "gantry_http_request_duration_seconds_count{{app=\"{name}\"}} {}",
+            app.count
+        )?;
+    }
+    Ok(())
 }
 
 fn escape(label: &str) -> String {

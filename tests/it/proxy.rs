@@ -337,3 +337,68 @@ fn a_one_gigabyte_upload_streams_through_the_proxy_process_in_flat_memory() {
     let _ = proxy.kill();
     let _ = proxy.wait();
 }
+
+/// One sample of `/metrics` (the dashboard host, with the token): the
+/// value of the series `name`, 0 if absent.
+fn sample(server: &Server, name: &str) -> f64 {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-H",
+            "Host: gantry.localhost",
+            "-H",
+            "Authorization: Bearer scrape",
+        ])
+        .arg(format!("http://127.0.0.1:{}/metrics", server.http_port))
+        .output()
+        .expect("curl");
+    stdout(&out)
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_proxy_counts_each_apps_requests_by_status_and_time_for_prometheus() {
+    let server = Server::start_configured(None, "metrics_token = \"scrape\"\n");
+    let app = crate::support::unique("traffic");
+    let repo = Repo::from_example(&server, "hello-docker");
+    let out = repo.push(&server, &server.admin, &app);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let ok = format!("gantry_http_requests_total{{app=\"{app}\",code=\"2xx\"}}");
+    let missing = format!("gantry_http_requests_total{{app=\"{app}\",code=\"4xx\"}}");
+    let count = format!("gantry_http_request_duration_seconds_count{{app=\"{app}\"}}");
+    let inf = format!("gantry_http_request_duration_seconds_bucket{{app=\"{app}\",le=\"+Inf\"}}");
+    let fast = format!("gantry_http_request_duration_seconds_bucket{{app=\"{app}\",le=\"10\"}}");
+    let before = (
+        sample(&server, &ok),
+        sample(&server, &missing),
+        sample(&server, &count),
+    );
+    let host = format!("{app}.localhost");
+    for _ in 0..5 {
+        assert_eq!(
+            crate::support::http_get(server.http_port, &host, "/").0,
+            200
+        );
+    }
+    for _ in 0..2 {
+        assert_eq!(
+            crate::support::http_get(server.http_port, &host, "/nope.html").0,
+            404
+        );
+    }
+    assert_eq!(sample(&server, &ok) - before.0, 5.0);
+    assert_eq!(sample(&server, &missing) - before.1, 2.0);
+    assert_eq!(sample(&server, &count) - before.2, 7.0);
+    // Buckets are cumulative: every one of them took under 10 s.
+    assert_eq!(sample(&server, &inf), sample(&server, &count));
+    assert_eq!(sample(&server, &fast), sample(&server, &count));
+    assert!(
+        sample(
+            &server,
+            &format!("gantry_http_request_duration_seconds_sum{{app=\"{app}\"}}")
+        ) > 0.0
+    );
+}

@@ -72,6 +72,7 @@ where
         addr: peer,
         head_wait: Deadline::default(),
         wait: Deadline::default(),
+        forwarded: None,
     };
     loop {
         match conn.one_request().await {
@@ -101,6 +102,9 @@ struct Conn<'p, I> {
     head_wait: Deadline,
     /// For the backend's answer and bodies in transit.
     wait: Deadline,
+    /// The route the request being answered went along, for its app's
+    /// traffic counts.
+    forwarded: Option<std::sync::Arc<crate::routes::Route>>,
 }
 
 /// Why a forwarded request got no response to pass on.
@@ -184,7 +188,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
             path: String::from_utf8_lossy(head.target(&self.buf)).into_owned(),
             started: Instant::now(),
         });
+        let started = Instant::now();
         let (status, backend, next) = self.handle(head, up).await;
+        if let Some(route) = self.forwarded.take() {
+            proxy
+                .traffic()
+                .record(&route.name, status, started.elapsed());
+        }
         if let Some(log) = log {
             tracing::info!(
                 target: "gantry_proxy::access",
@@ -231,6 +241,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
             }
             Decision::Forward(route) => route,
         };
+        self.forwarded = Some(route.clone());
         self.buf.advance(head.len);
 
         // The part of the body already read goes out with the head.
