@@ -54,6 +54,7 @@ pub mod stack_refresh;
 pub mod storage;
 pub mod store;
 pub mod time;
+pub mod traffic;
 pub mod web;
 pub mod work;
 pub mod worker;

@@ -169,6 +169,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     ));
     tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
+    tokio::spawn(crate::traffic::sample_forever(
+        gantry.clone(),
+        shutdown.child_token(),
+    ));
     {
         let (gantry, token) = (gantry.clone(), shutdown.child_token());
         tokio::spawn(async move {

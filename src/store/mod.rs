@@ -9,6 +9,7 @@ mod db;
 mod models;
 mod records;
 mod runs;
+mod traffic;
 mod work;
 
 pub use cluster::{SharedCert, CERTS_CHANNEL};
@@ -17,6 +18,7 @@ pub use models::{
     AddonRecord, AppRecord, KeyRecord, Release, ReleaseKind, ReleaseStatus, Role, WebToken,
 };
 pub use runs::{Run, RunStats, RunStatus};
+pub use traffic::TrafficMinute;
 pub use work::{Claim, Fenced, NodeLabels, Renewal, WorkState};
 
 #[cfg(test)]

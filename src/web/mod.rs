@@ -8,6 +8,7 @@
 
 mod apps;
 mod code;
+mod graphs;
 mod jobs;
 mod logs;
 mod metrics;

@@ -16,6 +16,7 @@ header nav{display:flex;gap:1em}header nav a{font-weight:400}
 header .who{margin-left:auto;opacity:.8}
 header form{margin-left:auto}header .who+form{margin-left:0}
 nav.sub{display:flex;gap:1em;flex-wrap:wrap;margin:.2em 0 1em}
+.graph svg{max-width:100%;height:auto;display:block;margin-bottom:.6em}
 table.code td.n{color:#8a93a3;text-align:right;user-select:none;width:1%;white-space:nowrap}
 table.code td{padding:0 .6em;border:0;font-family:ui-monospace,monospace;font-size:.85em;white-space:pre}
 pre.diff{background:#fff;padding:.6em;overflow-x:auto;font-size:.85em;border:1px solid #e3e6eb}
@@ -141,6 +142,7 @@ pub fn app_nav(app: &str) -> Markup {
             a href={ "/apps/" (app) "/code" } { "Code" }
             a href={ "/apps/" (app) "/commits" } { "Commits" }
             a href={ "/apps/" (app) "/releases" } { "Releases" }
+            a href={ "/apps/" (app) "/metrics" } { "Metrics" }
             a href={ "/apps/" (app) "/logs" } { "Logs" }
             a href={ "/apps/" (app) "#jobs" } { "Jobs" }
         }

@@ -12,7 +12,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{apps, code, jobs, logs, metrics, session, system};
+use super::{apps, code, graphs, jobs, logs, metrics, session, system};
 use crate::context::Gantry;
 
 /// Serves the dashboard on `listener` until `shutdown`. Connections open
@@ -36,6 +36,7 @@ fn router(gantry: Arc<Gantry>) -> Router {
         .route("/apps/{name}/code/{*path}", get(code::tree))
         .route("/apps/{name}/commits", get(code::commits))
         .route("/apps/{name}/logs", get(logs::logs))
+        .route("/apps/{name}/metrics", get(graphs::metrics))
         .route("/apps/{name}/logs/events", get(logs::events))
         .route("/apps/{name}/commits/{sha}", get(code::commit))
         .route("/apps/{name}/releases", get(apps::releases))

@@ -566,3 +566,57 @@ fn the_code_its_commits_and_a_releases_diff_show_in_chromium() {
         );
     }
 }
+
+#[test]
+fn the_metrics_page_graphs_an_apps_traffic_and_marks_its_deploys() {
+    let server = Server::start();
+    let app = crate::support::unique("graphs");
+    let repo = Repo::from_example(&server, "hello-docker");
+    assert!(repo.push(&server, &server.admin, &app).status.success());
+    for _ in 0..12 {
+        let (status, _) =
+            crate::support::http_get(server.http_port, &format!("{app}.localhost"), "/");
+        assert_eq!(status, 200);
+    }
+    let browser = Browser::start();
+    let dashboard = format!("http://gantry.localhost:{}", server.http_port);
+    browser.open(&login_link(&server, &server.admin));
+    // serve samples the proxy's counters every 10 s.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let page = loop {
+        browser.open(&format!("{dashboard}/apps/{app}/metrics"));
+        let page = browser.source();
+        let counted = page
+            .split("<p class=\"summary\">")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if counted >= 12 {
+            break page;
+        }
+        assert!(Instant::now() < deadline, "no traffic counted yet:\n{page}");
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    for needle in [
+        "Last hour",
+        "Last day",
+        "requests per minute",
+        "latency, ms",
+        "replicas running",
+        // The deploy's marker, drawn in the graphs.
+        "v1\n</text>",
+        "1 deploy(s)",
+    ] {
+        assert!(
+            page.contains(needle),
+            "the metrics page lacks {needle:?}:\n{page}"
+        );
+    }
+    assert!(page.matches("<svg").count() >= 6, "{page}");
+    let shot = browser.call("GET", "/screenshot", None)["value"]
+        .as_str()
+        .unwrap_or_default()
+        .len();
+    assert!(shot > 20_000, "a {shot}-character screenshot");
+}
