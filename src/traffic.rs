@@ -45,7 +45,12 @@ fn signed(n: u64) -> i64 {
 }
 
 /// A sample as the store keeps it.
-pub fn minute_of(delta: &AppTraffic, minute: i64, replicas: usize) -> TrafficMinute {
+pub fn minute_of(
+    delta: &AppTraffic,
+    minute: i64,
+    replicas: usize,
+    memory: std::collections::BTreeMap<String, i64>,
+) -> TrafficMinute {
     let mut buckets: Vec<i64> = delta.buckets.iter().map(|n| signed(*n)).collect();
     let within: u64 = delta.buckets.iter().sum();
     buckets.push(signed(delta.count.saturating_sub(within)));
@@ -55,6 +60,7 @@ pub fn minute_of(delta: &AppTraffic, minute: i64, replicas: usize) -> TrafficMin
         errors: signed(delta.by_class[4]),
         buckets,
         replicas: i64::try_from(replicas).unwrap_or(i64::MAX),
+        memory,
     }
 }
 
@@ -120,7 +126,8 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
                 .await
                 .map(|p| p.iter().filter(|p| p.state.starts_with("running")).count())
                 .unwrap_or(0);
-            let sample = minute_of(&change, minute, replicas);
+            let memory = memory_of(&gantry, &app.name).await;
+            let sample = minute_of(&change, minute, replicas, memory);
             if let Err(err) = gantry.store.add_traffic(app.name.as_str(), &sample).await {
                 tracing::warn!(app = %app.name, error = %err, "cannot record the app's traffic");
             }
@@ -131,6 +138,27 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             tracing::warn!(error = %err, "cannot prune old traffic");
         }
     }
+}
+
+/// Each running process's memory (`web.1` → bytes), where the runtime
+/// can say.
+async fn memory_of(
+    gantry: &Gantry,
+    app: &crate::names::AppName,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(instances) = gantry.runtime.list(app).await else {
+        return out;
+    };
+    for instance in instances.into_iter().filter(|i| i.running) {
+        if let Ok(Some(bytes)) = gantry.runtime.memory(&instance.id).await {
+            out.insert(
+                format!("{}.{}", instance.process, instance.replica),
+                i64::try_from(bytes).unwrap_or(i64::MAX),
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -155,7 +183,7 @@ mod tests {
         assert_eq!((d.count, d.by_class[4], d.buckets[0]), (15, 2, 14));
         let restarted = delta(Some(&reading(25, 3, 24)), &reading(4, 0, 4));
         assert_eq!(restarted.count, 4);
-        let m = minute_of(&d, 7, 2);
+        let m = minute_of(&d, 7, 2, Default::default());
         assert_eq!((m.requests, m.errors, m.replicas), (15, 2, 2));
         assert_eq!(m.buckets.len(), 12);
         assert_eq!(m.buckets[11], 1, "one took longer than the last bound");

@@ -297,6 +297,12 @@ pub trait Runtime: Send + Sync {
     fn services(&self) -> Option<&dyn Services> {
         None
     }
+
+    /// The memory a running process uses now (less the page cache, as
+    /// `docker stats` counts it), if the runtime can say.
+    async fn memory(&self, _id: &str) -> Result<Option<u64>> {
+        Ok(None)
+    }
 }
 
 /// A process type of a release as a service: the runtime keeps `replicas`

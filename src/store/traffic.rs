@@ -16,6 +16,8 @@ pub struct TrafficMinute {
     pub buckets: Vec<i64>,
     /// Replicas running when it was last sampled.
     pub replicas: i64,
+    /// Bytes each running process (`web.1`) used when last sampled.
+    pub memory: std::collections::BTreeMap<String, i64>,
 }
 
 impl Store {
@@ -45,11 +47,13 @@ impl Store {
             }
         }
         let json = serde_json::to_string(&buckets).unwrap_or_else(|_| "[]".into());
+        let memory = serde_json::to_string(&sample.memory).unwrap_or_else(|_| "{}".into());
         sqlx::query(
-            "INSERT INTO traffic_minutes (app, minute, requests, errors, buckets, replicas) \
-             VALUES ($1, $2, $3, $4, $5, $6) \
+            "INSERT INTO traffic_minutes (app, minute, requests, errors, buckets, replicas, memory) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) \
              ON CONFLICT (app, minute) DO UPDATE SET requests = excluded.requests, \
-             errors = excluded.errors, buckets = excluded.buckets, replicas = excluded.replicas",
+             errors = excluded.errors, buckets = excluded.buckets, replicas = excluded.replicas, \
+             memory = excluded.memory",
         )
         .bind(app)
         .bind(sample.minute)
@@ -57,6 +61,7 @@ impl Store {
         .bind(errors)
         .bind(json)
         .bind(sample.replicas)
+        .bind(memory)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -66,7 +71,7 @@ impl Store {
     /// The app's minutes from `since` (unix minutes) on, oldest first.
     pub async fn traffic_since(&self, app: &str, since: i64) -> Result<Vec<TrafficMinute>> {
         let rows = sqlx::query(
-            "SELECT minute, requests, errors, buckets, replicas FROM traffic_minutes \
+            "SELECT minute, requests, errors, buckets, replicas, memory FROM traffic_minutes \
              WHERE app = $1 AND minute >= $2 ORDER BY minute",
         )
         .bind(app)
@@ -82,6 +87,8 @@ impl Store {
                     buckets: serde_json::from_str(&row.try_get::<String, _>("buckets")?)
                         .unwrap_or_default(),
                     replicas: row.try_get("replicas")?,
+                    memory: serde_json::from_str(&row.try_get::<String, _>("memory")?)
+                        .unwrap_or_default(),
                 })
             })
             .collect()

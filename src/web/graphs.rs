@@ -1,6 +1,6 @@
 //! `/apps/APP/metrics`: the app's last hour and last day in graphs drawn on
 //! the server (SVG, by plotters; no script): requests and 5xx per minute,
-//! p50 and p95 latency, replicas running, with each deploy and rollback
+//! p50 and p95 latency, replicas running, memory per process, with each deploy and rollback
 //! marked where it happened. From the minutes `traffic` keeps in the store.
 
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use crate::store::{ReleaseKind, TrafficMinute};
 use crate::traffic::quantile_ms;
 
 /// One line of a graph.
-struct Line {
-    label: &'static str,
+struct Line<'a> {
+    label: &'a str,
     color: RGBColor,
     points: Vec<(i64, f64)>,
 }
@@ -62,7 +62,7 @@ pub async fn metrics(
     let body = html! {
         h1 { a href={ "/apps/" (app) } { (app) } " · metrics" }
         (app_nav(app.as_str()))
-        p { "Through this machine's proxy, per minute; each deploy and rollback is marked. Memory per process is not sampled yet." }
+        p { "Through this machine's proxy, per minute; each deploy and rollback is marked. Memory is sampled where the runtime can say (the Docker engine; not yet a swarm's other nodes)." }
         (window("Last hour", now - 60, now, &minutes, &markers))
         (window("Last day", now - 24 * 60, now, &minutes, &markers))
     };
@@ -121,6 +121,26 @@ fn window(title: &str, from: i64, to: i64, all: &[TrafficMinute], markers: &[Mar
         ],
         &markers,
     );
+    // One line per process, in MB.
+    let processes: std::collections::BTreeSet<&String> =
+        minutes.iter().flat_map(|m| m.memory.keys()).collect();
+    const COLORS: [RGBColor; 4] = [BLUE, GREEN, AMBER, RED];
+    let memory_lines: Vec<Line> = processes
+        .iter()
+        .take(8)
+        .enumerate()
+        .map(|(i, process)| Line {
+            label: process.as_str(),
+            color: COLORS[i % COLORS.len()],
+            points: series(&|m| m.memory.get(*process).map(|b| *b as f64 / 1e6)),
+        })
+        .collect();
+    let memory = graph(
+        "memory per process, MB",
+        (from, to),
+        &memory_lines,
+        &markers,
+    );
     let replicas = graph(
         "replicas running",
         (from, to),
@@ -138,13 +158,14 @@ fn window(title: &str, from: i64, to: i64, all: &[TrafficMinute], markers: &[Mar
             div.graph { (PreEscaped(traffic)) }
             div.graph { (PreEscaped(latency)) }
             div.graph { (PreEscaped(replicas)) }
+            div.graph { (PreEscaped(memory)) }
         }
     }
 }
 
 /// One SVG graph over minutes `from..to`; a failure to draw is shown as
 /// text instead.
-fn graph(title: &str, (from, to): (i64, i64), lines: &[Line], markers: &[Marker]) -> String {
+fn graph(title: &str, (from, to): (i64, i64), lines: &[Line<'_>], markers: &[Marker]) -> String {
     let mut svg = String::new();
     let drawn = draw(&mut svg, title, (from, to), lines, markers);
     match drawn {
@@ -157,7 +178,7 @@ fn draw(
     svg: &mut String,
     title: &str,
     (from, to): (i64, i64),
-    lines: &[Line],
+    lines: &[Line<'_>],
     markers: &[Marker],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let top = lines

@@ -604,6 +604,9 @@ fn the_metrics_page_graphs_an_apps_traffic_and_marks_its_deploys() {
         "requests per minute",
         "latency, ms",
         "replicas running",
+        "memory per process, MB",
+        // The one process's memory line, labelled.
+        "web.1\n</text>",
         // The deploy's marker, drawn in the graphs.
         "v1\n</text>",
         "1 deploy(s)",
@@ -613,7 +616,7 @@ fn the_metrics_page_graphs_an_apps_traffic_and_marks_its_deploys() {
             "the metrics page lacks {needle:?}:\n{page}"
         );
     }
-    assert!(page.matches("<svg").count() >= 6, "{page}");
+    assert!(page.matches("<svg").count() >= 8, "{page}");
     let shot = browser.call("GET", "/screenshot", None)["value"]
         .as_str()
         .unwrap_or_default()

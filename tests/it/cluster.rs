@@ -263,6 +263,17 @@ fn start_node_agent(homes: &std::path::Path, i: u32, join: &[String]) -> Child {
         .expect("gantry node:join")
 }
 
+/// Every node `1..=n` runs the join command `server` prints, as
+/// [`start_node_agent`] does; the agents stop when the second is dropped.
+fn start_agents(server: &Server, n: u32) -> (tempfile::TempDir, Mirrors) {
+    let join = join_command(server);
+    let homes = tempfile::tempdir().expect("tempdir");
+    let agents = (1..=n)
+        .map(|i| start_node_agent(homes.path(), i, &join))
+        .collect();
+    (homes, Mirrors(agents))
+}
+
 /// GET / of `app` from inside node `from`'s namespace, through node `at`'s
 /// edge proxy (port 80): (status, body). 0: no answer.
 fn edge_get(from: u32, at: u32, app: &str) -> (u16, String) {
@@ -755,14 +766,7 @@ fn work_that_requires_a_label_runs_on_a_node_that_has_it_and_is_taken_over_once(
         "echo \"start on $GANTRY_NODE\"; sleep 12; echo \"done on $GANTRY_NODE\"",
         "requires = [\"long=yes\"]\n",
     );
-    let join = join_command(&server);
-    let agent_homes = tempfile::tempdir().expect("tempdir");
-    let mut agents = Mirrors(Vec::new());
-    for i in 1..=3 {
-        agents
-            .0
-            .push(start_node_agent(agent_homes.path(), i, &join));
-    }
+    let (_agent_homes, agents) = start_agents(&server, 3);
     let out = server.cli(&["nodes:label", "node2", "builder=yes", "long=yes"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = server.cli(&["nodes:label", "node3", "long=yes"]);
@@ -954,14 +958,7 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
             pebble.ca.display()
         ),
     );
-    let join = join_command(&server);
-    let agent_homes = tempfile::tempdir().expect("tempdir");
-    let mut agents = Mirrors(Vec::new());
-    for i in 1..=3 {
-        agents
-            .0
-            .push(start_node_agent(agent_homes.path(), i, &join));
-    }
+    let (_agent_homes, agents) = start_agents(&server, 3);
     let repo = Repo::from_example(&server, "hello-docker");
     repo.write("public/index.html", "over https\n");
     repo.commit(&server, "v1");
@@ -1033,14 +1030,7 @@ fn a_certificate_is_ordered_once_and_every_node_serves_it() {
 fn an_app_with_storage_runs_where_its_volume_is_keeps_its_data_and_runs_one_offs() {
     let (_turn, _down, _) = harness(3);
     let server = swarm_server(free_port());
-    let join = join_command(&server);
-    let agent_homes = tempfile::tempdir().expect("tempdir");
-    let mut agents = Mirrors(Vec::new());
-    for i in 1..=3 {
-        agents
-            .0
-            .push(start_node_agent(agent_homes.path(), i, &join));
-    }
+    let (_agent_homes, agents) = start_agents(&server, 3);
     let repo = Repo::from_example(&server, "hello-docker");
     repo.write("public/version", "v1\n");
     repo.commit(&server, "v1");
