@@ -94,6 +94,17 @@ impl Store {
             .collect()
     }
 
+    /// Requests of every app in `minute` (unix minutes).
+    pub async fn requests_in(&self, minute: i64) -> Result<i64> {
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(requests), 0) AS n FROM traffic_minutes WHERE minute = $1",
+        )
+        .bind(minute)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")?)
+    }
+
     /// Drops every app's minutes before `before` (unix minutes).
     pub async fn prune_traffic(&self, before: i64) -> Result<u64> {
         let done = sqlx::query("DELETE FROM traffic_minutes WHERE minute < $1")

@@ -39,6 +39,8 @@ struct Now {
     apps: usize,
     replicas: usize,
     routes: usize,
+    /// Requests per second through the proxy over the last whole minute.
+    per_second: f64,
     certificates: usize,
     expiring: Vec<String>,
 }
@@ -111,6 +113,8 @@ async fn read_now(gantry: &Gantry, visitor: &LoggedIn) -> anyhow::Result<Now> {
         .routing
         .snapshot()
         .map_or(0, |state| state.routes.len());
+    let last_minute = crate::time::now_ms() / 60_000 - 1;
+    now.per_second = gantry.store.requests_in(last_minute).await? as f64 / 60.0;
     let soon = crate::time::now_ms() / 1000 + EXPIRING_DAYS * 24 * 3600;
     if let Ok(entries) = std::fs::read_dir(gantry.config.certs_dir()) {
         for entry in entries.flatten() {
@@ -230,7 +234,11 @@ fn chart(now: &Now) -> Markup {
         "releases, rollbacks, formation".to_owned(),
     ];
     let proxy = [
-        plural(now.routes, "route", "routes"),
+        format!(
+            "{}, {:.1} requests/s",
+            plural(now.routes, "route", "routes"),
+            now.per_second
+        ),
         plural(now.certificates, "certificate", "certificates"),
         if now.expiring.is_empty() {
             format!("none expires within {EXPIRING_DAYS} days")

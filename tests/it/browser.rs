@@ -528,6 +528,7 @@ fn the_code_its_commits_and_a_releases_diff_show_in_chromium() {
         "2 images",
         "1 of 1 apps live",
         "1 process running",
+        "requests/s",
         "href=\"/jobs\"",
     ] {
         assert!(page.contains(needle), "/system lacks {needle:?}:\n{page}");
