@@ -560,23 +560,33 @@ async fn wait_until_answering(
 /// the routes.
 pub async fn supervise(routing: &Routing, config: &Config, shutdown: CancellationToken) {
     let mut last_pid = running(config).await;
+    // Proxies gone from the control socket but maybe not yet reaped.
+    let mut unreaped: Vec<i32> = Vec::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             () = routing.exited.notified() => {}
         }
+        // A proxy started by this process before it exec'd itself (`gantry
+        // upgrade`) is still its child, with nobody waiting for it: reap it,
+        // asking again each tick until it has exited (a killed process
+        // takes a moment to become a zombie).
+        unreaped.retain(|pid| {
+            // SAFETY: waits for that one pid only, without blocking; a pid
+            // that is not our child just fails (ECHILD, -1).
+            unsafe { libc::waitpid(*pid, std::ptr::null_mut(), libc::WNOHANG) == 0 }
+        });
         if let Some(pid) = running(config).await {
             last_pid = Some(pid);
             routing.catch_up().await;
             continue;
         }
-        // A proxy started by this process before it exec'd itself (`gantry
-        // upgrade`) is still its child, with nobody waiting for it: reap it.
         if let Some(pid) = last_pid.take().and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: waits for that one pid only, without blocking; a pid
-            // that is not our child just fails (ECHILD).
-            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+            // SAFETY: as above.
+            if unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) } == 0 {
+                unreaped.push(pid);
+            }
         }
         if config.proxy_service {
             // systemd restarts it, on the sockets it keeps; it gets the
