@@ -389,13 +389,7 @@ pub async fn run(gantry: &Gantry, log: &mut std::fs::File) -> anyhow::Result<()>
         match obtained {
             Ok((chain, key)) => {
                 let app = gantry.store.domain_owner(&host).await.ok().flatten();
-                let installed =
-                    crate::certs::install(gantry, &host, chain.as_bytes(), key.as_bytes());
-                let installed = match installed {
-                    Ok(expiry) => crate::certs::share(gantry, &host).await.map(|()| expiry),
-                    Err(err) => Err(err),
-                };
-                match installed {
+                match crate::certs::install(gantry, &host, chain.as_bytes(), key.as_bytes()).await {
                     Ok(expiry) => {
                         let _ = writeln!(
                             log,

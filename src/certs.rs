@@ -99,8 +99,7 @@ pub async fn add_certificate(
         );
     }
     for host in &covered {
-        install(gantry, host, chain_pem, key_pem)?;
-        share(gantry, host).await?;
+        install(gantry, host, chain_pem, key_pem).await?;
     }
     gantry.routing.reload_certs().await;
     Ok(format!(
@@ -114,9 +113,9 @@ pub async fn add_certificate(
     ))
 }
 
-/// Stores a certificate for `host` (the proxy serves it once told to reload);
-/// returns its expiry.
-pub fn install(
+/// Stores a certificate for `host` (the proxy serves it once told to reload)
+/// and, on a swarm, shares it with every node; returns its expiry.
+pub async fn install(
     gantry: &Gantry,
     host: &str,
     chain_pem: &[u8],
@@ -125,9 +124,18 @@ pub fn install(
     tls::certified_key(chain_pem, key_pem)?;
     let info = describe(chain_pem)?;
     std::fs::create_dir_all(gantry.config.certs_dir())?;
-    let (chain_path, key_path) = paths(gantry, &stem(host));
+    let stem = stem(host);
+    let (chain_path, key_path) = paths(gantry, &stem);
     tls::write_private(&key_path, key_pem)?;
     std::fs::write(&chain_path, chain_pem)?;
+    if shared(gantry) {
+        let cert = crate::store::SharedCert {
+            stem,
+            chain: String::from_utf8(chain_pem.to_vec())?,
+            key: String::from_utf8(key_pem.to_vec())?,
+        };
+        gantry.store.share_cert(&cert).await?;
+    }
     Ok(info.not_after)
 }
 
@@ -137,26 +145,10 @@ pub fn shared(gantry: &Gantry) -> bool {
     gantry.config.runtime == crate::config::RuntimeKind::Swarm
 }
 
-/// Shares the certificate installed for `host` with every node (on a swarm).
-pub async fn share(gantry: &Gantry, host: &str) -> anyhow::Result<()> {
-    if !shared(gantry) {
-        return Ok(());
-    }
-    let stem = stem(host);
-    let (chain, key) = paths(gantry, &stem);
-    let cert = crate::store::SharedCert {
-        stem,
-        chain: std::fs::read_to_string(&chain)?,
-        key: std::fs::read_to_string(&key)?,
-    };
-    gantry.store.share_cert(&cert).await?;
-    Ok(())
-}
-
 /// A new swarm's first manager shares the certificates it has (none are
 /// shared yet); later managers take the cluster's.
 pub async fn share_local_if_first(gantry: &Gantry) -> anyhow::Result<usize> {
-    if !shared(gantry) || !gantry.store.shared_certs().await?.is_empty() {
+    if !shared(gantry) || gantry.store.shared_certs_stamp().await?.0 > 0 {
         return Ok(0);
     }
     let mut shared = 0;
@@ -183,7 +175,7 @@ pub async fn share_local_if_first(gantry: &Gantry) -> anyhow::Result<usize> {
 /// Writes into `dir` each shared certificate that differs from the file
 /// there; returns how many it wrote. A stem that could leave `dir`, or the
 /// development CA's, is skipped; nothing is removed.
-pub fn write_shared(
+fn write_shared(
     dir: &std::path::Path,
     certs: &[crate::store::SharedCert],
 ) -> std::io::Result<usize> {
@@ -215,6 +207,30 @@ pub fn write_shared(
     Ok(written)
 }
 
+/// Brings `dir` up to the swarm's certificates if they changed since the
+/// stamp in `seen` (asked first, so an unchanged table is not read whole),
+/// and has `routing`'s proxy reload what was written. Managers and edges
+/// both take them up this way.
+pub async fn take_up_shared(
+    store: &crate::store::Store,
+    dir: &std::path::Path,
+    routing: &crate::routing::Routing,
+    seen: &mut Option<(i64, i64)>,
+) -> anyhow::Result<()> {
+    let stamp = store.shared_certs_stamp().await?;
+    if *seen == Some(stamp) {
+        return Ok(());
+    }
+    let certs = store.shared_certs().await?;
+    let written = write_shared(dir, &certs)?;
+    if written > 0 {
+        tracing::info!(n = written, "certificates from the swarm");
+        routing.reload_certs().await;
+    }
+    *seen = Some(stamp);
+    Ok(())
+}
+
 /// A manager's side on a swarm: every two seconds, the shared certificates
 /// into this machine's directory, and the proxy told when one changed.
 pub async fn follow_shared_forever(
@@ -231,17 +247,11 @@ pub async fn follow_shared_forever(
             tracing::warn!(error = %format!("{err:#}"), "cannot share this machine's certificates")
         }
     }
+    let mut seen = None;
     loop {
-        match gantry.store.shared_certs().await {
-            Ok(certs) => match write_shared(&gantry.config.certs_dir(), &certs) {
-                Ok(0) => {}
-                Ok(n) => {
-                    tracing::info!(n, "certificates from the swarm");
-                    gantry.routing.reload_certs().await;
-                }
-                Err(err) => tracing::warn!(error = %err, "cannot write the swarm's certificates"),
-            },
-            Err(err) => tracing::warn!(error = %err, "cannot read the swarm's certificates"),
+        let dir = gantry.config.certs_dir();
+        if let Err(err) = take_up_shared(&gantry.store, &dir, &gantry.routing, &mut seen).await {
+            tracing::warn!(error = %format!("{err:#}"), "cannot take up the swarm's certificates");
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -94,9 +94,9 @@ pub async fn run(
     let mut last_read = Instant::now();
     let mut cleared = false;
     let mut listener = None;
-    let mut challenges = std::collections::BTreeMap::new();
+    let mut tls = SharedTls::default();
     loop {
-        shared_tls(&store, config, &routing, &mut challenges).await;
+        shared_tls(&store, config, &routing, &mut tls).await;
         // A database that does not answer is as bad as one that refuses
         // (the pool would keep trying to connect for half a minute).
         let read = tokio::time::timeout(Duration::from_secs(2), store.published_routes())
@@ -174,26 +174,27 @@ pub async fn run(
     }
 }
 
+/// What an edge has taken up of the swarm's TLS state.
+#[derive(Default)]
+struct SharedTls {
+    /// The certificates' stamp when last written here.
+    certs: Option<(i64, i64)>,
+    /// The HTTP-01 challenges this node's proxy answers now: token → answer.
+    answered: std::collections::BTreeMap<String, String>,
+}
+
 /// Takes up the swarm's certificates (written to this node's certs
 /// directory, the proxy told when one changed) and its open HTTP-01
-/// challenges (`answered`: the ones this node's proxy answers now).
-async fn shared_tls(
-    store: &Store,
-    config: &Config,
-    routing: &Routing,
-    answered: &mut std::collections::BTreeMap<String, String>,
-) {
+/// challenges.
+async fn shared_tls(store: &Store, config: &Config, routing: &Routing, tls: &mut SharedTls) {
     const WITHIN: Duration = Duration::from_secs(2);
-    match tokio::time::timeout(WITHIN, store.shared_certs()).await {
-        Ok(Ok(certs)) => match crate::certs::write_shared(&config.certs_dir(), &certs) {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(n, "certificates from the swarm");
-                routing.reload_certs().await;
-            }
-            Err(err) => tracing::warn!(error = %err, "cannot write the swarm's certificates"),
-        },
-        Ok(Err(err)) => tracing::warn!(error = %err, "cannot read the swarm's certificates"),
+    let dir = config.certs_dir();
+    let taken = crate::certs::take_up_shared(store, &dir, routing, &mut tls.certs);
+    match tokio::time::timeout(WITHIN, taken).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => {
+            tracing::warn!(error = %format!("{err:#}"), "cannot take up the swarm's certificates")
+        }
         Err(_) => tracing::warn!("the swarm's certificates did not come within 2s"),
     }
     let open: std::collections::BTreeMap<String, String> =
@@ -201,6 +202,7 @@ async fn shared_tls(
             Ok(Ok(open)) => open.into_iter().collect(),
             _ => return,
         };
+    let answered = &mut tls.answered;
     for (token, answer) in &open {
         if answered.get(token) != Some(answer) {
             match routing.challenge(token, answer).await {

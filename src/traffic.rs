@@ -122,12 +122,17 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             } else {
                 delta(last.get(&now.app), &now)
             };
-            let replicas = crate::deploy::processes::list(&gantry, &app.name)
+            // One listing gives both the replicas and whose memory to read.
+            let running: Vec<_> = gantry
+                .runtime
+                .list(&app.name)
                 .await
-                .map(|p| p.iter().filter(|p| p.state.starts_with("running")).count())
-                .unwrap_or(0);
-            let memory = memory_of(&gantry, &app.name).await;
-            let sample = minute_of(&change, minute, replicas, memory);
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|i| i.running)
+                .collect();
+            let memory = memory_of(&gantry, &running).await;
+            let sample = minute_of(&change, minute, running.len(), memory);
             if let Err(err) = gantry.store.add_traffic(app.name.as_str(), &sample).await {
                 tracing::warn!(app = %app.name, error = %err, "cannot record the app's traffic");
             }
@@ -144,13 +149,10 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
 /// can say.
 async fn memory_of(
     gantry: &Gantry,
-    app: &crate::names::AppName,
+    running: &[crate::runtime::Instance],
 ) -> std::collections::BTreeMap<String, i64> {
     let mut out = std::collections::BTreeMap::new();
-    let Ok(instances) = gantry.runtime.list(app).await else {
-        return out;
-    };
-    for instance in instances.into_iter().filter(|i| i.running) {
+    for instance in running {
         if let Ok(Some(bytes)) = gantry.runtime.memory(&instance.id).await {
             out.insert(
                 format!("{}.{}", instance.process, instance.replica),

@@ -385,15 +385,7 @@ async fn run_script(
     }
     drop(tx);
     let pid = child.id();
-    let kill_tree = || {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: kill(2) with a negative pid signals the process group the
-            // child leads (it was spawned with process_group(0)); no memory is shared.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-    };
+    let kill_tree = || crate::signal::kill_group(pid);
     let timeout = tokio::time::sleep(Duration::from_secs(spec.timeout_secs.max(1)));
     tokio::pin!(timeout);
     let mut output_open = true;

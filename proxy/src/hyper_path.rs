@@ -66,16 +66,14 @@ async fn handle(
             req.uri().path().to_owned(),
         )
     });
-    let host = forward::request_host(&req);
-    let (mut resp, backend) = route(proxy, req, peer, proto).await;
+    let mut forwarded = None;
+    let (mut resp, backend) = route(proxy, req, peer, proto, &mut forwarded).await;
     resp.headers_mut().insert("x-request-id", id.clone());
     // Counted for the app when it went to one of its backends.
-    if backend.is_some() {
-        if let Some(found) = host.as_deref().and_then(|h| proxy.routes().lookup(h)) {
-            proxy
-                .traffic()
-                .record(&found.name, resp.status().as_u16(), started.elapsed());
-        }
+    if let Some(route) = forwarded.filter(|_| backend.is_some()) {
+        proxy
+            .traffic()
+            .record(&route.name, resp.status().as_u16(), started.elapsed());
     }
     if let Some((method, host, path)) = log {
         tracing::info!(
@@ -90,12 +88,14 @@ async fn handle(
     Ok(resp)
 }
 
-/// Route by host, forward, or say why not; also returns the backend used.
+/// Route by host, forward, or say why not; also returns the backend used,
+/// and sets `forwarded` to the route it went along.
 async fn route(
     proxy: &Proxy,
     mut req: Request<Incoming>,
     peer: SocketAddr,
     proto: &'static str,
+    forwarded: &mut Option<std::sync::Arc<crate::routes::Route>>,
 ) -> (Response<ProxyBody>, Option<SocketAddr>) {
     let Some(host) = forward::request_host(&req) else {
         return (
@@ -114,6 +114,7 @@ async fn route(
         Decision::Answer(page, _) => return (full(page), None),
         Decision::Forward(route) => route,
     };
+    *forwarded = Some(route.clone());
     let upgrade = forward::is_upgrade(&req);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     // A request without a body can go to another replica if the first

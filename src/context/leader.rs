@@ -47,14 +47,12 @@ impl Leader {
         }
     }
 
-    /// One of several managers, which leads only once [`Leader::keep`] wins.
-    pub fn elected() -> Leader {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_owned())
-            .unwrap_or_else(|_| "manager".into());
+    /// One of several managers (`manager`: its host and home), which leads
+    /// only once [`Leader::keep`] wins; each process campaigns anew.
+    pub fn elected(manager: &str) -> Leader {
         Leader {
             holder: Some(format!(
-                "{host}/{}/{:08x}",
+                "{manager}/{}/{:08x}",
                 std::process::id(),
                 rand::random::<u32>()
             )),

@@ -95,7 +95,7 @@ impl Gantry {
         let routing = Routing::new(config.proxy_socket());
         // Several managers share a swarm's database; one machine has one.
         let leader = match config.runtime {
-            crate::config::RuntimeKind::Swarm => leader::Leader::elected(),
+            crate::config::RuntimeKind::Swarm => leader::Leader::elected(&config.manager_id()),
             crate::config::RuntimeKind::Docker => leader::Leader::sole(),
         };
         Ok(Gantry {

@@ -348,15 +348,7 @@ async fn run_script(
         Err(err) => return Ending::failed(format!("cannot start {}: {err}", script.display())),
     };
     let pid = child.id();
-    let kill_tree = || {
-        if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-            // SAFETY: kill(2) with a negative pid signals the process group the
-            // child leads (it was spawned with process_group(0)); no memory is shared.
-            unsafe {
-                libc::kill(-pid, libc::SIGKILL);
-            }
-        }
-    };
+    let kill_tree = || crate::signal::kill_group(pid);
     tokio::select! {
         status = child.wait() => match status {
             Ok(status) => match status.code() {
@@ -496,6 +488,17 @@ async fn prune_runs(gantry: &Gantry, log: &mut std::fs::File) -> Ending {
         let _ = writeln!(log, "pruned {job}#{number}");
     }
     let _ = writeln!(log, "pruned {} run(s)", doomed.len());
+    // The cluster's finished work items: their runs keep the logs.
+    match gantry.store.prune_work(cutoff).await {
+        Ok(0) => {}
+        Ok(n) => {
+            let _ = writeln!(
+                log,
+                "pruned {n} finished work item(s) of the cluster's queue"
+            );
+        }
+        Err(err) => return Ending::failed(format!("cannot prune the work queue: {err}")),
+    }
     Ending::exited(0)
 }
 

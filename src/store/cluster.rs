@@ -46,6 +46,17 @@ impl Store {
         self.notify_certs().await
     }
 
+    /// What changes when a certificate is shared: how many there are and
+    /// when the last was written; cheap to ask before reading them all.
+    pub async fn shared_certs_stamp(&self) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, COALESCE(MAX(updated_at), 0) AS at FROM cluster_certs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get("n")?, row.try_get("at")?))
+    }
+
     /// Every shared certificate, by stem.
     pub async fn shared_certs(&self) -> Result<Vec<SharedCert>> {
         let rows = sqlx::query("SELECT stem, chain, key FROM cluster_certs ORDER BY stem")

@@ -9,8 +9,7 @@ use axum::response::IntoResponse;
 
 use super::pages;
 use super::respond::{html, not_found, problem, redirect, Page};
-use super::session::{self, CsrfForm, CsrfRefused, LoggedIn};
-use crate::access::Caller;
+use super::session::{self, visible_app, CsrfForm, CsrfRefused, LoggedIn};
 use crate::config_vars::ConfigVars;
 use crate::context::Gantry;
 use crate::deploy::processes;
@@ -68,21 +67,6 @@ async fn history(
     Ok((current, releases, statuses))
 }
 
-/// The app a caller may see, or `None` (shown as 404 either way).
-async fn visible_app(
-    gantry: &Gantry,
-    caller: &Caller,
-    name: &str,
-) -> anyhow::Result<Option<AppName>> {
-    let Ok(app) = AppName::parse(name) else {
-        return Ok(None);
-    };
-    if !caller.may_manage(&app) || gantry.store.get_app(&app).await?.is_none() {
-        return Ok(None);
-    }
-    Ok(Some(app))
-}
-
 /// `GET /`: every app the visitor may see.
 pub async fn overview(State(gantry): State<Arc<Gantry>>, visitor: LoggedIn) -> Page {
     let (caller, csrf) = (visitor.caller(), visitor.csrf());
@@ -132,7 +116,7 @@ pub async fn app(
     Path(name): Path<String>,
 ) -> Page {
     let (caller, csrf) = (visitor.caller(), visitor.csrf());
-    let Some(app) = visible_app(&gantry, caller, &name).await? else {
+    let Some(app) = visible_app(&gantry, caller, &name).await?.map(|r| r.name) else {
         return Ok(not_found(csrf));
     };
     let (current_version, releases, statuses) = history(&gantry, &app).await?;
@@ -170,7 +154,7 @@ pub async fn releases(
     Path(name): Path<String>,
 ) -> Page {
     let (caller, csrf) = (visitor.caller(), visitor.csrf());
-    let Some(app) = visible_app(&gantry, caller, &name).await? else {
+    let Some(app) = visible_app(&gantry, caller, &name).await?.map(|r| r.name) else {
         return Ok(not_found(csrf));
     };
     let (_, releases, statuses) = history(&gantry, &app).await?;
@@ -188,7 +172,7 @@ pub async fn release(
     Path((name, version)): Path<(String, String)>,
 ) -> Page {
     let (caller, csrf) = (visitor.caller(), visitor.csrf());
-    let Some(app) = visible_app(&gantry, caller, &name).await? else {
+    let Some(app) = visible_app(&gantry, caller, &name).await?.map(|r| r.name) else {
         return Ok(not_found(csrf));
     };
     let Ok(version) = parse_version(&version) else {

@@ -32,15 +32,10 @@ async fn visible(
     visitor: &LoggedIn,
     name: &str,
 ) -> anyhow::Result<Option<(AppName, crate::store::AppRecord, Vec<crate::store::Release>)>> {
-    let Ok(app) = AppName::parse(name) else {
+    let Some(record) = super::session::visible_app(gantry, visitor.caller(), name).await? else {
         return Ok(None);
     };
-    if !visitor.caller().may_manage(&app) {
-        return Ok(None);
-    }
-    let Some(record) = gantry.store.get_app(&app).await? else {
-        return Ok(None);
-    };
+    let app = record.name.clone();
     if !crate::git::repos::repo_path(&gantry.config, &app)
         .join("HEAD")
         .exists()

@@ -14,7 +14,6 @@ use super::pages::{app_nav, layout};
 use super::respond::{html as page, not_found, Page};
 use super::session::LoggedIn;
 use crate::context::Gantry;
-use crate::names::AppName;
 use crate::store::{ReleaseKind, TrafficMinute};
 use crate::traffic::quantile_ms;
 
@@ -40,12 +39,12 @@ pub async fn metrics(
     Path(name): Path<String>,
 ) -> Page {
     let csrf = visitor.csrf();
-    let Ok(app) = AppName::parse(&name) else {
+    let Some(app) = super::session::visible_app(&gantry, visitor.caller(), &name)
+        .await?
+        .map(|r| r.name)
+    else {
         return Ok(not_found(csrf));
     };
-    if !visitor.caller().may_manage(&app) || gantry.store.get_app(&app).await?.is_none() {
-        return Ok(not_found(csrf));
-    }
     let now = crate::time::now_ms() / 60_000;
     let minutes = gantry
         .store

@@ -14,19 +14,12 @@ use tokio::io::AsyncBufReadExt;
 
 use super::pages::{app_nav, layout};
 use super::respond::{html as page, not_found, Page};
-use super::session::LoggedIn;
+use super::session::{visible_app, LoggedIn};
 use crate::context::Gantry;
 use crate::deploy::logs::LogsRequest;
-use crate::names::AppName;
 
 /// Past lines the page starts with.
 const PAST_LINES: usize = 200;
-
-fn visible(visitor: &LoggedIn, name: &str) -> Option<AppName> {
-    AppName::parse(name)
-        .ok()
-        .filter(|app| visitor.caller().may_manage(app))
-}
 
 /// `?process=web`: one process type only.
 fn process_of(query: &std::collections::HashMap<String, String>) -> Option<String> {
@@ -48,12 +41,12 @@ pub async fn logs(
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Page {
     let csrf = visitor.csrf();
-    let Some(app) = visible(&visitor, &name) else {
+    let Some(app) = visible_app(&gantry, visitor.caller(), &name)
+        .await?
+        .map(|r| r.name)
+    else {
         return Ok(not_found(csrf));
     };
-    if gantry.store.get_app(&app).await?.is_none() {
-        return Ok(not_found(csrf));
-    }
     let events = match process_of(&query) {
         Some(process) => format!("/apps/{app}/logs/events?process={process}"),
         None => format!("/apps/{app}/logs/events"),
@@ -80,12 +73,12 @@ pub async fn events(
     Query(query): Query<std::collections::HashMap<String, String>>,
 ) -> Response {
     let csrf = visitor.csrf();
-    let Some(app) = visible(&visitor, &name) else {
+    let Ok(Some(app)) = visible_app(&gantry, visitor.caller(), &name)
+        .await
+        .map(|r| r.map(|r| r.name))
+    else {
         return not_found(csrf);
     };
-    if !matches!(gantry.store.get_app(&app).await, Ok(Some(_))) {
-        return not_found(csrf);
-    }
     let request = LogsRequest {
         follow: true,
         process: process_of(&query),

@@ -159,6 +159,22 @@ impl<S: Send + Sync> FromRequest<S> for CsrfForm {
     }
 }
 
+/// The record of the app a caller may see, or `None` (shown as 404 either
+/// way): every app page asks this first.
+pub async fn visible_app(
+    gantry: &Gantry,
+    caller: &Caller,
+    name: &str,
+) -> anyhow::Result<Option<crate::store::AppRecord>> {
+    let Ok(app) = crate::names::AppName::parse(name) else {
+        return Ok(None);
+    };
+    if !caller.may_manage(&app) {
+        return Ok(None);
+    }
+    Ok(gantry.store.get_app(&app).await?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
