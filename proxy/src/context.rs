@@ -134,6 +134,12 @@ impl Proxy {
         &self.traffic
     }
 
+    /// Counts the bytes of one of `app`'s bodies that streams on after its
+    /// request was counted.
+    pub(crate) fn meter(&self, app: &str) -> crate::traffic::Meter {
+        crate::traffic::Meter::new(self.traffic.clone(), app)
+    }
+
     pub(crate) fn backends(&self) -> &Backends {
         &self.backends
     }

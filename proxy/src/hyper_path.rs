@@ -23,7 +23,8 @@ use hyper_util::server::graceful::Watcher;
 
 use crate::context::{Decision, Proxy};
 use crate::routes::InFlight;
-use crate::tracked::Tracked;
+use crate::tracked::{Metered, Tracked};
+use crate::traffic::{Meter, Moved};
 use crate::upstream::Upstream;
 use crate::{forward, pages};
 
@@ -58,6 +59,7 @@ async fn handle(
     proto: &'static str,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    let head_in = request_head_len(&req);
     let id = forward::request_id(&mut req);
     let log = proxy.settings().access_log.then(|| {
         (
@@ -69,11 +71,19 @@ async fn handle(
     let mut forwarded = None;
     let (mut resp, backend) = route(proxy, req, peer, proto, &mut forwarded).await;
     resp.headers_mut().insert("x-request-id", id.clone());
-    // Counted for the app when it went to one of its backends.
+    // Counted for the app when it went to one of its backends; the body's
+    // bytes when it has gone out.
     if let Some(route) = forwarded.filter(|_| backend.is_some()) {
+        let moved = Moved {
+            received: head_in,
+            sent: response_head_len(&resp),
+        };
+        let status = resp.status().as_u16();
         proxy
             .traffic()
-            .record(&route.name, resp.status().as_u16(), started.elapsed());
+            .record(&route.name, status, started.elapsed(), moved);
+        let meter = proxy.meter(&route.name);
+        resp = resp.map(|body| Metered::new(body, meter).boxed());
     }
     if let Some((method, host, path)) = log {
         tracing::info!(
@@ -129,7 +139,8 @@ async fn route(
             copy
         });
     let (parts, body) = req.into_parts();
-    let mut req = Request::from_parts(parts, Upstream::new(body, proxy.settings().max_body));
+    let meter = proxy.meter(&route.name);
+    let mut req = Request::from_parts(parts, Upstream::new(body, proxy.settings().max_body, meter));
     let mut failed = None;
     loop {
         let now = proxy.routes().now();
@@ -152,7 +163,8 @@ async fn route(
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let backend_upgrade = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(tunnel(client_upgrade, backend_upgrade, in_flight));
+                        let meter = proxy.meter(&route.name);
+                        tokio::spawn(tunnel(client_upgrade, backend_upgrade, in_flight, meter));
                         forward::prepare_response(&mut resp);
                         return (resp.map(|b| b.boxed()), Some(addr));
                     }
@@ -185,23 +197,57 @@ async fn route(
 }
 
 /// Copies bytes both ways between an upgraded client connection and the
-/// backend's, counting the tunnel as a request in flight until it closes.
+/// backend's, counting the tunnel as a request in flight until it closes,
+/// and its bytes once it has.
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     backend: hyper::upgrade::OnUpgrade,
     in_flight: InFlight,
+    mut meter: Meter,
 ) {
     let _in_flight = in_flight;
     match tokio::try_join!(client, backend) {
         Ok((client, backend)) => {
             let mut client = TokioIo::new(client);
             let mut backend = TokioIo::new(backend);
-            if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut backend).await {
-                tracing::debug!(error = %err, "upgraded connection ended with an error");
+            match tokio::io::copy_bidirectional(&mut client, &mut backend).await {
+                Ok((up, down)) => {
+                    meter.received(up);
+                    meter.sent(down);
+                }
+                Err(err) => {
+                    tracing::debug!(error = %err, "upgraded connection ended with an error")
+                }
             }
         }
         Err(err) => tracing::debug!(error = %err, "upgrade failed"),
     }
+}
+
+/// A request head's size as HTTP/1.1 carries it (an HTTP/2 head before
+/// header compression).
+fn request_head_len<B>(req: &Request<B>) -> u64 {
+    let target = req.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    // "METHOD TARGET HTTP/1.1\r\n"
+    let line = req.method().as_str().len() + 1 + target + 11;
+    (line + headers_len(req.headers())) as u64
+}
+
+/// A response head's size as HTTP/1.1 carries it.
+fn response_head_len<B>(resp: &Response<B>) -> u64 {
+    let reason = resp.status().canonical_reason().map_or(0, str::len);
+    // "HTTP/1.1 200 REASON\r\n"
+    let line = 13 + reason + 2;
+    (line + headers_len(resp.headers())) as u64
+}
+
+/// "Name: value\r\n" for each header, and the blank line after them.
+fn headers_len(headers: &header::HeaderMap) -> usize {
+    headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + 2 + value.len() + 2)
+        .sum::<usize>()
+        + 2
 }
 
 fn full(page: pages::Page) -> Response<ProxyBody> {

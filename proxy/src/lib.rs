@@ -29,6 +29,7 @@
 
 mod context;
 pub mod control;
+mod counted;
 pub mod daemon;
 pub mod forward;
 mod h1;

@@ -1,7 +1,11 @@
-//! Each app's traffic as the proxy answered it: requests by status class
-//! and a histogram of how long they took, counted since the proxy started
-//! (Prometheus counters: a restart starts them again from zero), and read
-//! by `serve` over the control socket.
+//! Each app's traffic as the proxy answered it: requests by status class,
+//! a histogram of how long they took, and the bytes that came in and went
+//! out, counted since the proxy started (Prometheus counters: a restart
+//! starts them again from zero), and read by `serve` over the control socket.
+//!
+//! Bytes are HTTP's: heads and bodies as the client's connection carried
+//! them after TLS (an HTTP/2 head counts as its HTTP/1.1 form, before header
+//! compression), tunnels (WebSocket) included.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -26,6 +30,11 @@ pub struct AppTraffic {
     /// All requests, and their seconds in all.
     pub count: u64,
     pub seconds: f64,
+    /// Bytes received from clients, and sent to them.
+    #[serde(default)]
+    pub received: u64,
+    #[serde(default)]
+    pub sent: u64,
 }
 
 impl AppTraffic {
@@ -48,20 +57,39 @@ pub struct Traffic {
 }
 
 impl Traffic {
-    /// Counts one answered request of `app` (status 0: none was sent).
-    pub fn record(&self, app: &str, status: u16, took: Duration) {
-        if status == 0 {
-            return;
+    /// Counts one answered request of `app` (status 0: none was sent) and
+    /// the bytes it moved so far.
+    pub fn record(&self, app: &str, status: u16, took: Duration, moved: Moved) {
+        self.with(app, |counts| {
+            if status != 0 {
+                counts.record(status, took);
+            }
+            counts.received += moved.received;
+            counts.sent += moved.sent;
+        });
+    }
+
+    /// Counts bytes of `app`'s requests that moved after they were counted
+    /// (bodies streamed after the response's head).
+    pub fn add_bytes(&self, app: &str, moved: Moved) {
+        if moved != Moved::default() {
+            self.with(app, |counts| {
+                counts.received += moved.received;
+                counts.sent += moved.sent;
+            });
         }
+    }
+
+    fn with(&self, app: &str, change: impl FnOnce(&mut AppTraffic)) {
         let mut apps = self.apps.lock().unwrap_or_else(|e| e.into_inner());
         match apps.get_mut(app) {
-            Some(counts) => counts.record(status, took),
+            Some(counts) => change(counts),
             None => {
                 let mut counts = AppTraffic {
                     app: app.to_owned(),
                     ..AppTraffic::default()
                 };
-                counts.record(status, took);
+                change(&mut counts);
                 apps.insert(app.to_owned(), counts);
             }
         }
@@ -86,6 +114,8 @@ impl Traffic {
                 }
                 total.count += counts.count;
                 total.seconds += counts.seconds;
+                total.received += counts.received;
+                total.sent += counts.sent;
             }
         }
         apps.into_values().collect()
@@ -100,6 +130,46 @@ impl Traffic {
     }
 }
 
+/// Bytes one request moved: in from the client, out to it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub received: u64,
+    pub sent: u64,
+}
+
+/// Counts the bytes of a body that streams after its request was counted,
+/// and adds them to the app's counts when it is dropped (the body ended or
+/// was abandoned).
+pub struct Meter {
+    traffic: std::sync::Arc<Traffic>,
+    app: String,
+    moved: Moved,
+}
+
+impl Meter {
+    pub fn new(traffic: std::sync::Arc<Traffic>, app: &str) -> Self {
+        Meter {
+            traffic,
+            app: app.to_owned(),
+            moved: Moved::default(),
+        }
+    }
+
+    pub fn received(&mut self, bytes: u64) {
+        self.moved.received += bytes;
+    }
+
+    pub fn sent(&mut self, bytes: u64) {
+        self.moved.sent += bytes;
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        self.traffic.add_bytes(&self.app, self.moved);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,11 +177,12 @@ mod tests {
     #[test]
     fn requests_count_by_class_and_by_how_long_they_took() {
         let traffic = Traffic::default();
-        traffic.record("shop", 200, Duration::from_millis(3));
-        traffic.record("shop", 204, Duration::from_millis(40));
-        traffic.record("shop", 503, Duration::from_secs(30));
-        traffic.record("shop", 0, Duration::from_millis(1));
-        traffic.record("blog", 301, Duration::from_millis(7));
+        let none = Moved::default();
+        traffic.record("shop", 200, Duration::from_millis(3), none);
+        traffic.record("shop", 204, Duration::from_millis(40), none);
+        traffic.record("shop", 503, Duration::from_secs(30), none);
+        traffic.record("shop", 0, Duration::from_millis(1), none);
+        traffic.record("blog", 301, Duration::from_millis(7), none);
         let counts = traffic.snapshot();
         assert_eq!(counts.len(), 2);
         let shop = &counts[1];
@@ -126,10 +197,44 @@ mod tests {
         assert_eq!(counts[0].by_class, [0, 0, 1, 0, 0]);
         // Two workers' counts add up.
         let other = std::sync::Arc::new(Traffic::default());
-        other.record("shop", 200, Duration::from_millis(3));
+        other.record("shop", 200, Duration::from_millis(3), none);
         let summed = Traffic::sum(&[std::sync::Arc::new(traffic), other]);
         assert_eq!(summed[1].by_class, [0, 3, 0, 0, 1]);
         assert_eq!(summed[1].buckets[0], 2);
         assert_eq!(summed[1].count, 4);
+    }
+
+    #[test]
+    fn bytes_add_up_from_the_head_and_from_bodies_that_end_later() {
+        let traffic = std::sync::Arc::new(Traffic::default());
+        let head = Moved {
+            received: 100,
+            sent: 80,
+        };
+        traffic.record("shop", 200, Duration::from_millis(1), head);
+        {
+            let mut body = Meter::new(traffic.clone(), "shop");
+            body.sent(4000);
+            body.sent(96);
+            body.received(20);
+            // Not counted until the body is done.
+            assert_eq!(traffic.snapshot()[0].sent, 80);
+        }
+        let shop = &traffic.snapshot()[0];
+        assert_eq!((shop.received, shop.sent, shop.count), (120, 4176, 1));
+        // A request the proxy sent nothing for still counts what it read.
+        traffic.record(
+            "shop",
+            0,
+            Duration::ZERO,
+            Moved {
+                received: 7,
+                sent: 0,
+            },
+        );
+        let shop = &traffic.snapshot()[0];
+        assert_eq!((shop.received, shop.count), (127, 1));
+        let summed = Traffic::sum(&[traffic.clone(), traffic]);
+        assert_eq!((summed[0].received, summed[0].sent), (254, 8352));
     }
 }

@@ -1,5 +1,6 @@
 //! The request body the hyper path sends to a backend: the client's body,
-//! cut off with an error once it passes the size limit.
+//! cut off with an error once it passes the size limit, its bytes counted
+//! for the app's traffic.
 //!
 //! It is the body type of the hyper path's backend pool (`hyper_pool`), which
 //! needs nothing else of the path that fills it.
@@ -10,6 +11,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 
+use crate::traffic::Meter;
+
 type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The request body sent to a backend: the client's, cut off with an error
@@ -18,14 +21,16 @@ pub struct Upstream {
     inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
+    meter: Option<Meter>,
 }
 
 impl Upstream {
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>) -> Self {
+    pub(crate) fn new(inner: Incoming, limit: Option<u64>, meter: Meter) -> Self {
         Upstream {
             inner: Some(inner),
             limit,
             seen: 0,
+            meter: Some(meter),
         }
     }
 
@@ -34,6 +39,7 @@ impl Upstream {
             inner: None,
             limit: None,
             seen: 0,
+            meter: None,
         }
     }
 }
@@ -56,9 +62,12 @@ impl Body for Upstream {
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+                if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
-                    if this.seen > limit {
+                    if let Some(meter) = this.meter.as_mut() {
+                        meter.received(data.len() as u64);
+                    }
+                    if let Some(limit) = this.limit.filter(|limit| this.seen > *limit) {
                         return Poll::Ready(Some(Err(Box::new(TooLarge(limit)))));
                     }
                 }

@@ -143,8 +143,8 @@ async fn text(gantry: &Gantry) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// Each app's requests by status class and their durations, as the proxy
-/// counted them (counters from its start).
+/// Each app's requests by status class, their durations and their bytes,
+/// as the proxy counted them (counters from its start).
 fn write_traffic(
     out: &mut String,
     traffic: &[gantry_proxy::traffic::AppTraffic],
@@ -195,6 +195,24 @@ fn write_traffic(
             "gantry_http_request_duration_seconds_count{{app=\"{name}\"}} {}",
             app.count
         )?;
+    }
+    for (name, help, bytes) in [
+        (
+            "gantry_http_received_bytes_total",
+            "Bytes the proxy received from clients for each app (heads and bodies, after TLS).",
+            (|a: &gantry_proxy::traffic::AppTraffic| a.received) as fn(&_) -> u64,
+        ),
+        (
+            "gantry_http_sent_bytes_total",
+            "Bytes the proxy sent to clients for each app (heads and bodies, before TLS).",
+            |a| a.sent,
+        ),
+    ] {
+        writeln!(out, "# HELP {name} {help}")?;
+        writeln!(out, "# TYPE {name} counter")?;
+        for app in traffic {
+            writeln!(out, "{name}{{app=\"{}\"}} {}", escape(&app.app), bytes(app))?;
+        }
     }
     Ok(())
 }

@@ -401,4 +401,62 @@ fn the_proxy_counts_each_apps_requests_by_status_and_time_for_prometheus() {
             &format!("gantry_http_request_duration_seconds_sum{{app=\"{app}\"}}")
         ) > 0.0
     );
+
+    // Bytes, both ways. HTTP/1.1 (gantry's own path) counts exactly what
+    // the connection carried: what curl says it sent and received.
+    let received = format!("gantry_http_received_bytes_total{{app=\"{app}\"}}");
+    let sent = format!("gantry_http_sent_bytes_total{{app=\"{app}\"}}");
+    let before = (sample(&server, &received), sample(&server, &sent));
+    let pad = "x".repeat(10_000);
+    let (mut up, mut down) = (0.0, 0.0);
+    for _ in 0..3 {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "--http1.1", "-H"])
+            .arg(format!("X-Pad: {pad}"))
+            .args([
+                "-w",
+                "%{http_code} %{size_request} %{size_header} %{size_download}",
+            ])
+            .arg(format!("http://{host}:{}/", server.http_port))
+            .args([
+                "--resolve",
+                &format!("{host}:{}:127.0.0.1", server.http_port),
+            ])
+            .output()
+            .expect("curl");
+        let said: Vec<f64> = stdout(&out)
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        assert_eq!(said.len(), 4, "{}", stdout(&out));
+        assert_eq!(said[0], 200.0);
+        up += said[1];
+        down += said[2] + said[3];
+    }
+    assert!(up > 30_000.0, "{up}");
+    assert_eq!(sample(&server, &received) - before.0, up);
+    assert_eq!(sample(&server, &sent) - before.1, down);
+    // HTTP/2 (hyper's path) counts heads as HTTP/1.1 would carry them.
+    let before = (sample(&server, &received), sample(&server, &sent));
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "-H"])
+        .arg(format!("X-Pad: {pad}"))
+        .args(["-w", "%{http_version} %{size_download}"])
+        .arg(format!("http://{host}:{}/", server.http_port))
+        .args([
+            "--resolve",
+            &format!("{host}:{}:127.0.0.1", server.http_port),
+        ])
+        .output()
+        .expect("curl");
+    let said = stdout(&out);
+    assert!(said.starts_with("2 "), "not HTTP/2: {said}");
+    let body: f64 = said[2..].trim().parse().expect("size");
+    let up = sample(&server, &received) - before.0;
+    let down = sample(&server, &sent) - before.1;
+    assert!((10_000.0..11_000.0).contains(&up), "{up}");
+    assert!(
+        down > body && down < body + 1_000.0,
+        "{down} for a body of {body}"
+    );
 }

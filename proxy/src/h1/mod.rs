@@ -31,6 +31,7 @@ use framing::{BodyScan, Framing};
 use head::{Asked, HeadError, Peer, RequestHead, RequestId, ResponseHead};
 
 use crate::context::{Decision, Proxy};
+use crate::counted::CountedIo;
 use crate::pages::{self, Page};
 use crate::request_id::new_request_id;
 use crate::routes::InFlight;
@@ -63,7 +64,7 @@ where
 {
     let mut conn = Conn {
         proxy,
-        client,
+        client: CountedIo::new(client),
         buf: BytesMut::new(),
         peer: Peer {
             ip: peer.ip().to_string(),
@@ -86,14 +87,15 @@ where
                 let _ = conn.client.shutdown().await;
                 return Ended::Closed;
             }
-            Next::Handoff => return Ended::Handoff(conn.client, conn.buf),
+            Next::Handoff => return Ended::Handoff(conn.client.into_inner(), conn.buf),
         }
     }
 }
 
 struct Conn<'p, I> {
     proxy: &'p Proxy,
-    client: I,
+    /// Counting the bytes each request moves, for its app's traffic.
+    client: CountedIo<I>,
     /// Bytes read from the client and not yet used.
     buf: BytesMut,
     peer: Peer,
@@ -190,10 +192,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         });
         let started = Instant::now();
         let (status, backend, next) = self.handle(head, up).await;
+        let moved = self.client.moved();
         if let Some(route) = self.forwarded.take() {
             proxy
                 .traffic()
-                .record(&route.name, status, started.elapsed());
+                .record(&route.name, status, started.elapsed(), moved);
         }
         if let Some(log) = log {
             tracing::info!(
