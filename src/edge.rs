@@ -87,6 +87,16 @@ pub async fn run(
         let (routing, config, token) = (routing.clone(), config.clone(), shutdown.child_token());
         tokio::spawn(async move { crate::routing::supervise(&routing, &config, token).await });
     }
+    {
+        // This node's traffic, and the memory of the tasks on its engine.
+        let (store, routing, token) = (store.clone(), routing.clone(), shutdown.child_token());
+        let source = config.manager_id();
+        let engine = crate::context::connect_docker().await.ok();
+        tokio::spawn(async move {
+            let processes = crate::traffic::NodeProcesses(engine);
+            crate::traffic::sample_forever(&store, &routing, &source, &processes, token).await;
+        });
+    }
     // Read the table often enough to notice, within `stale_after`, that it
     // cannot be read: a cut-off listener hears nothing, not even its loss.
     let period = (settings.stale_after / 3).clamp(Duration::from_secs(1), Duration::from_secs(30));

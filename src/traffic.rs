@@ -2,17 +2,21 @@
 //! counters (which only grow, from the proxy's start) and each app's
 //! running replicas, and adds what changed to the app's minute in the
 //! store, where the metrics page reads the last hour and day. Minutes older
-//! than [`KEEP_MINUTES`] go.
+//! than [`KEEP_MINUTES`] go. On a swarm every node's edge samples its own
+//! proxy (and the memory of the tasks on its engine) the same way, into
+//! rows of its own.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
 use gantry_proxy::traffic::AppTraffic;
 use tokio_util::sync::CancellationToken;
 
-use crate::context::Gantry;
-use crate::store::TrafficMinute;
+use crate::names::AppName;
+use crate::routing::Routing;
+use crate::runtime::Runtime;
+use crate::store::{Store, TrafficMinute};
 
 /// How often serve samples.
 pub const SAMPLE: Duration = Duration::from_secs(10);
@@ -37,6 +41,8 @@ pub fn delta(before: Option<&AppTraffic>, now: &AppTraffic) -> AppTraffic {
     for (i, slot) in out.buckets.iter_mut().enumerate() {
         *slot = now.buckets[i].saturating_sub(before.buckets[i]);
     }
+    out.received = now.received.saturating_sub(before.received);
+    out.sent = now.sent.saturating_sub(before.sent);
     out
 }
 
@@ -49,7 +55,7 @@ pub fn minute_of(
     delta: &AppTraffic,
     minute: i64,
     replicas: usize,
-    memory: std::collections::BTreeMap<String, i64>,
+    memory: BTreeMap<String, i64>,
 ) -> TrafficMinute {
     let mut buckets: Vec<i64> = delta.buckets.iter().map(|n| signed(*n)).collect();
     let within: u64 = delta.buckets.iter().sum();
@@ -61,6 +67,8 @@ pub fn minute_of(
         buckets,
         replicas: i64::try_from(replicas).unwrap_or(i64::MAX),
         memory,
+        received: signed(delta.received),
+        sent: signed(delta.sent),
     }
 }
 
@@ -90,8 +98,72 @@ pub fn quantile_ms(buckets: &[i64], q: f64) -> Option<f64> {
     Some(bounds[bounds.len() - 1] * 1000.0)
 }
 
-/// serve's sampler, until `shutdown`.
-pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
+/// Where a sampler learns how an app's processes run.
+#[async_trait::async_trait]
+pub trait Processes: Send + Sync {
+    /// The app's replicas running, and each process's memory (`web.1` →
+    /// bytes) that this sampler can read.
+    async fn of(&self, app: &AppName) -> (usize, BTreeMap<String, i64>);
+}
+
+/// serve's view: the runtime's (every replica, and the memory of those
+/// the runtime can read).
+pub struct RuntimeProcesses(pub Arc<dyn Runtime>);
+
+#[async_trait::async_trait]
+impl Processes for RuntimeProcesses {
+    async fn of(&self, app: &AppName) -> (usize, BTreeMap<String, i64>) {
+        let running: Vec<_> = self
+            .0
+            .list(app)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|i| i.running)
+            .collect();
+        let mut memory = BTreeMap::new();
+        for instance in &running {
+            if let Ok(Some(bytes)) = self.0.memory(&instance.id).await {
+                memory.insert(
+                    format!("{}.{}", instance.process, instance.replica),
+                    i64::try_from(bytes).unwrap_or(i64::MAX),
+                );
+            }
+        }
+        (running.len(), memory)
+    }
+}
+
+/// A swarm node's edge: no replicas of its own to count (serve counts the
+/// swarm's), the memory of the tasks on its engine, if it has one.
+pub struct NodeProcesses(pub Option<bollard::Docker>);
+
+#[async_trait::async_trait]
+impl Processes for NodeProcesses {
+    async fn of(&self, app: &AppName) -> (usize, BTreeMap<String, i64>) {
+        let Some(docker) = &self.0 else {
+            return (0, BTreeMap::new());
+        };
+        let memory = crate::runtime::swarm::local_tasks_memory(docker, app)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(process, bytes)| (process, i64::try_from(bytes).unwrap_or(i64::MAX)))
+            .collect();
+        (0, memory)
+    }
+}
+
+/// Samples `routing`'s proxy into the store as `source` (an installation's
+/// [`crate::config::Config::manager_id`]: only it writes those rows), until
+/// `shutdown`.
+pub async fn sample_forever(
+    store: &Store,
+    routing: &Routing,
+    source: &str,
+    processes: &dyn Processes,
+    shutdown: CancellationToken,
+) {
     let mut last: HashMap<String, AppTraffic> = HashMap::new();
     let mut first = true;
     loop {
@@ -99,11 +171,11 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(if first { Duration::ZERO } else { SAMPLE }) => {}
         }
-        let Some(counts) = gantry.routing.traffic().await else {
+        let Some(counts) = routing.traffic().await else {
             continue;
         };
         let minute = crate::time::now_ms() / 60_000;
-        let apps = gantry.store.list_apps().await.unwrap_or_default();
+        let apps = store.list_apps().await.unwrap_or_default();
         for app in apps {
             let now = counts
                 .iter()
@@ -122,45 +194,18 @@ pub async fn sample_forever(gantry: Arc<Gantry>, shutdown: CancellationToken) {
             } else {
                 delta(last.get(&now.app), &now)
             };
-            // One listing gives both the replicas and whose memory to read.
-            let running: Vec<_> = gantry
-                .runtime
-                .list(&app.name)
-                .await
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|i| i.running)
-                .collect();
-            let memory = memory_of(&gantry, &running).await;
-            let sample = minute_of(&change, minute, running.len(), memory);
-            if let Err(err) = gantry.store.add_traffic(app.name.as_str(), &sample).await {
+            let (replicas, memory) = processes.of(&app.name).await;
+            let sample = minute_of(&change, minute, replicas, memory);
+            if let Err(err) = store.add_traffic(app.name.as_str(), source, &sample).await {
                 tracing::warn!(app = %app.name, error = %err, "cannot record the app's traffic");
             }
             last.insert(now.app.clone(), now);
         }
         first = false;
-        if let Err(err) = gantry.store.prune_traffic(minute - KEEP_MINUTES).await {
+        if let Err(err) = store.prune_traffic(minute - KEEP_MINUTES).await {
             tracing::warn!(error = %err, "cannot prune old traffic");
         }
     }
-}
-
-/// Each running process's memory (`web.1` → bytes), where the runtime
-/// can say.
-async fn memory_of(
-    gantry: &Gantry,
-    running: &[crate::runtime::Instance],
-) -> std::collections::BTreeMap<String, i64> {
-    let mut out = std::collections::BTreeMap::new();
-    for instance in running {
-        if let Ok(Some(bytes)) = gantry.runtime.memory(&instance.id).await {
-            out.insert(
-                format!("{}.{}", instance.process, instance.replica),
-                i64::try_from(bytes).unwrap_or(i64::MAX),
-            );
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -176,6 +221,8 @@ mod tests {
             buckets,
             count,
             seconds: count as f64 * 0.001,
+            received: count * 100,
+            sent: count * 1000,
         }
     }
 
@@ -183,10 +230,12 @@ mod tests {
     fn a_delta_is_what_grew_and_a_restart_starts_again() {
         let d = delta(Some(&reading(10, 1, 10)), &reading(25, 3, 24));
         assert_eq!((d.count, d.by_class[4], d.buckets[0]), (15, 2, 14));
+        assert_eq!((d.received, d.sent), (1500, 15000));
         let restarted = delta(Some(&reading(25, 3, 24)), &reading(4, 0, 4));
         assert_eq!(restarted.count, 4);
         let m = minute_of(&d, 7, 2, Default::default());
         assert_eq!((m.requests, m.errors, m.replicas), (15, 2, 2));
+        assert_eq!((m.received, m.sent), (1500, 15000));
         assert_eq!(m.buckets.len(), 12);
         assert_eq!(m.buckets[11], 1, "one took longer than the last bound");
     }

@@ -340,33 +340,7 @@ impl Runtime for DockerRuntime {
     }
 
     async fn memory(&self, id: &str) -> Result<Option<u64>> {
-        let options = bollard::query_parameters::StatsOptionsBuilder::default()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let mut stats = self.docker.stats(id, Some(options));
-        let Some(sample) = stats.next().await.transpose()? else {
-            return Ok(None);
-        };
-        let Some(memory) = sample.memory_stats else {
-            return Ok(None);
-        };
-        let Some(usage) = memory.usage else {
-            return Ok(None);
-        };
-        // What `docker stats` leaves out: the page cache (cgroup v2 names
-        // it inactive_file, v1 total_inactive_file or cache).
-        let cache = memory
-            .stats
-            .as_ref()
-            .and_then(|s| {
-                s.get("inactive_file")
-                    .or_else(|| s.get("total_inactive_file"))
-                    .or_else(|| s.get("cache"))
-            })
-            .copied()
-            .unwrap_or(0);
-        Ok(Some(usage.saturating_sub(cache)))
+        container_memory(&self.docker, id).await
     }
 
     async fn create_oneoff(&self, task: &Task) -> Result<String> {
@@ -531,4 +505,36 @@ pub(super) async fn app_volumes(docker: &Docker, app: &AppName) -> Result<Vec<St
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// The memory a container uses now, as `docker stats` tells it (without the
+/// page cache); `None` when the engine does not say.
+pub async fn container_memory(docker: &Docker, id: &str) -> Result<Option<u64>> {
+    let options = bollard::query_parameters::StatsOptionsBuilder::default()
+        .stream(false)
+        .one_shot(true)
+        .build();
+    let mut stats = docker.stats(id, Some(options));
+    let Some(sample) = stats.next().await.transpose()? else {
+        return Ok(None);
+    };
+    let Some(memory) = sample.memory_stats else {
+        return Ok(None);
+    };
+    let Some(usage) = memory.usage else {
+        return Ok(None);
+    };
+    // What `docker stats` leaves out: the page cache (cgroup v2 names
+    // it inactive_file, v1 total_inactive_file or cache).
+    let cache = memory
+        .stats
+        .as_ref()
+        .and_then(|s| {
+            s.get("inactive_file")
+                .or_else(|| s.get("total_inactive_file"))
+                .or_else(|| s.get("cache"))
+        })
+        .copied()
+        .unwrap_or(0);
+    Ok(Some(usage.saturating_sub(cache)))
 }

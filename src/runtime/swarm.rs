@@ -1133,6 +1133,21 @@ impl Runtime for SwarmRuntime {
             .collect())
     }
 
+    /// A task's memory when it runs on the manager's own node (the manager
+    /// cannot read other nodes' containers; their edges report theirs, see
+    /// [`local_tasks_memory`]).
+    async fn memory(&self, id: &str) -> Result<Option<u64>> {
+        let filters = HashMap::from([("label", vec![format!("{TASK_ID_LABEL}={id}")])]);
+        let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let containers = self.manager.list_containers(Some(options)).await?;
+        match containers.into_iter().find_map(|c| c.id) {
+            Some(container) => super::docker::container_memory(&self.manager, &container).await,
+            None => Ok(None),
+        }
+    }
+
     fn logs(
         &self,
         id: &str,
@@ -1336,6 +1351,43 @@ impl Runtime for SwarmRuntime {
     fn services(&self) -> Option<&dyn Services> {
         Some(self)
     }
+}
+
+/// The label Swarm gives a task's container: the task's id.
+const TASK_ID_LABEL: &str = "com.docker.swarm.task.id";
+
+/// The memory of `app`'s tasks that run on `docker`'s engine (a node's
+/// own), by process and slot (`web.1`): each node's edge reports what only
+/// its engine can see.
+pub async fn local_tasks_memory(
+    docker: &Docker,
+    app: &AppName,
+) -> Result<std::collections::BTreeMap<String, u64>> {
+    let filters = HashMap::from([(
+        "label",
+        vec![format!("{LABEL_APP}={app}"), TASK_ID_LABEL.to_owned()],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let mut out = std::collections::BTreeMap::new();
+    for container in docker.list_containers(Some(options)).await? {
+        let (Some(id), Some(labels)) = (container.id, container.labels) else {
+            continue;
+        };
+        let Some(process) = labels.get(LABEL_PROCESS) else {
+            continue;
+        };
+        // "SERVICE.SLOT.TASK"
+        let slot = labels
+            .get("com.docker.swarm.task.name")
+            .and_then(|name| name.split('.').nth(1))
+            .unwrap_or("1");
+        if let Some(bytes) = super::docker::container_memory(docker, &id).await? {
+            out.insert(format!("{process}.{slot}"), bytes);
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -169,10 +169,21 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         shutdown.child_token(),
     ));
     tokio::spawn(prune_daily(gantry.clone(), shutdown.child_token()));
-    tokio::spawn(crate::traffic::sample_forever(
-        gantry.clone(),
-        shutdown.child_token(),
-    ));
+    {
+        let (gantry, token) = (gantry.clone(), shutdown.child_token());
+        tokio::spawn(async move {
+            let processes = crate::traffic::RuntimeProcesses(gantry.runtime.clone());
+            let source = gantry.config.manager_id();
+            crate::traffic::sample_forever(
+                &gantry.store,
+                &gantry.routing,
+                &source,
+                &processes,
+                token,
+            )
+            .await;
+        });
+    }
     {
         let (gantry, token) = (gantry.clone(), shutdown.child_token());
         tokio::spawn(async move {

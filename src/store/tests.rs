@@ -628,3 +628,50 @@ async fn a_singleton_has_one_leader_and_a_new_term_fences_the_old_one() {
         .expect("sqlite");
     assert!(sqlite.lead("scheduler", "a", short).await.is_err());
 }
+
+#[tokio::test]
+async fn each_source_keeps_its_own_traffic_rows_and_a_minute_adds_them_up() {
+    for (kind, store, _dir) in stores().await {
+        let sample = |requests: i64, memory: &[(&str, i64)]| TrafficMinute {
+            minute: 1000,
+            requests,
+            errors: 1,
+            buckets: vec![requests, 0, 0],
+            replicas: 3,
+            memory: memory.iter().map(|(p, b)| (p.to_string(), *b)).collect(),
+            received: requests * 10,
+            sent: requests * 100,
+        };
+        // serve samples twice in the minute, an edge once.
+        store
+            .add_traffic("shop", "m:/srv", &sample(5, &[("web.1", 7)]))
+            .await
+            .expect(&kind);
+        store
+            .add_traffic("shop", "m:/srv", &sample(2, &[("web.1", 8)]))
+            .await
+            .expect(&kind);
+        let mut edge = sample(4, &[("web.2", 9)]);
+        edge.replicas = 0;
+        store
+            .add_traffic("shop", "n2:/srv", &edge)
+            .await
+            .expect(&kind);
+        let minutes = store.traffic_since("shop", 999).await.expect(&kind);
+        assert_eq!(minutes.len(), 1, "{kind}");
+        let m = &minutes[0];
+        assert_eq!((m.requests, m.errors), (11, 3), "{kind}");
+        assert_eq!((m.received, m.sent), (110, 1100), "{kind}");
+        assert_eq!(m.buckets, vec![11, 0, 0], "{kind}");
+        assert_eq!(m.replicas, 3, "{kind}");
+        // serve's latest reading of web.1, the edge's of web.2.
+        assert_eq!(m.memory.get("web.1"), Some(&8), "{kind}");
+        assert_eq!(m.memory.get("web.2"), Some(&9), "{kind}");
+        assert_eq!(store.requests_in(1000).await.expect(&kind), 11, "{kind}");
+        assert!(store
+            .traffic_since("shop", 1001)
+            .await
+            .expect(&kind)
+            .is_empty());
+    }
+}

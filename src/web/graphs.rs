@@ -1,7 +1,8 @@
 //! `/apps/APP/metrics`: the app's last hour and last day in graphs drawn on
 //! the server (SVG, by plotters; no script): requests and 5xx per minute,
-//! p50 and p95 latency, replicas running, memory per process, with each deploy and rollback
-//! marked where it happened. From the minutes `traffic` keeps in the store.
+//! p50 and p95 latency, bytes in and out, replicas running, memory per
+//! process, with each deploy and rollback marked where it happened. From
+//! the minutes `traffic` keeps in the store.
 
 use std::sync::Arc;
 
@@ -61,7 +62,7 @@ pub async fn metrics(
     let body = html! {
         h1 { a href={ "/apps/" (app) } { (app) } " · metrics" }
         (app_nav(app.as_str()))
-        p { "Through this machine's proxy, per minute; each deploy and rollback is marked. Memory is sampled where the runtime can say (the Docker engine; not yet a swarm's other nodes)." }
+        p { "Through gantry's proxies (on a swarm, every node's edge too), per minute; each deploy and rollback is marked. Bytes are HTTP's, heads and bodies, after TLS. Memory is sampled from each engine that runs the app's processes." }
         (window("Last hour", now - 60, now, &minutes, &markers))
         (window("Last day", now - 24 * 60, now, &minutes, &markers))
     };
@@ -75,6 +76,9 @@ fn window(title: &str, from: i64, to: i64, all: &[TrafficMinute], markers: &[Mar
     let minutes: Vec<&TrafficMinute> = all.iter().filter(|m| m.minute >= from).collect();
     let requests: i64 = minutes.iter().map(|m| m.requests).sum();
     let errors: i64 = minutes.iter().map(|m| m.errors).sum();
+    let received: i64 = minutes.iter().map(|m| m.received).sum();
+    let sent: i64 = minutes.iter().map(|m| m.sent).sum();
+    let size = |bytes: i64| crate::artifacts::human_bytes(u64::try_from(bytes).unwrap_or(0));
     let markers: Vec<Marker> = markers
         .iter()
         .filter(|(m, _)| *m >= from && *m <= to)
@@ -120,6 +124,23 @@ fn window(title: &str, from: i64, to: i64, all: &[TrafficMinute], markers: &[Mar
         ],
         &markers,
     );
+    let bytes = graph(
+        "traffic, kB per minute",
+        (from, to),
+        &[
+            Line {
+                label: "in",
+                color: GREEN,
+                points: series(&|m| Some(m.received as f64 / 1e3)),
+            },
+            Line {
+                label: "out",
+                color: BLUE,
+                points: series(&|m| Some(m.sent as f64 / 1e3)),
+            },
+        ],
+        &markers,
+    );
     // One line per process, in MB.
     let processes: std::collections::BTreeSet<&String> =
         minutes.iter().flat_map(|m| m.memory.keys()).collect();
@@ -153,9 +174,10 @@ fn window(title: &str, from: i64, to: i64, all: &[TrafficMinute], markers: &[Mar
     html! {
         section.window {
             h2 { (title) }
-            p.summary { (requests) " requests, " (errors) " with a 5xx status" @if !markers.is_empty() { ", " (markers.len()) " deploy(s)" } "." }
+            p.summary { (requests) " requests, " (errors) " with a 5xx status, " (size(received)) " in, " (size(sent)) " out" @if !markers.is_empty() { ", " (markers.len()) " deploy(s)" } "." }
             div.graph { (PreEscaped(traffic)) }
             div.graph { (PreEscaped(latency)) }
+            div.graph { (PreEscaped(bytes)) }
             div.graph { (PreEscaped(replicas)) }
             div.graph { (PreEscaped(memory)) }
         }

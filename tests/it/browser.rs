@@ -606,6 +606,7 @@ fn the_metrics_page_graphs_an_apps_traffic_and_marks_its_deploys() {
         "latency, ms",
         "replicas running",
         "memory per process, MB",
+        "traffic, kB per minute",
         // The one process's memory line, labelled.
         "web.1\n</text>",
         // The deploy's marker, drawn in the graphs.
@@ -617,7 +618,17 @@ fn the_metrics_page_graphs_an_apps_traffic_and_marks_its_deploys() {
             "the metrics page lacks {needle:?}:\n{page}"
         );
     }
-    assert!(page.matches("<svg").count() >= 8, "{page}");
+    assert!(page.matches("<svg").count() >= 10, "{page}");
+    // Twelve requests and their answers moved bytes both ways.
+    let summary = page
+        .split("<p class=\"summary\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</p>").next())
+        .unwrap_or_default();
+    assert!(
+        !summary.contains(" 0 B in") && !summary.contains(" 0 B out") && summary.contains(" out"),
+        "{summary}"
+    );
     let shot = browser.call("GET", "/screenshot", None)["value"]
         .as_str()
         .unwrap_or_default()

@@ -469,6 +469,44 @@ fn an_app_pushed_to_the_swarm_runs_on_every_node_and_a_failed_release_rolls_back
     cut("-D");
     wait_edge(3, "spread", 200, Some("swarm v1\n"));
 
+    // The edges count their traffic into the shared store, and report the
+    // memory of the tasks on their engines: the metrics page shows the
+    // requests that went only through node2's edge, and every replica's
+    // memory (the manager sees only its own node's).
+    let requests = |page: &str| -> u64 {
+        page.split("<p class=\"summary\">")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let metrics = |server: &Server| {
+        let (status, page) = crate::support::dashboard_get(server, "/apps/spread/metrics");
+        assert_eq!(status, 200, "{page}");
+        page
+    };
+    let before = requests(&metrics(&server));
+    for _ in 0..25 {
+        assert_eq!(edge_get(1, 2, "spread").0, 200);
+    }
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let page = metrics(&server);
+        let counted = requests(&page) >= before + 25;
+        let memory = ["web.1", "web.2", "web.3"]
+            .iter()
+            .all(|p| page.contains(&format!("{p}\n</text>")));
+        if counted && memory {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "edge traffic or the nodes' memory not shown ({} requests before): {page}",
+            before
+        );
+        std::thread::sleep(Duration::from_secs(2));
+    }
+
     // A new release rolls out task by task; every request is answered.
     // Its release phase runs first, as a Swarm job, and is removed after.
     repo.write("public/index.html", "swarm v2\n");

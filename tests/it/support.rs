@@ -580,6 +580,35 @@ pub fn oneoff_containers_of(app: &str) -> Vec<String> {
     stdout(&out).lines().map(str::to_owned).collect()
 }
 
+/// A dashboard page as the admin sees it, through the proxy (logged in with
+/// a `web:login` link, its session cookie kept by curl): (status, body).
+pub fn dashboard_get(server: &Server, path: &str) -> (u16, String) {
+    let out = server.ssh(&server.admin, "web:login");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let link = stdout(&out)
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a login link")
+        .to_owned();
+    let jar = tempfile::NamedTempFile::new().expect("temp");
+    let resolve = format!("gantry.localhost:{}:127.0.0.1", server.http_port);
+    let url = format!("http://gantry.localhost:{}{path}", server.http_port);
+    let out = Command::new("curl")
+        .args(["-s", "-c", path_str(jar.path()), "-o", "/dev/null"])
+        .args(["--resolve", &resolve, &link])
+        .output()
+        .expect("curl");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = Command::new("curl")
+        .args(["-s", "-b", path_str(jar.path()), "-w", "\n%{http_code}"])
+        .args(["--resolve", &resolve, &url])
+        .output()
+        .expect("curl");
+    let text = stdout(&out);
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
