@@ -8,24 +8,27 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::traffic::Moved;
-
 pub struct CountedIo<T> {
     inner: T,
-    moved: Moved,
+    received: u64,
+    sent: u64,
 }
 
 impl<T> CountedIo<T> {
     pub fn new(inner: T) -> Self {
         CountedIo {
             inner,
-            moved: Moved::default(),
+            received: 0,
+            sent: 0,
         }
     }
 
-    /// The bytes moved since the last call.
-    pub fn moved(&mut self) -> Moved {
-        std::mem::take(&mut self.moved)
+    /// The bytes read and written since the last call.
+    pub fn moved(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.received),
+            std::mem::take(&mut self.sent),
+        )
     }
 
     pub fn into_inner(self) -> T {
@@ -42,7 +45,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
         let this = &mut *self;
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
-        this.moved.received += (buf.filled().len() - before) as u64;
+        this.received += (buf.filled().len() - before) as u64;
         polled
     }
 }
@@ -56,7 +59,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = polled {
-            this.moved.sent += n as u64;
+            this.sent += n as u64;
         }
         polled
     }
@@ -69,7 +72,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
         if let Poll::Ready(Ok(n)) = polled {
-            this.moved.sent += n as u64;
+            this.sent += n as u64;
         }
         polled
     }
@@ -106,13 +109,7 @@ mod tests {
             .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
             .await
             .expect("write");
-        assert_eq!(
-            counted.moved(),
-            Moved {
-                received: 18,
-                sent: 27
-            }
-        );
-        assert_eq!(counted.moved(), Moved::default());
+        assert_eq!(counted.moved(), (18, 27));
+        assert_eq!(counted.moved(), (0, 0));
     }
 }

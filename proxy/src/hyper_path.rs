@@ -23,7 +23,7 @@ use hyper_util::server::graceful::Watcher;
 
 use crate::context::{Decision, Proxy};
 use crate::routes::InFlight;
-use crate::tracked::{Metered, Tracked};
+use crate::tracked::Tracked;
 use crate::traffic::{Meter, Moved};
 use crate::upstream::Upstream;
 use crate::{forward, pages};
@@ -83,7 +83,7 @@ async fn handle(
             .traffic()
             .record(&route.name, status, started.elapsed(), moved);
         let meter = proxy.meter(&route.name);
-        resp = resp.map(|body| Metered::new(body, meter).boxed());
+        resp = resp.map(|body| Tracked::metered(body, meter).boxed());
     }
     if let Some((method, host, path)) = log {
         tracing::info!(
@@ -170,7 +170,10 @@ async fn route(
                     }
                 }
                 forward::prepare_response(&mut resp);
-                return (resp.map(|b| Tracked::new(b, in_flight).boxed()), Some(addr));
+                return (
+                    resp.map(|b| Tracked::in_flight(b, in_flight).boxed()),
+                    Some(addr),
+                );
             }
             Ok(Err(err)) if err.is_connect() => {
                 tracing::warn!(app = %route.name, backend = %addr, error = %err, "backend refused the connection; leaving it out for a while");

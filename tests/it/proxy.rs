@@ -359,6 +359,22 @@ fn sample(server: &Server, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// curl's GET / of `host` through the server's proxy with an `X-Pad`
+/// header of `pad`, the body dropped, with `args` (the protocol, `-w`).
+fn padded_get(server: &Server, host: &str, pad: &str, args: &[&str]) -> std::process::Output {
+    std::process::Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-H"])
+        .arg(format!("X-Pad: {pad}"))
+        .args(args)
+        .arg(format!("http://{host}:{}/", server.http_port))
+        .args([
+            "--resolve",
+            &format!("{host}:{}:127.0.0.1", server.http_port),
+        ])
+        .output()
+        .expect("curl")
+}
+
 #[test]
 fn the_proxy_counts_each_apps_requests_by_status_and_time_for_prometheus() {
     let server = Server::start_configured(None, "metrics_token = \"scrape\"\n");
@@ -410,20 +426,16 @@ fn the_proxy_counts_each_apps_requests_by_status_and_time_for_prometheus() {
     let pad = "x".repeat(10_000);
     let (mut up, mut down) = (0.0, 0.0);
     for _ in 0..3 {
-        let out = std::process::Command::new("curl")
-            .args(["-s", "-o", "/dev/null", "--http1.1", "-H"])
-            .arg(format!("X-Pad: {pad}"))
-            .args([
+        let out = padded_get(
+            &server,
+            &host,
+            &pad,
+            &[
+                "--http1.1",
                 "-w",
                 "%{http_code} %{size_request} %{size_header} %{size_download}",
-            ])
-            .arg(format!("http://{host}:{}/", server.http_port))
-            .args([
-                "--resolve",
-                &format!("{host}:{}:127.0.0.1", server.http_port),
-            ])
-            .output()
-            .expect("curl");
+            ],
+        );
         let said: Vec<f64> = stdout(&out)
             .split_whitespace()
             .filter_map(|n| n.parse().ok())
@@ -438,17 +450,16 @@ fn the_proxy_counts_each_apps_requests_by_status_and_time_for_prometheus() {
     assert_eq!(sample(&server, &sent) - before.1, down);
     // HTTP/2 (hyper's path) counts heads as HTTP/1.1 would carry them.
     let before = (sample(&server, &received), sample(&server, &sent));
-    let out = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "--http2-prior-knowledge", "-H"])
-        .arg(format!("X-Pad: {pad}"))
-        .args(["-w", "%{http_version} %{size_download}"])
-        .arg(format!("http://{host}:{}/", server.http_port))
-        .args([
-            "--resolve",
-            &format!("{host}:{}:127.0.0.1", server.http_port),
-        ])
-        .output()
-        .expect("curl");
+    let out = padded_get(
+        &server,
+        &host,
+        &pad,
+        &[
+            "--http2-prior-knowledge",
+            "-w",
+            "%{http_version} %{size_download}",
+        ],
+    );
     let said = stdout(&out);
     assert!(said.starts_with("2 "), "not HTTP/2: {said}");
     let body: f64 = said[2..].trim().parse().expect("size");

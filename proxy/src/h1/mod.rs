@@ -192,7 +192,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<'_, I> {
         });
         let started = Instant::now();
         let (status, backend, next) = self.handle(head, up).await;
-        let moved = self.client.moved();
+        let (received, sent) = self.client.moved();
+        let moved = crate::traffic::Moved { received, sent };
         if let Some(route) = self.forwarded.take() {
             proxy
                 .traffic()
