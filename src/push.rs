@@ -762,6 +762,26 @@ async fn fetch_runtime(config: &crate::config::Config, need: &str, log: &mut Pus
     }
 }
 
+/// `suite`'s stack, made first if it is missing; says which in the push.
+async fn ensure_stack(
+    gantry: &Gantry,
+    suite: stack::Suite,
+    log: &mut PushLog,
+) -> Result<stack::StackImages, stack::StackError> {
+    let config = &gantry.config;
+    let stack = stack::ensure(
+        &gantry.docker,
+        config.stack_image.as_deref(),
+        suite,
+        &config.home,
+        &config.stack_mirror,
+        &mut |line| log.line(line),
+    )
+    .await?;
+    log.line(&format!("stack {} ({})", stack.name, stack.run));
+    Ok(stack)
+}
+
 /// Makes sure the stack exists, runs the buildpacks, and completes the
 /// release's processes with the ones the buildpacks declared (a Procfile's
 /// own entries win, as on Heroku).
@@ -782,46 +802,31 @@ async fn build_with_buildpacks(
 ) -> Result<build::BuiltImage, build::BuildError> {
     let config = &gantry.config;
     let failed = |err: stack::StackError| build::BuildError::Failed(err.to_string());
-    let suite = match plan.stack.as_deref() {
+    let mut suite = match plan.stack.as_deref() {
         Some(name) => stack::Suite::parse(name).map_err(failed)?,
         None => stack::DEFAULT_SUITE,
     };
-    let stack = stack::ensure(
-        &gantry.docker,
-        config.stack_image.as_deref(),
-        suite,
-        &config.home,
-        &config.stack_mirror,
-        &mut |line| log.line(line),
-    )
-    .await
-    .map_err(failed)?;
-    if plan.stack.is_none() {
-        // The first build fixes the app's stack: a later change of the
-        // default does not move it.
-        if let Err(err) = gantry.store.set_stack(&release.app, suite.name()).await {
-            tracing::warn!(app = %release.app, error = %err, "cannot record the app's stack");
-        }
-    }
-    log.line(&format!("stack {} ({})", stack.name, stack.run));
-    let mut labels = labels.clone();
-    labels.insert(stack::LABEL_SUITE.to_owned(), stack.name.clone());
+    let mut stack = ensure_stack(gantry, suite, log).await.map_err(failed)?;
     let (selection, env) = (plan.selection, plan.env);
-    let labels = &labels;
     let scratch = config
         .run_dir()
         .join(format!("build-{}-v{}", release.app, release.version));
     // A buildpack that finds no runtime for what the app asks for may stop
-    // for one gantry fetches from upstream; the build then runs again, once.
+    // for one. A new app (no stack fixed yet) moves to the stack whose
+    // Debian packages have it, as stack:set would; otherwise gantry fetches
+    // it from upstream. The build then runs again, once for each.
     let mut upstream = config.runtimes.upstream;
+    let mut may_move = plan.stack.is_none() && config.stack_image.is_none();
     let built = loop {
+        let mut labels = labels.clone();
+        labels.insert(stack::LABEL_SUITE.to_owned(), stack.name.clone());
         let result = buildpack::build(
             buildpack::BuildpackBuild {
                 docker: &gantry.docker,
                 app: &release.app,
                 stack: &stack,
                 tag,
-                labels,
+                labels: &labels,
                 source: source.clone(),
                 selection: selection.clone(),
                 config: env.clone(),
@@ -829,6 +834,7 @@ async fn build_with_buildpacks(
                 scratch: scratch.clone(),
                 runtimes: crate::build::runtimes::store_dir(&config.home),
                 upstream,
+                new_app: may_move,
             },
             &mut |line| log.buildpack_line(line),
         )
@@ -838,14 +844,45 @@ async fn build_with_buildpacks(
                 tracing::warn!(path = %scratch.display(), error = %err, "cannot remove build scratch");
             }
         }
-        match result {
-            Err(build::BuildError::NeedsRuntime(need)) if upstream => {
+        let need = match result {
+            Err(build::BuildError::NeedsRuntime(need)) if upstream || may_move => need,
+            other => break other,
+        };
+        let asked_as_new = std::mem::take(&mut may_move);
+        let better = match build::upstream::parse_need(&need) {
+            Ok(build::upstream::Need::Python { version }) if asked_as_new => {
+                stack::Suite::with_python(&version).filter(|s| *s != suite)
+            }
+            _ => None,
+        };
+        match better {
+            Some(other) => {
+                log.buildpack_line(&format!(
+                    "-----> Python {} is the {} stack's: this new app builds on it (stack:set {} SUITE to choose)",
+                    other.python(),
+                    other.name(),
+                    release.app
+                ));
+                suite = other;
+                stack = ensure_stack(gantry, suite, log).await.map_err(failed)?;
+            }
+            None if upstream => {
                 upstream = false;
                 fetch_runtime(config, &need, log).await;
             }
-            other => break other?,
+            // Nothing to fetch it with: the build runs once more, asking
+            // nothing, to say why not.
+            None => {}
         }
     };
+    if plan.stack.is_none() && built.is_ok() {
+        // The first build that works fixes the app's stack: a later change
+        // of the default does not move it.
+        if let Err(err) = gantry.store.set_stack(&release.app, suite.name()).await {
+            tracing::warn!(app = %release.app, error = %err, "cannot record the app's stack");
+        }
+    }
+    let built = built?;
     let mut manifest = Manifest::from_stored(&release.manifest);
     if let Some(text) = &built.procfile {
         // What runs is the compiled tree's Procfile, as on Heroku.

@@ -152,6 +152,9 @@ pub struct BuildpackBuild<'a> {
     /// Buildpacks may stop for a runtime gantry would fetch from upstream
     /// (`GANTRY_UPSTREAM=1`), rather than refuse.
     pub upstream: bool,
+    /// The app's stack is not fixed yet (its first build): a buildpack may
+    /// stop for a runtime another stack has (`GANTRY_NEW_APP=1`).
+    pub new_app: bool,
 }
 
 /// A buildpack build's image and the process types its buildpacks declared.
@@ -263,6 +266,9 @@ pub async fn build(
     ];
     if build.upstream {
         env.push("GANTRY_UPSTREAM=1".to_owned());
+    }
+    if build.new_app {
+        env.push("GANTRY_NEW_APP=1".to_owned());
     }
     let mut debian_node = None;
     if build.stack.suite.is_some() && may_use_node(&build.selection, &build.source) {

@@ -66,6 +66,23 @@ impl Suite {
         }
     }
 
+    /// The Python minor its Debian packages carry (as [`SUITE_RUNTIMES`]
+    /// says; forky's may move on while it is testing).
+    pub fn python(self) -> &'static str {
+        match self {
+            Suite::Bookworm => "3.11",
+            Suite::Trixie => "3.13",
+            Suite::Forky => "3.14",
+        }
+    }
+
+    /// The suite whose Python is `version`'s minor (`3.14` or `3.14.2`).
+    pub fn with_python(version: &str) -> Option<Suite> {
+        let minor: Vec<&str> = version.split('.').take(2).collect();
+        let minor = minor.join(".");
+        SUITES.into_iter().find(|suite| suite.python() == minor)
+    }
+
     /// The image apps run on.
     pub fn run_image(self) -> String {
         format!("gantry/stack:{}", self.name())
@@ -773,6 +790,10 @@ mod tests {
         let versions = parse_dpkg_status(status);
         assert_eq!(versions.len(), 2);
         assert_eq!(upstream_version(&versions["python3"]), "3.13.5");
+        assert_eq!(Suite::with_python("3.14"), Some(Suite::Forky));
+        assert_eq!(Suite::with_python("3.11.9"), Some(Suite::Bookworm));
+        assert_eq!(Suite::with_python("3.12"), None);
+        assert!(SUITE_RUNTIMES.contains("python: bookworm 3.11, trixie 3.13, forky 3.14"));
         assert_eq!(upstream_version(&versions["libc6"]), "2.41");
         assert_eq!(upstream_version("1:2.0~rc1-3"), "2.0");
     }

@@ -131,6 +131,15 @@ fn a_python_version_no_stack_has_is_refused_with_what_would_get_it() {
         assert!(err.contains(needle), "push output lacks {needle:?}:\n{err}");
     }
     assert_eq!(server.get(&app).0, 404, "nothing was deployed");
+    // The refused build fixed no stack: asking for a Python a stack has,
+    // the app is still new and moves to that stack.
+    repo.write(".python-version", "3.14\n");
+    repo.commit(&server, "ask for 3.14");
+    let err = stderr(&repo.push(&server, &server.admin, &app));
+    assert!(
+        err.contains("this new app builds on it") && err.contains("-----> Python 3.14."),
+        "{err}"
+    );
 }
 
 /// PyPI's wheel of a Node or Go toolchain, downloaded once per test run.
@@ -792,28 +801,21 @@ fn apps_rename_moves_config_domains_repository_and_the_live_release() {
 }
 
 #[test]
-fn the_newest_python_builds_on_forky_after_stack_set() {
+fn a_new_app_asking_for_the_newest_python_builds_on_forky_and_a_set_stack_is_kept() {
     ensure_stack();
     let server = Server::start();
     let app = unique("py314");
     let repo = Repo::from_example(&server, "python-hello");
     repo.write(".python-version", "3.14\n");
     repo.commit(&server, "ask for Python 3.14");
-    let out = repo.push(&server, &server.admin, &app);
-    let err = stderr(&out);
-    assert!(!out.status.success(), "{err}");
-    assert!(
-        err.contains("Python 3.14 is asked for in .python-version") && err.contains("forky 3.14"),
-        "{err}"
-    );
-    let out = server.ssh(&server.admin, &format!("stack:set {app} forky"));
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stdout(&out).contains("on stack forky from its next build on"));
+    // A new app moves to the stack whose Python it asks for, and stays there.
     let out = repo.push(&server, &server.admin, &app);
     let err = stderr(&out);
     assert!(out.status.success(), "{err}");
     assert!(
-        err.contains("stack gantry-forky") && err.contains("-----> Python 3.14."),
+        err.contains("Python 3.14 is the forky stack's: this new app builds on it")
+            && err.contains("stack gantry-forky")
+            && err.contains("-----> Python 3.14."),
         "{err}"
     );
     let (status, body) = server.get(&app);
@@ -824,4 +826,26 @@ fn the_newest_python_builds_on_forky_after_stack_set() {
         stacks.contains("forky") && stacks.contains("python 3.14"),
         "{stacks}"
     );
+    // A stack that is set is kept: on trixie, 3.14 is refused with what
+    // would get it, and forky again serves after stack:set.
+    let out = server.ssh(&server.admin, &format!("stack:set {app} trixie"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    repo.write("note.txt", "again\n");
+    repo.commit(&server, "again");
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("Python 3.14 is asked for in .python-version") && err.contains("forky 3.14"),
+        "{err}"
+    );
+    assert!(!err.contains("this new app builds on it"), "{err}");
+    let out = server.ssh(&server.admin, &format!("stack:set {app} forky"));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("on stack forky from its next build on"));
+    let out = repo.push(&server, &server.admin, &app);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("stack gantry-forky"), "{err}");
+    assert!(server.get(&app).1.starts_with("Hello from Python 3.14"));
 }
