@@ -166,6 +166,7 @@ pub async fn sample_forever(
 ) {
     let mut last: HashMap<String, AppTraffic> = HashMap::new();
     let mut first = true;
+    let mut pruned_hour = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -202,8 +203,12 @@ pub async fn sample_forever(
             last.insert(now.app.clone(), now);
         }
         first = false;
-        if let Err(err) = store.prune_traffic(minute - KEEP_MINUTES).await {
-            tracing::warn!(error = %err, "cannot prune old traffic");
+        // Old minutes go once an hour, not at every sample.
+        if pruned_hour != Some(minute / 60) {
+            pruned_hour = Some(minute / 60);
+            if let Err(err) = store.prune_traffic(minute - KEEP_MINUTES).await {
+                tracing::warn!(error = %err, "cannot prune old traffic");
+            }
         }
     }
 }

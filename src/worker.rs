@@ -47,16 +47,9 @@ pub struct WorkerSettings {
 
 /// This engine's Swarm node: (id, hostname).
 pub async fn identify(docker: &Docker) -> anyhow::Result<(String, String)> {
-    let info = docker
-        .info()
+    crate::runtime::swarm::this_node(docker)
         .await
-        .context("cannot ask the engine who it is")?;
-    let id = info
-        .swarm
-        .and_then(|s| s.node_id)
-        .filter(|id| !id.is_empty())
-        .context("this engine is in no swarm")?;
-    Ok((id, info.name.unwrap_or_default()))
+        .context("cannot tell which swarm node this engine is")
 }
 
 /// serve's side: writes the swarm's nodes and labels to the store every

@@ -139,7 +139,8 @@ async fn route(
             copy
         });
     let (parts, body) = req.into_parts();
-    let meter = proxy.meter(&route.name);
+    // A body's bytes are counted as it streams (most requests have none).
+    let meter = (!body.is_end_stream()).then(|| proxy.meter(&route.name));
     let mut req = Request::from_parts(parts, Upstream::new(body, proxy.settings().max_body, meter));
     let mut failed = None;
     loop {

@@ -25,12 +25,12 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub(crate) fn new(inner: Incoming, limit: Option<u64>, meter: Meter) -> Self {
+    pub(crate) fn new(inner: Incoming, limit: Option<u64>, meter: Option<Meter>) -> Self {
         Upstream {
             inner: Some(inner),
             limit,
             seen: 0,
-            meter: Some(meter),
+            meter,
         }
     }
 

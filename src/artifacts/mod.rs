@@ -12,12 +12,13 @@ pub mod registry;
 
 use std::collections::{HashMap, HashSet};
 
+use bollard::models::ImageSummary;
 use bollard::query_parameters::{ListImagesOptionsBuilder, RemoveImageOptionsBuilder};
 use bollard::Docker;
 
 use crate::context::Gantry;
 use crate::names::AppName;
-use crate::store::{ReleaseStatus, StoreError};
+use crate::store::{AppRecord, Release, ReleaseStatus, StoreError};
 
 /// Releases whose images are kept, unless the app says otherwise.
 pub const DEFAULT_KEEP: i64 = 5;
@@ -177,7 +178,7 @@ fn reclaimed(before: &DiskUsage, after: Option<&DiskUsage>, deleted: &[String]) 
 async fn app_images(
     docker: &Docker,
     app: &AppName,
-) -> Result<Vec<bollard::models::ImageSummary>, bollard::errors::Error> {
+) -> Result<Vec<ImageSummary>, bollard::errors::Error> {
     let filters = HashMap::from([("reference", vec![format!("gantry/{app}")])]);
     docker
         .list_images(Some(
@@ -191,32 +192,49 @@ async fn app_images(
 /// The app's images, newest first, with the releases that use each.
 pub async fn list(gantry: &Gantry, app: &AppName) -> Result<Vec<Artifact>, ArtifactError> {
     let releases = gantry.store.list_releases(app).await?;
-    let mut artifacts: Vec<Artifact> = app_images(&gantry.docker, app)
-        .await?
-        .into_iter()
+    let images = app_images(&gantry.docker, app).await?;
+    Ok(artifacts_of(app, &releases, &images))
+}
+
+/// What an overview of the app's images needs, read once: its images, and
+/// those the next prune removes (tag, image id).
+pub async fn overview(
+    gantry: &Gantry,
+    record: &AppRecord,
+    releases: &[Release],
+) -> Result<(Vec<Artifact>, Vec<(String, String)>), ArtifactError> {
+    let images = app_images(&gantry.docker, &record.name).await?;
+    Ok((
+        artifacts_of(&record.name, releases, &images),
+        doomed(record, releases, images),
+    ))
+}
+
+fn artifacts_of(app: &AppName, releases: &[Release], images: &[ImageSummary]) -> Vec<Artifact> {
+    let prefix = format!("gantry/{app}:");
+    let mut artifacts: Vec<Artifact> = images
+        .iter()
         .flat_map(|image| {
-            let tags: Vec<String> = image
+            let prefix = &prefix;
+            image
                 .repo_tags
                 .iter()
-                .filter(|t| t.starts_with(&format!("gantry/{app}:")))
-                .cloned()
-                .collect();
-            let releases = &releases;
-            tags.into_iter().map(move |tag| Artifact {
-                used_by: releases
-                    .iter()
-                    .filter(|r| r.image == tag && r.status == ReleaseStatus::Succeeded)
-                    .map(|r| r.version)
-                    .collect(),
-                tag,
-                id: image.id.clone(),
-                size: image.size,
-                created: image.created,
-            })
+                .filter(move |t| t.starts_with(prefix))
+                .map(move |tag| Artifact {
+                    used_by: releases
+                        .iter()
+                        .filter(|r| &r.image == tag && r.status == ReleaseStatus::Succeeded)
+                        .map(|r| r.version)
+                        .collect(),
+                    tag: tag.clone(),
+                    id: image.id.clone(),
+                    size: image.size,
+                    created: image.created,
+                })
         })
         .collect();
     artifacts.sort_by(|a, b| b.created.cmp(&a.created).then(b.tag.cmp(&a.tag)));
-    Ok(artifacts)
+    artifacts
 }
 
 /// Removes the app's images that retention does not keep.
@@ -234,8 +252,19 @@ pub async fn prunable(
     let Some(record) = gantry.store.get_app(app).await? else {
         return Ok(Vec::new());
     };
-    let keep_n = record.keep_releases.unwrap_or(DEFAULT_KEEP).max(1);
     let releases = gantry.store.list_releases(app).await?;
+    let images = app_images(&gantry.docker, app).await?;
+    Ok(doomed(&record, &releases, images))
+}
+
+/// Of the app's `images`, the tags retention does not keep.
+fn doomed(
+    record: &AppRecord,
+    releases: &[Release],
+    images: Vec<ImageSummary>,
+) -> Vec<(String, String)> {
+    let app = &record.name;
+    let keep_n = record.keep_releases.unwrap_or(DEFAULT_KEEP).max(1);
     let mut keep: HashSet<&str> = releases
         .iter()
         .filter(|r| r.status == ReleaseStatus::Succeeded && !r.image.is_empty())
@@ -251,9 +280,7 @@ pub async fn prunable(
             })
             .map(|r| r.image.as_str()),
     );
-    let docker = &gantry.docker;
-    let doomed: Vec<(String, String)> = app_images(docker, app)
-        .await?
+    images
         .into_iter()
         .flat_map(|image| {
             let id = image.id.clone();
@@ -265,8 +292,7 @@ pub async fn prunable(
         .filter(|(tag, _)| {
             tag.starts_with(&format!("gantry/{app}:")) && !keep.contains(tag.as_str())
         })
-        .collect();
-    Ok(doomed)
+        .collect()
 }
 
 /// Removes dangling images (untagged and unused: the layers a failed build

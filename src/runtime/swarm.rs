@@ -103,15 +103,7 @@ impl SwarmRuntime {
         }
         let id = self
             .storage_node
-            .get_or_try_init(|| async {
-                let info = self.manager.info().await?;
-                info.swarm
-                    .and_then(|s| s.node_id)
-                    .filter(|id| !id.is_empty())
-                    .ok_or_else(|| {
-                        RuntimeError::Engine("the manager's engine is in no swarm".into())
-                    })
-            })
+            .get_or_try_init(|| async { this_node(&self.manager).await.map(|(id, _)| id) })
             .await?;
         Ok(Some(format!("node.id=={id}")))
     }
@@ -1351,6 +1343,18 @@ impl Runtime for SwarmRuntime {
     fn services(&self) -> Option<&dyn Services> {
         Some(self)
     }
+}
+
+/// The Swarm node `docker` is: (id, hostname); an error when its engine is
+/// in no swarm.
+pub async fn this_node(docker: &Docker) -> Result<(String, String)> {
+    let info = docker.info().await?;
+    let id = info
+        .swarm
+        .and_then(|s| s.node_id)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| RuntimeError::Engine("the engine is in no swarm".into()))?;
+    Ok((id, info.name.unwrap_or_default()))
 }
 
 /// The label Swarm gives a task's container: the task's id.

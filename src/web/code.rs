@@ -11,7 +11,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::IntoResponse;
 use maud::{html, Markup};
 
-use super::pages::{app_nav, layout};
+use super::pages::{app_nav, layout, short};
 use super::respond::{html as page, not_found, problem, Page};
 use super::session::LoggedIn;
 use crate::context::Gantry;
@@ -406,10 +406,6 @@ fn render_diff(diff: &Diff) -> Markup {
         }
         @if diff.more_files { p { "More files changed than are shown here." } }
     }
-}
-
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(7)]
 }
 
 fn urlencode(text: &str) -> String {

@@ -243,7 +243,8 @@ fn release_table(app: &str, releases: &[Release], statuses: &[String]) -> Markup
     }
 }
 
-fn short(sha: &str) -> &str {
+/// A commit's id as people read it: its first seven characters.
+pub(super) fn short(sha: &str) -> &str {
     &sha[..sha.len().min(7)]
 }
 

@@ -86,18 +86,13 @@ async fn read_now(gantry: &Gantry, visitor: &LoggedIn) -> anyhow::Result<Now> {
             .iter()
             .filter(|r| r.status == ReleaseStatus::Building)
             .count();
-        if let Ok(artifacts) = crate::artifacts::list(gantry, &app.name).await {
+        if let Ok((artifacts, doomed)) = crate::artifacts::overview(gantry, &app, &releases).await {
             now.images += artifacts.len();
             image_ids.extend(artifacts.into_iter().map(|a| a.id));
-        }
-        if let Ok(doomed) = crate::artifacts::prunable(gantry, &app.name).await {
             now.prunable += doomed.len();
         }
-        if let Ok(processes) = crate::deploy::processes::list(gantry, &app.name).await {
-            now.replicas += processes
-                .iter()
-                .filter(|p| p.state.starts_with("running"))
-                .count();
+        if let Ok(instances) = gantry.runtime.list(&app.name).await {
+            now.replicas += instances.iter().filter(|i| i.running).count();
         }
     }
     // The apps' images' own bytes: what they hold that no other image shares.
