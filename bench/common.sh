@@ -49,6 +49,10 @@ stop_gantry() {
   done
   kill "$GANTRY_PID" 2>/dev/null || true
   wait "$GANTRY_PID" 2>/dev/null || true
+  # The proxy is a process of its own and outlives serve, by design.
+  if [ -f "$BENCH_DIR/proxy/proxy.pid" ]; then
+    kill "$(cat "$BENCH_DIR/proxy/proxy.pid")" 2>/dev/null || true
+  fi
   docker network rm gantry-bench >/dev/null 2>&1 || true
   rm -rf "$BENCH_DIR"
   GANTRY_PID=""
